@@ -1,0 +1,97 @@
+"""The file-store protocol every connector implements, and the values it returns.
+
+A store does I/O only. It lists what is there, opens files for streaming reads and performs the
+clean-up moves; completeness detection, de-duplication and the clean-up policy live once, in
+:mod:`connectors.poller`. Stores are blocking (paramiko, boto3, the file system): callers run them
+in an executor, one call at a time per store instance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import BinaryIO, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteFile:
+    """One version of one regular file as the store reported it.
+
+    ``path`` is connector-relative (see :mod:`connectors.paths`); ``mtime`` is seconds since the
+    epoch (SFTP servers report whole seconds); ``etag`` is a content checksum when the store
+    knows one (S3 ETag), else ``None``.
+    """
+
+    path: str
+    size: int
+    mtime: float
+    etag: str | None = None
+
+    @property
+    def version_id(self) -> str:
+        """Identify this version: equal for an unchanged file, different after a re-upload."""
+        ident = f"{self.path}\x00{self.size}\x00{self.mtime:.6f}\x00{self.etag or ''}"
+        return hashlib.sha256(ident.encode()).hexdigest()[:32]
+
+
+class SkipReason(StrEnum):
+    """Why a listed entry is never announced (a bounded metric label)."""
+
+    SYMLINK = "symlink"
+    SPECIAL_FILE = "special_file"
+    UNSAFE_NAME = "unsafe_name"
+    EXCLUDED = "excluded"
+    TOO_YOUNG = "too_young"
+    UNSTABLE = "unstable"
+    AWAITING_MARKER = "awaiting_marker"
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedEntry:
+    """A directory entry the store will not serve, with the reason."""
+
+    path: str
+    reason: SkipReason
+    detail: str = ""
+
+
+Prune = Callable[[str], bool]
+"""Given a connector-relative folder path, return True to not descend into it."""
+
+
+class FileStore(Protocol):
+    """A place files arrive: an SFTP folder, an S3 prefix, a local directory.
+
+    Contract:
+
+    - ``connect`` opens the session; it raises :class:`~connectors.errors.HostKeyMismatch`,
+      :class:`~connectors.errors.AuthenticationFailed` or
+      :class:`~connectors.errors.StoreUnavailable`. Every other method may be called only after
+      it and reconnects by calling it again after a ``StoreUnavailable``.
+    - ``iter_entries`` walks the whole tree under the root (depth-first, folders sorted), yields
+      a ``RemoteFile`` for each regular file and a ``SkippedEntry`` for each symlink, FIFO, device
+      or unsafe name. It never follows symlinks.
+    - ``open`` returns a binary file object for a streaming read of a regular file, refusing
+      symlinks and anything outside the root; the caller closes it.
+    - ``move`` renames within the root, creating parent folders and replacing the target;
+      ``delete`` removes a file. Both are used only by the poller's clean-up.
+    """
+
+    description: str
+    """Where this store points, for messages; never contains a secret."""
+
+    def connect(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def iter_entries(self, prune: Prune | None = None) -> Iterator[RemoteFile | SkippedEntry]: ...
+
+    def stat(self, path: str) -> RemoteFile | None: ...
+
+    def open(self, path: str) -> BinaryIO: ...
+
+    def move(self, src: str, dst: str) -> None: ...
+
+    def delete(self, path: str) -> None: ...

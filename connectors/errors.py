@@ -1,0 +1,70 @@
+"""Errors raised by file stores and the poller.
+
+::
+
+    ConnectorError                  base; ``retriable`` says whether trying again may help
+     ├── StoreUnavailable           network: refused, unreachable, timed out, session dropped
+     ├── AuthenticationFailed       the server rejected the credentials
+     ├── HostKeyMismatch            the server's host key is not the pinned one
+     ├── UnsafePath                 a name that would leave the connector's root
+     ├── NotARegularFile            a symlink, FIFO, device or folder where a file was expected
+     └── FileVanished               the file went away between listing and use
+
+The connector runner backs off and retries every ``ConnectorError``: credentials and host keys
+get fixed by operators while the service keeps running. ``kind`` is a short, bounded label for
+metrics.
+"""
+
+from __future__ import annotations
+
+
+class ConnectorError(Exception):
+    """Base of every error a file store raises."""
+
+    retriable: bool = True
+    kind: str = "io"
+
+
+class StoreUnavailable(ConnectorError):
+    """The store could not be reached or the session dropped."""
+
+    kind = "network"
+
+
+class AuthenticationFailed(ConnectorError):
+    """The store rejected the configured credentials."""
+
+    retriable = False
+    kind = "auth"
+
+
+class HostKeyMismatch(ConnectorError):
+    """The SFTP server presented a host key other than the pinned one."""
+
+    retriable = False
+    kind = "host_key"
+
+    def __init__(self, message: str, *, fingerprint: str) -> None:
+        super().__init__(message)
+        self.fingerprint = fingerprint
+
+
+class UnsafePath(ConnectorError):
+    """A path is absolute, contains ``..`` or otherwise escapes the connector's root."""
+
+    retriable = False
+    kind = "unsafe_path"
+
+
+class NotARegularFile(ConnectorError):
+    """The path names a symlink, FIFO, device or folder instead of a regular file."""
+
+    retriable = False
+    kind = "not_regular"
+
+
+class FileVanished(ConnectorError):
+    """The file was removed or renamed between listing and use."""
+
+    retriable = False
+    kind = "vanished"

@@ -1,0 +1,389 @@
+"""SFTP file store (paramiko), with the server's host key pinned.
+
+The host key is compared with the pinned one before any credential is sent: an unknown or
+changed key raises :class:`~connectors.errors.HostKeyMismatch` whose message shows the SHA256
+fingerprint the server presented, so an operator can check it out of band and pin it. There is no
+trust-on-first-use. Listings use ``lstat`` semantics (OpenSSH's ``readdir`` reports the link
+itself), so symlinks, FIFOs and devices are reported as skipped entries and never followed.
+Reads are pipelined in bounded windows: throughput close to paramiko's prefetch with memory
+bounded by :attr:`SftpConfig.read_window_bytes` per open file.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import io
+import logging
+import posixpath
+import socket
+import stat as stat_mod
+import threading
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO, Literal, Self
+
+import paramiko
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from connectors import paths
+from connectors.base import Prune, RemoteFile, SkippedEntry, SkipReason
+from connectors.errors import (
+    AuthenticationFailed,
+    FileVanished,
+    HostKeyMismatch,
+    NotARegularFile,
+    StoreUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 32768  # OpenSSH serves at most this much per SSH_FXP_READ
+
+
+class SftpConfig(BaseModel):
+    """Connection to one SFTP account and the folder files arrive in."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["sftp"] = "sftp"
+    host: str = Field(description="Server name or address.", examples=["sftp.example.com"])
+    port: int = Field(22, ge=1, le=65535, description="TCP port.")
+    username: str = Field(description="Account name.", examples=["acme-upload"])
+    password: SecretStr | None = Field(None, description="Password (or use a private key).")
+    private_key: SecretStr | None = Field(
+        None, description="OpenSSH/PEM private key text (or use private_key_path)."
+    )
+    private_key_path: Path | None = Field(None, description="File holding the private key.")
+    private_key_passphrase: SecretStr | None = Field(None, description="Passphrase of the key.")
+    host_key: str = Field(
+        description=(
+            "Pinned server host key: a public key line ('ssh-ed25519 AAAA...') or its "
+            "fingerprint ('SHA256:...'). Unknown or changed keys are refused."
+        ),
+        examples=["SHA256:7Kx0mI6n0Jc9bZ4x0YpJ2b2w7pQ4o0n1m6Yl7b3d5ZQ"],
+    )
+    root: str = Field("/", description="Remote folder files arrive in.", examples=["/upload"])
+    connect_timeout_seconds: float = Field(10.0, gt=0, description="TCP and SSH handshake limit.")
+    read_window_bytes: int = Field(
+        8 * 1024 * 1024, ge=_CHUNK, description="Bytes requested ahead per open file."
+    )
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> Self:
+        has_key = self.private_key is not None or self.private_key_path is not None
+        if (self.password is None) == (not has_key):
+            raise ValueError("set exactly one of password, private_key or private_key_path")
+        if self.private_key is not None and self.private_key_path is not None:
+            raise ValueError("set private_key or private_key_path, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _pinned_key_shape(self) -> Self:
+        fingerprint_of_pin(self.host_key)
+        return self
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """Return the OpenSSH-style SHA256 fingerprint of a public key."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def fingerprint_of_pin(pin: str) -> str:
+    """Return the fingerprint a pinned ``host_key`` value stands for, or raise ValueError."""
+    pin = pin.strip()
+    if pin.startswith("SHA256:"):
+        return pin.rstrip("=")
+    parts = pin.split()
+    if len(parts) >= 2:
+        try:
+            blob = base64.b64decode(parts[1], validate=True)
+        except ValueError as exc:
+            raise ValueError(f"host_key is not a valid public key line: {exc}") from exc
+        return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    raise ValueError("host_key must be 'ssh-<type> <base64>' or 'SHA256:<fingerprint>'")
+
+
+def _load_private_key(config: SftpConfig) -> paramiko.PKey:
+    passphrase = (
+        config.private_key_passphrase.get_secret_value() if config.private_key_passphrase else None
+    )
+    try:
+        if config.private_key_path is not None:
+            return paramiko.PKey.from_path(config.private_key_path, password=passphrase)
+        assert config.private_key is not None  # noqa: S101 - guaranteed by the validator
+        data = config.private_key.get_secret_value().encode()
+        return _pkey_from_bytes(data, passphrase)
+    except (paramiko.SSHException, OSError, ValueError) as exc:
+        raise AuthenticationFailed(f"loading the private key for {config.username}: {exc}") from exc
+
+
+def _pkey_from_bytes(data: bytes, passphrase: str | None) -> paramiko.PKey:
+    errors: list[str] = []
+    for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+        try:
+            return cls.from_private_key(io.StringIO(data.decode()), password=passphrase)
+        except (paramiko.SSHException, ValueError) as exc:
+            errors.append(f"{cls.__name__}: {exc}")
+    raise ValueError("unsupported private key (" + "; ".join(errors) + ")")
+
+
+class SftpStore:
+    """A :class:`~connectors.base.FileStore` over one SFTP session."""
+
+    def __init__(self, config: SftpConfig) -> None:
+        self.config = config
+        self.description = f"sftp://{config.username}@{config.host}:{config.port}{config.root}"
+        self._transport: paramiko.Transport | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+        self._lock = threading.RLock()
+
+    # -- session -------------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Open (or re-open) the session, verifying the pinned host key first."""
+        with self._lock:
+            self.close()
+            cfg = self.config
+            where = f"{cfg.host}:{cfg.port}"
+            try:
+                sock = socket.create_connection((cfg.host, cfg.port), cfg.connect_timeout_seconds)
+            except OSError as exc:
+                raise StoreUnavailable(f"connecting to {where}: {exc}") from exc
+            transport = paramiko.Transport(
+                sock, default_window_size=64 * 1024 * 1024, default_max_packet_size=256 * 1024
+            )
+            try:
+                transport.start_client(timeout=cfg.connect_timeout_seconds)
+                key = transport.get_remote_server_key()
+                seen = fingerprint(key)
+                pinned = fingerprint_of_pin(cfg.host_key)
+                if seen != pinned:
+                    raise HostKeyMismatch(
+                        f"host key of {where} is {key.get_name()} {seen}, but the connector pins "
+                        f"{pinned}; refusing to connect. If the server's key changed on purpose, "
+                        f"verify {seen} with its operator and set host_key to it.",
+                        fingerprint=seen,
+                    )
+                self._authenticate(transport, where)
+                sftp = paramiko.SFTPClient.from_transport(transport)
+                if sftp is None:
+                    raise StoreUnavailable(f"opening the sftp subsystem on {where}")
+            except HostKeyMismatch:
+                transport.close()
+                raise
+            except AuthenticationFailed:
+                transport.close()
+                raise
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                transport.close()
+                raise StoreUnavailable(f"SSH handshake with {where}: {exc}") from exc
+            self._transport, self._sftp = transport, sftp
+
+    def _authenticate(self, transport: paramiko.Transport, where: str) -> None:
+        cfg = self.config
+        try:
+            if cfg.password is not None:
+                transport.auth_password(cfg.username, cfg.password.get_secret_value())
+            else:
+                transport.auth_publickey(cfg.username, _load_private_key(cfg))
+        except paramiko.AuthenticationException as exc:
+            method = "password" if cfg.password is not None else "private key"
+            raise AuthenticationFailed(
+                f"{where} rejected {method} authentication for user {cfg.username!r}: {exc}"
+            ) from exc
+
+    def close(self) -> None:
+        """Close the session; safe to call at any time."""
+        with self._lock:
+            if self._sftp is not None:
+                with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                    self._sftp.close()
+            if self._transport is not None:
+                self._transport.close()
+            self._sftp = self._transport = None
+
+    def __enter__(self) -> Self:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _client(self) -> paramiko.SFTPClient:
+        if self._sftp is None or self._transport is None or not self._transport.is_active():
+            raise StoreUnavailable(f"no open session to {self.description}")
+        return self._sftp
+
+    def _remote(self, path: str) -> str:
+        return paths.join(self.config.root, path)
+
+    # -- listing -------------------------------------------------------------------------------
+
+    def iter_entries(self, prune: Prune | None = None) -> Iterator[RemoteFile | SkippedEntry]:
+        """Walk the tree under the root without following links (see the protocol)."""
+        with self._lock:
+            sftp = self._client()
+            stack = [""]
+            while stack:
+                folder = stack.pop()
+                remote = self._remote(folder) if folder else self.config.root
+                try:
+                    attrs = sftp.listdir_attr(remote)
+                except FileNotFoundError:
+                    if folder:  # removed while we walked: nothing to list
+                        continue
+                    raise StoreUnavailable(f"listing {remote!r}: folder does not exist") from None
+                except (OSError, EOFError, paramiko.SSHException) as exc:
+                    where = self.description
+                    raise StoreUnavailable(f"listing {remote!r} on {where}: {exc}") from exc
+                subfolders = []
+                for attr in sorted(attrs, key=lambda a: a.filename):
+                    name = attr.filename
+                    if name in (".", ".."):
+                        continue
+                    rel = f"{folder}/{name}" if folder else name
+                    if not paths.is_safe_name(name):
+                        yield SkippedEntry(rel, SkipReason.UNSAFE_NAME, "name contains '/' or NUL")
+                        continue
+                    mode = attr.st_mode or 0
+                    if stat_mod.S_ISLNK(mode):
+                        yield SkippedEntry(rel, SkipReason.SYMLINK, "symbolic link")
+                    elif stat_mod.S_ISDIR(mode):
+                        if prune is None or not prune(rel):
+                            subfolders.append(rel)
+                    elif stat_mod.S_ISREG(mode):
+                        yield RemoteFile(rel, attr.st_size or 0, float(attr.st_mtime or 0))
+                    else:
+                        yield SkippedEntry(rel, SkipReason.SPECIAL_FILE, f"mode {mode:o}")
+                stack.extend(reversed(subfolders))
+
+    def stat(self, path: str) -> RemoteFile | None:
+        """Return the current version of a regular file, or None if it is gone."""
+        with self._lock:
+            try:
+                attr = self._client().lstat(self._remote(path))
+            except FileNotFoundError:
+                return None
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                raise StoreUnavailable(f"stat {path!r} on {self.description}: {exc}") from exc
+            if not stat_mod.S_ISREG(attr.st_mode or 0):
+                raise NotARegularFile(f"{path!r} on {self.description} is not a regular file")
+            return RemoteFile(paths.normalize(path), attr.st_size or 0, float(attr.st_mtime or 0))
+
+    # -- data ----------------------------------------------------------------------------------
+
+    def open(self, path: str) -> BinaryIO:
+        """Open a regular file for a pipelined, bounded-memory streaming read."""
+        with self._lock:
+            current = self.stat(path)
+            if current is None:
+                raise FileVanished(f"{path!r} is no longer on {self.description}")
+            try:
+                handle = self._client().open(self._remote(path), "rb")
+            except FileNotFoundError as exc:
+                raise FileVanished(f"{path!r} is no longer on {self.description}") from exc
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                raise StoreUnavailable(f"opening {path!r} on {self.description}: {exc}") from exc
+            reader = _WindowedReader(handle, current.size, self.config.read_window_bytes)
+            return io.BufferedReader(reader, buffer_size=1024 * 1024)
+
+    # -- clean-up ------------------------------------------------------------------------------
+
+    def move(self, src: str, dst: str) -> None:
+        """Rename ``src`` to ``dst`` inside the root, creating folders, replacing ``dst``."""
+        with self._lock:
+            sftp = self._client()
+            target = self._remote(dst)
+            self._makedirs(posixpath.dirname(target))
+            try:
+                sftp.posix_rename(self._remote(src), target)
+            except FileNotFoundError as exc:
+                raise FileVanished(f"{src!r} is no longer on {self.description}") from exc
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                raise StoreUnavailable(f"moving {src!r} to {dst!r}: {exc}") from exc
+
+    def delete(self, path: str) -> None:
+        """Remove a file inside the root."""
+        with self._lock:
+            try:
+                self._client().remove(self._remote(path))
+            except FileNotFoundError:
+                return
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                raise StoreUnavailable(f"deleting {path!r}: {exc}") from exc
+
+    def _makedirs(self, remote_dir: str) -> None:
+        sftp = self._client()
+        missing: list[str] = []
+        current = remote_dir
+        while current not in ("", "/", self.config.root.rstrip("/")):
+            try:
+                sftp.stat(current)
+                break
+            except FileNotFoundError:
+                missing.append(current)
+                current = posixpath.dirname(current)
+        for folder in reversed(missing):
+            with contextlib.suppress(OSError):  # created concurrently: the rename reports the rest
+                sftp.mkdir(folder)
+
+
+class _WindowedReader(io.RawIOBase):
+    """Sequential reader keeping at most two windows of SSH_FXP_READ requests in flight."""
+
+    def __init__(self, handle: paramiko.SFTPFile, size: int, window: int) -> None:
+        self._handle = handle
+        self._size = size
+        self._window = max(_CHUNK, window - window % _CHUNK)
+        self._next_offset = 0
+        self._windows: deque[Iterator[bytes]] = deque()
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def _request_window(self) -> None:
+        if self._next_offset >= self._size:
+            return
+        end = min(self._size, self._next_offset + self._window)
+        chunks = [(o, min(_CHUNK, end - o)) for o in range(self._next_offset, end, _CHUNK)]
+        self._next_offset = end
+        blocks: Iterator[bytes] = self._handle.readv(chunks)
+        # Prime the generator so its requests go out now, while we drain the previous window.
+        first = next(blocks, b"")
+        self._windows.append(_prepend(first, blocks))
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        while not self._pending:
+            if not self._windows:
+                self._request_window()
+                if not self._windows:
+                    return 0
+            if len(self._windows) < 2:
+                self._request_window()
+            block = next(self._windows[0], None)
+            if block is None:
+                self._windows.popleft()
+                continue
+            self._pending = block
+        n = min(len(view), len(self._pending))
+        view[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                self._handle.close()
+        super().close()
+
+
+def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    if first:
+        yield first
+    yield from rest
