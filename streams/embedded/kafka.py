@@ -246,8 +246,7 @@ def ensure_jars(progress: Callable[[str], None] | None = None) -> Path:
             except subprocess.TimeoutExpired as exc:
                 out = exc.output if isinstance(exc.output, str) else ""
                 raise KafkaStartError(
-                    f"Maven fetch timed out after {_MVN_TIMEOUT_S:.0f}s: {shown}\n"
-                    f"{_tail_text(out)}"
+                    f"Maven fetch timed out after {_MVN_TIMEOUT_S:.0f}s: {shown}\n{_tail_text(out)}"
                 ) from exc
             except OSError as exc:
                 raise KafkaStartError(f"cannot run Maven ({exc}): {shown}") from exc
@@ -280,7 +279,11 @@ def ensure_jars(progress: Callable[[str], None] | None = None) -> Path:
 
 def _new_cluster_id() -> str:
     """Return a random KRaft cluster id: URL-safe base64 of 16 bytes, no padding."""
-    return base64.urlsafe_b64encode(secrets.token_bytes(16)).decode("ascii").rstrip("=")
+    while True:
+        cluster_id = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode("ascii")
+        # Like Kafka's Uuid.randomUuid(): an id starting with '-' would be parsed as an option.
+        if not cluster_id.startswith("-"):
+            return cluster_id.rstrip("=")
 
 
 def _free_port() -> int:
@@ -410,8 +413,11 @@ class LocalKafka:
             return {}
         if not isinstance(raw, dict):
             return {}
-        return {k: v for k, v in raw.items() if k in ("port", "controller_port") and
-                isinstance(v, int) and 0 < v < 65536}
+        return {
+            k: v
+            for k, v in raw.items()
+            if k in ("port", "controller_port") and isinstance(v, int) and 0 < v < 65536
+        }
 
     def _server_properties(self) -> str:
         """Return the server.properties text for this broker."""
@@ -532,8 +538,12 @@ class LocalKafka:
             if self.log_path.exists():
                 self.log_path.replace(self.log_path.with_suffix(".log.1"))
             self._log_fh = self.log_path.open("ab")
-            LOG.info("starting Kafka %s on %s (data in %s)", KAFKA_VERSION,
-                     self.bootstrap_servers, self.data_dir)
+            LOG.info(
+                "starting Kafka %s on %s (data in %s)",
+                KAFKA_VERSION,
+                self.bootstrap_servers,
+                self.data_dir,
+            )
             started = time.monotonic()
             try:
                 with _process_lock:
@@ -553,8 +563,9 @@ class LocalKafka:
             except BaseException:
                 self.stop()
                 raise
-            LOG.info("Kafka ready on %s after %.1fs", self.bootstrap_servers,
-                     time.monotonic() - started)
+            LOG.info(
+                "Kafka ready on %s after %.1fs", self.bootstrap_servers, time.monotonic() - started
+            )
 
     def _wait_ready(self, deadline: float, timeout: float) -> None:
         """Block until a metadata request succeeds; raise KafkaStartError on exit or timeout."""
@@ -614,14 +625,18 @@ class LocalKafka:
                 except subprocess.TimeoutExpired:
                     LOG.warning(
                         "Kafka on %s did not stop within %.0fs; killing it",
-                        self.bootstrap_servers, timeout,
+                        self.bootstrap_servers,
+                        timeout,
                     )
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
                     proc.wait()
             else:
-                LOG.info("Kafka on %s had already exited with code %s",
-                         self.bootstrap_servers, proc.returncode)
+                LOG.info(
+                    "Kafka on %s had already exited with code %s",
+                    self.bootstrap_servers,
+                    proc.returncode,
+                )
             self._proc = None
             self._close_log()
 

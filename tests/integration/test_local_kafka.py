@@ -10,20 +10,25 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streams.embedded.kafka import KAFKA_VERSION, KafkaStartError, LocalKafka, ensure_jars
+from streams.embedded.kafka import (
+    KAFKA_VERSION,
+    KafkaStartError,
+    LocalKafka,
+    _new_cluster_id,
+    ensure_jars,
+)
 
 
 def _create_topic(bootstrap: str, topic: str, partitions: int = 3) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    new_topic = NewTopic(topic, num_partitions=partitions, replication_factor=1)
+    futures = admin.create_topics([new_topic])
     for future in futures.values():
         future.result(timeout=30)
 
 
 def _produce_one(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"}
-    )
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"})
     errors: list[KafkaError] = []
 
     def on_delivery(err: KafkaError | None, _msg: object) -> None:
@@ -35,9 +40,9 @@ def _produce_one(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:
     assert errors == []
 
 
-def _consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 60.0) -> list[
-    tuple[bytes | None, bytes | None]
-]:
+def _consume_all(
+    bootstrap: str, topic: str, expected: int, timeout: float = 60.0
+) -> list[tuple[bytes | None, bytes | None]]:
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -60,6 +65,13 @@ def _consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 60.
     finally:
         consumer.close()
     return received
+
+
+def test_cluster_ids_are_valid_for_storage_tool() -> None:
+    # 1 in 64 random ids starts with '-', which StorageTool's parser takes for an option.
+    ids = {_new_cluster_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    assert all(len(i) == 22 and not i.startswith("-") and "=" not in i for i in ids)
 
 
 def test_ensure_jars_is_cached() -> None:
@@ -95,9 +107,10 @@ def test_produce_consume_survives_restart(tmp_path: Path) -> None:
         assert again.bootstrap_servers == bootstrap
         with again:
             assert (data_dir / "kraft" / "meta.properties").read_text() == meta
-            assert topic in AdminClient({"bootstrap.servers": bootstrap}).list_topics(
-                timeout=10
-            ).topics
+            assert (
+                topic
+                in AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
+            )
             assert _consume_all(bootstrap, topic, expected=1) == [(b"call-1", b"hello")]
         assert not again.is_running()
     finally:

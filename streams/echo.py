@@ -1,0 +1,94 @@
+"""Live view for the local stack: print each event of the callstream topics as it arrives.
+
+A plain consumer in its own group that starts at the end of each topic, so a user running
+``callstream run`` sees what the service does without a Kafka client of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from confluent_kafka import Consumer
+
+from streams.codec import AvroCodec
+from streams.errors import SchemaError
+from streams.runner import FILE_ARRIVAL
+from streams.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{size} B"
+
+
+def describe_arrival(event: dict[str, Any]) -> str:
+    """Render a FileArrival event as one line."""
+    return (
+        f"file announced  {event['tenant']}/{event['connector']}  {event['path']}  "
+        f"{_human(event['size'])}  version {event['version']}  id {event['file_id'][:12]}"
+    )
+
+
+class Echo:
+    """Prints events from the moment it started (see the module doc)."""
+
+    def __init__(
+        self,
+        client_config: dict[str, Any],
+        topics: Topics,
+        codec: AvroCodec,
+        out: Callable[[str], None] = print,
+    ) -> None:
+        self._consumer = Consumer(
+            {
+                **client_config,
+                "group.id": f"{topics.prefix}.echo-{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
+        self._topics = topics
+        self._codec = codec
+        self._out = out
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="echo")
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Subscribe and start printing."""
+        self._consumer.subscribe([self._topics.file_arrivals])
+        self._task = asyncio.create_task(self._loop(), name="echo")
+
+    async def stop(self) -> None:
+        """Stop printing."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._consumer.close)
+        self._executor.shutdown(wait=True)
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            msgs = await loop.run_in_executor(self._executor, self._consumer.consume, 100, 0.5)
+            for msg in msgs:
+                if msg.error() is not None:
+                    continue
+                try:
+                    event = self._codec.decode(FILE_ARRIVAL, msg.value() or b"")
+                except SchemaError as exc:
+                    log.warning("echo: %s", exc)
+                    continue
+                self._out(describe_arrival(event))

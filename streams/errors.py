@@ -1,0 +1,40 @@
+"""Errors of the application layer.
+
+::
+
+    CallstreamError
+     ├── ConfigError            settings or a schema are invalid; ``problems`` name each field
+     ├── SchemaError            a record does not match its Avro schema
+     └── PublishError           Kafka did not acknowledge a record (``retriable`` per librdkafka)
+
+File-store errors come from :mod:`connectors.errors`; the connector runner retries those with
+back-off per connector.
+"""
+
+from __future__ import annotations
+
+
+class CallstreamError(Exception):
+    """Base of the application's own errors."""
+
+    retriable: bool = False
+
+
+class ConfigError(CallstreamError):
+    """Invalid configuration; ``problems`` holds one 'field.path: message' line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+        self.problems = problems
+
+
+class SchemaError(CallstreamError):
+    """A record does not match its Avro schema, or a schema file is invalid."""
+
+
+class PublishError(CallstreamError):
+    """Kafka refused or timed out a record."""
+
+    def __init__(self, message: str, *, retriable: bool = True) -> None:
+        super().__init__(message)
+        self.retriable = retriable

@@ -1,0 +1,109 @@
+"""Kafka clients: an asyncio facade over confluent-kafka's idempotent producer.
+
+librdkafka is thread-safe; batches are produced and flushed in an executor thread so the event
+loop never blocks. The producer is idempotent (``enable.idempotence``, ``acks=all``): retries
+inside librdkafka never duplicate a record. A batch either completes (every record acknowledged)
+or raises :class:`~streams.errors.PublishError`; the caller then retries the whole batch, which
+may duplicate the records that did get through (at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Self
+
+from confluent_kafka import KafkaError, Message
+from confluent_kafka import Producer as _RdProducer
+
+from streams.errors import PublishError
+
+Record = tuple[str, bytes, bytes]
+"""(topic, key, value)"""
+
+
+def client_config(bootstrap: str, extra: Mapping[str, str]) -> dict[str, Any]:
+    """Return the common librdkafka settings plus the operator's extra properties."""
+    return {"bootstrap.servers": bootstrap, **extra}
+
+
+class Producer:
+    """Idempotent producer with an awaitable, all-or-error batch send."""
+
+    def __init__(self, config: Mapping[str, Any], *, flush_timeout: float = 60.0) -> None:
+        self._config = {
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 10,
+            "compression.type": "lz4",
+            "message.timeout.ms": int(flush_timeout * 1000),
+            **config,
+        }
+        self._flush_timeout = flush_timeout
+        self._producer: _RdProducer | None = None
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kafka-produce")
+
+    async def start(self) -> None:
+        """Create the librdkafka producer."""
+        self._producer = _RdProducer(self._config)
+
+    async def stop(self) -> None:
+        """Flush what is pending and release the client."""
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await asyncio.get_running_loop().run_in_executor(
+                self._executor, producer.flush, self._flush_timeout
+            )
+        self._executor.shutdown(wait=True)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def send_batch(self, records: Sequence[Record]) -> None:
+        """Publish every record and return once all are acknowledged by the broker."""
+        if not records:
+            return
+        if self._producer is None:
+            raise PublishError("producer is not started", retriable=False)
+        producer = self._producer
+        await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._send_blocking, producer, records
+        )
+
+    def _send_blocking(self, producer: _RdProducer, records: Sequence[Record]) -> None:
+        lock = threading.Lock()
+        errors: list[KafkaError] = []
+        remaining = [len(records)]
+        done = threading.Event()
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            with lock:
+                if err is not None:
+                    errors.append(err)
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    done.set()
+
+        for topic, key, value in records:
+            while True:
+                try:
+                    producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    producer.poll(0.05)  # local queue full: serve callbacks, then retry
+        while not done.is_set():
+            producer.poll(0.05)
+            if producer.flush(0) == 0 and not done.is_set():
+                done.wait(0.05)
+        if errors:
+            first = errors[0]
+            raise PublishError(
+                f"{len(errors)} of {len(records)} records not acknowledged: {first.str()}",
+                retriable=first.retriable(),
+            )

@@ -1,0 +1,64 @@
+"""Every Prometheus metric of callstream, registered on an injectable registry.
+
+Names follow ``callstream_<noun>_<unit>[_total]``; durations are seconds; labels are bounded
+(tenant, connector, reason, kind, action) and never carry a file name.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_POLL_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    """The metric families, created once per process (or per test with its own registry)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        conn = ["tenant", "connector"]
+        self.files_listed = Counter(
+            "callstream_connector_files_listed_total",
+            "Regular files seen in listings (counted on every poll).",
+            conn,
+            registry=r,
+        )
+        self.files_announced = Counter(
+            "callstream_connector_files_announced_total",
+            "File versions published to the file-arrivals topic.",
+            conn,
+            registry=r,
+        )
+        self.files_skipped = Counter(
+            "callstream_connector_files_skipped_total",
+            "Listed entries not announced on a poll, by reason "
+            "(symlink, special_file, unsafe_name, excluded, too_young, unstable, awaiting_marker).",
+            [*conn, "reason"],
+            registry=r,
+        )
+        self.poll_duration = Histogram(
+            "callstream_connector_poll_duration_seconds",
+            "Time to list a store and decide what is ready.",
+            conn,
+            buckets=_POLL_BUCKETS,
+            registry=r,
+        )
+        self.poll_errors = Counter(
+            "callstream_connector_poll_errors_total",
+            "Failed polls, by kind (network, auth, host_key, kafka, ...).",
+            [*conn, "kind"],
+            registry=r,
+        )
+        self.last_success = Gauge(
+            "callstream_connector_last_success_timestamp_seconds",
+            "Unix time of the connector's last successful poll.",
+            conn,
+            registry=r,
+        )
+        self.cleanups = Counter(
+            "callstream_connector_cleanups_total",
+            "Clean-up actions applied after downstream outcomes.",
+            [*conn, "action"],
+            registry=r,
+        )

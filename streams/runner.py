@@ -1,0 +1,439 @@
+"""The connector runner: poll every connector, publish FileArrival events, apply clean-up.
+
+Each enabled connector runs as its own asyncio task with its own single-thread executor, so its
+blocking store (paramiko, the file system) never blocks the event loop and never slows another
+connector. One poll cycle:
+
+1. ``Poller.poll`` lists the store and returns complete, not yet announced versions;
+2. they are published in batches to ``<prefix>.file-arrivals.v1`` (idempotent producer, key
+   ``<tenant>/<connector>/<path>``) and, once Kafka acknowledged a batch,
+3. recorded in :class:`~streams.state.ConnectorState` and marked announced in the poller.
+
+A crash between 2 and 3 re-announces that batch after restart (same ``file_id``); nothing is lost.
+Any failure (unreachable host, wrong password, changed host key, Kafka or database down) is
+logged with what was being done, counted in ``callstream_connector_poll_errors_total`` and
+retried with exponential back-off for that connector alone.
+
+:class:`OutcomeConsumer` reads ``<prefix>.file-outcomes.v1`` and applies each connector's
+clean-up policy; its offsets are committed only after the clean-up is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from confluent_kafka import Consumer
+from sqlalchemy.exc import SQLAlchemyError
+
+from connectors.base import FileStore, SkipReason
+from connectors.errors import ConnectorError
+from connectors.local import LocalConfig, LocalStore
+from connectors.poller import Candidate, Outcome, Poller
+from connectors.sftp import SftpStore
+from streams.codec import AvroCodec
+from streams.errors import PublishError, SchemaError
+from streams.kafka import Producer, Record
+from streams.metrics import Metrics
+from streams.settings import ConnectorSettings, Settings, StoreConfig
+from streams.state import ConnectorState
+from streams.topics import Topics
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+FILE_ARRIVAL = "callstream.FileArrival"
+FILE_OUTCOME = "callstream.FileOutcome"
+
+_NOTABLE_SKIPS = {SkipReason.SYMLINK, SkipReason.SPECIAL_FILE, SkipReason.UNSAFE_NAME}
+
+
+def open_store(config: StoreConfig) -> FileStore:
+    """Build the file store a connector's configuration describes."""
+    if isinstance(config, LocalConfig):
+        return LocalStore(config)
+    return SftpStore(config)
+
+
+def file_key(tenant: str, connector: str, path: str) -> str:
+    """Return the Kafka key of a file's events."""
+    return f"{tenant}/{connector}/{path}"
+
+
+def file_id(tenant: str, connector: str, path: str, version_id: str) -> str:
+    """Return the deterministic id of one file version."""
+    raw = "\x00".join((tenant, connector, path, version_id)).encode()
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def utcnow() -> dt.datetime:
+    """Return the current time, timezone-aware."""
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class ConnectorStatus:
+    """What an operator sees for one connector (``/connectors``)."""
+
+    state: str = "starting"
+    last_error: str | None = None
+    last_error_kind: str | None = None
+    last_success: dt.datetime | None = None
+    consecutive_failures: int = 0
+    announced_total: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Serialise for JSON."""
+        return {
+            "state": self.state,
+            "last_error": self.last_error,
+            "last_error_kind": self.last_error_kind,
+            "last_success": self.last_success.isoformat() if self.last_success else None,
+            "consecutive_failures": self.consecutive_failures,
+            "announced_total": self.announced_total,
+        }
+
+
+@dataclass
+class ConnectorContext:
+    """Everything the runner keeps for one connector."""
+
+    tenant: str
+    settings: ConnectorSettings
+    store: FileStore
+    poller: Poller
+    executor: ThreadPoolExecutor
+    status: ConnectorStatus = field(default_factory=ConnectorStatus)
+    connected: bool = False
+    reported_skips: set[str] = field(default_factory=set)
+
+    @property
+    def name(self) -> str:
+        """The connector's name."""
+        return self.settings.name
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Metric labels."""
+        return {"tenant": self.tenant, "connector": self.name}
+
+    def _connected_call(self, fn: Callable[..., T], *args: Any) -> T:
+        if not self.connected:
+            self.store.connect()
+            self.connected = True
+        return fn(*args)
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a store operation in this connector's thread, connecting first if needed."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self._connected_call, fn, *args)
+
+    async def disconnect(self) -> None:
+        """Drop the session so the next call reconnects."""
+        self.connected = False
+        await asyncio.get_running_loop().run_in_executor(self.executor, self.store.close)
+
+
+class Backoff:
+    """Exponential back-off with a ceiling."""
+
+    def __init__(self, initial: float, maximum: float) -> None:
+        self.initial, self.maximum = initial, maximum
+        self.current = initial
+
+    def next(self) -> float:
+        """Return the delay to wait now and double the next one."""
+        delay, self.current = self.current, min(self.current * 2, self.maximum)
+        return delay
+
+    def reset(self) -> None:
+        """Start again from the initial delay."""
+        self.current = self.initial
+
+
+class ConnectorRunner:
+    """Runs every enabled connector of every tenant (see the module doc)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        producer: Producer,
+        state: ConnectorState,
+        codec: AvroCodec,
+        metrics: Metrics,
+        topics: Topics,
+    ) -> None:
+        self.settings = settings
+        self.producer = producer
+        self.state = state
+        self.codec = codec
+        self.metrics = metrics
+        self.topics = topics
+        self.contexts: dict[tuple[str, str], ConnectorContext] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        """Load each connector's durable state and start its polling task."""
+        for tenant in self.settings.tenants:
+            for conn in tenant.connectors:
+                if not conn.enabled:
+                    log.info("connector %s/%s is disabled", tenant.id, conn.name)
+                    continue
+                known = await self.state.load_known(tenant.id, conn.name)
+                store = open_store(conn.store)
+                ctx = ConnectorContext(
+                    tenant=tenant.id,
+                    settings=conn,
+                    store=store,
+                    poller=Poller(store, conn.poll, known),
+                    executor=ThreadPoolExecutor(1, thread_name_prefix=f"conn-{conn.name}"),
+                )
+                self.contexts[(tenant.id, conn.name)] = ctx
+                log.info(
+                    "connector %s/%s: polling %s every %gs (%d versions already announced)",
+                    tenant.id,
+                    conn.name,
+                    store.description,
+                    conn.poll.interval_seconds,
+                    len(known),
+                )
+                self._tasks.append(asyncio.create_task(self._run(ctx), name=f"poll-{conn.name}"))
+
+    async def stop(self) -> None:
+        """Stop polling, wait for the current cycle to end, close every store."""
+        self._stopping.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for ctx in self.contexts.values():
+            await ctx.disconnect()
+            ctx.executor.shutdown(wait=True)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _run(self, ctx: ConnectorContext) -> None:
+        backoff = Backoff(
+            self.settings.runner.backoff_initial_seconds, self.settings.runner.backoff_max_seconds
+        )
+        while not self._stopping.is_set():
+            try:
+                await self.poll_once(ctx)
+            except ConnectorError as exc:
+                await self._failed(ctx, exc.kind, str(exc), backoff)
+                await ctx.disconnect()
+                continue
+            except PublishError as exc:
+                await self._failed(ctx, "kafka", f"publishing file arrivals: {exc}", backoff)
+                continue
+            except SQLAlchemyError as exc:
+                await self._failed(ctx, "database", f"recording announced files: {exc}", backoff)
+                continue
+            except Exception as exc:  # a connector must never die silently: log, count, retry
+                log.exception("connector %s/%s: unexpected error", ctx.tenant, ctx.name)
+                await self._failed(ctx, "internal", repr(exc), backoff)
+                await ctx.disconnect()
+                continue
+            backoff.reset()
+            await self._sleep(ctx.settings.poll.interval_seconds)
+
+    async def _failed(self, ctx: ConnectorContext, kind: str, message: str, b: Backoff) -> None:
+        delay = b.next()
+        st = ctx.status
+        st.state, st.last_error, st.last_error_kind = "error", message, kind
+        st.consecutive_failures += 1
+        self.metrics.poll_errors.labels(**ctx.labels, kind=kind).inc()
+        log.error(
+            "connector %s/%s failed (%s): %s; retrying in %.1fs",
+            ctx.tenant,
+            ctx.name,
+            kind,
+            message,
+            delay,
+        )
+        await self._sleep(delay)
+
+    async def poll_once(self, ctx: ConnectorContext) -> int:
+        """Run one poll cycle for ``ctx``; return how many versions were announced."""
+        started = time.perf_counter()
+        result = await ctx.call(ctx.poller.poll)
+        self.metrics.poll_duration.labels(**ctx.labels).observe(time.perf_counter() - started)
+        self.metrics.files_listed.labels(**ctx.labels).inc(result.listed)
+        for reason, n in result.skipped.items():
+            self.metrics.files_skipped.labels(**ctx.labels, reason=str(reason)).inc(n)
+        for entry in result.skipped_entries:
+            if entry.reason in _NOTABLE_SKIPS and entry.path not in ctx.reported_skips:
+                ctx.reported_skips.add(entry.path)
+                log.warning(
+                    "connector %s/%s: skipping %r: %s (%s)",
+                    ctx.tenant,
+                    ctx.name,
+                    entry.path,
+                    entry.reason,
+                    entry.detail,
+                )
+        announced = 0
+        size = self.settings.runner.announce_batch_size
+        for i in range(0, len(result.ready), size):
+            announced += await self._announce(ctx, result.ready[i : i + size])
+        st = ctx.status
+        st.state, st.last_success, st.consecutive_failures = "ok", utcnow(), 0
+        st.last_error = st.last_error_kind = None
+        self.metrics.last_success.labels(**ctx.labels).set(time.time())
+        if result.ready or result.pending:
+            log.info(
+                "connector %s/%s: listed %d, announced %d, waiting on %d incomplete",
+                ctx.tenant,
+                ctx.name,
+                result.listed,
+                announced,
+                result.pending,
+            )
+        return announced
+
+    async def _announce(self, ctx: ConnectorContext, batch: Sequence[Candidate]) -> int:
+        now = utcnow()
+        records: list[Record] = []
+        ids: list[tuple[Candidate, str]] = []
+        store_type = ctx.settings.store.type
+        for c in batch:
+            fid = file_id(ctx.tenant, ctx.name, c.file.path, c.file.version_id)
+            event = {
+                "file_id": fid,
+                "tenant": ctx.tenant,
+                "connector": ctx.name,
+                "store_type": store_type,
+                "store_uri": ctx.store.description,
+                "path": c.file.path,
+                "size": c.file.size,
+                "mtime": dt.datetime.fromtimestamp(c.file.mtime, dt.UTC),
+                "checksum": c.file.etag,
+                "version": c.version,
+                "version_id": c.file.version_id,
+                "announced_at": now,
+            }
+            key = file_key(ctx.tenant, ctx.name, c.file.path).encode()
+            records.append((self.topics.file_arrivals, key, self.codec.encode(FILE_ARRIVAL, event)))
+            ids.append((c, fid))
+        await self.producer.send_batch(records)
+        await self.state.record_announced(ctx.tenant, ctx.name, ids, now)
+        await asyncio.get_running_loop().run_in_executor(
+            ctx.executor, ctx.poller.mark_announced, batch
+        )
+        self.metrics.files_announced.labels(**ctx.labels).inc(len(batch))
+        ctx.status.announced_total += len(batch)
+        return len(batch)
+
+
+class OutcomeConsumer:
+    """Applies clean-up policies as downstream reports file outcomes (see the module doc)."""
+
+    def __init__(
+        self,
+        runner: ConnectorRunner,
+        client_config: dict[str, Any],
+        group_id: str,
+    ) -> None:
+        self.runner = runner
+        self._config = {
+            **client_config,
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+        self._consumer: Consumer | None = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="outcomes")
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        """Subscribe and start consuming."""
+        self._consumer = Consumer(self._config)
+        self._consumer.subscribe([self.runner.topics.file_outcomes])
+        self._task = asyncio.create_task(self._loop(), name="file-outcomes")
+
+    async def stop(self) -> None:
+        """Stop consuming; outcomes not yet applied are redelivered on the next start."""
+        self._stopping.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._consumer.close)
+        self._executor.shutdown(wait=True)
+
+    async def _loop(self) -> None:
+        assert self._consumer is not None  # noqa: S101 - set in start()
+        consumer = self._consumer
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            msgs = await loop.run_in_executor(self._executor, consumer.consume, 200, 0.5)
+            if not msgs:
+                continue
+            for msg in msgs:
+                if msg.error() is not None:
+                    log.warning("file-outcomes consumer: %s", msg.error())
+                    continue
+                await self._apply(msg.value())
+            await loop.run_in_executor(self._executor, lambda: consumer.commit(asynchronous=False))
+
+    async def _apply(self, value: bytes | None) -> None:
+        runner = self.runner
+        try:
+            outcome = runner.codec.decode(FILE_OUTCOME, value or b"")
+        except SchemaError as exc:
+            log.error("file-outcomes: undecodable record skipped: %s", exc)
+            return
+        ctx = runner.contexts.get((outcome["tenant"], outcome["connector"]))
+        if ctx is None:
+            log.warning(
+                "file-outcomes: no running connector %s/%s for %r; clean-up skipped",
+                outcome["tenant"],
+                outcome["connector"],
+                outcome["path"],
+            )
+            return
+        backoff = Backoff(
+            runner.settings.runner.backoff_initial_seconds,
+            runner.settings.runner.backoff_max_seconds,
+        )
+        while True:
+            try:
+                action = await ctx.call(
+                    ctx.poller.cleanup,
+                    outcome["path"],
+                    outcome["version_id"],
+                    Outcome(outcome["outcome"]),
+                )
+                break
+            except ConnectorError as exc:
+                delay = backoff.next()
+                log.error(
+                    "connector %s/%s: cleaning up %r failed: %s; retrying in %.1fs",
+                    ctx.tenant,
+                    ctx.name,
+                    outcome["path"],
+                    exc,
+                    delay,
+                )
+                await ctx.disconnect()
+                await asyncio.sleep(delay)
+        await runner.state.record_cleanup(
+            ctx.tenant, ctx.name, outcome["path"], outcome["version_id"], action, utcnow()
+        )
+        runner.metrics.cleanups.labels(**ctx.labels, action=str(action)).inc()
+        log.info("connector %s/%s: %s %r", ctx.tenant, ctx.name, action, outcome["path"])

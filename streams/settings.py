@@ -1,0 +1,196 @@
+"""Settings: one frozen root, nested sections, from a YAML file and ``CALLSTREAM_*`` env vars.
+
+Precedence (highest first): environment (``CALLSTREAM_<SECTION>__<FIELD>``, e.g.
+``CALLSTREAM_KAFKA__BOOTSTRAP_SERVERS``), the YAML config file (``--config`` or
+``CALLSTREAM_CONFIG``; parsed with ``yaml.safe_load``), defaults. The defaults are the embedded
+local stack: a Kafka broker callstream starts itself, SQLite and folders under ``data_dir``, and
+a demo tenant with a local-folder connector when no tenant is configured.
+
+Each connector's own model sits next to it (``SftpConfig`` in :mod:`connectors.sftp`); secrets
+are ``SecretStr`` and are never printed. :func:`load_settings` raises
+:class:`~streams.errors.ConfigError` whose lines name the field path.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from connectors.local import LocalConfig
+from connectors.poller import PollConfig
+from connectors.sftp import SftpConfig
+from streams.codec import DEFAULT_SCHEMAS_DIR
+from streams.errors import ConfigError
+
+Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+
+StoreConfig = Annotated[SftpConfig | LocalConfig, Field(discriminator="type")]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    """Where Kafka is and how callstream talks to it."""
+
+    bootstrap_servers: str | None = Field(
+        None,
+        description="Broker list. Unset: start and manage a local broker under data_dir/kafka.",
+        examples=["kafka-1:9092,kafka-2:9092"],
+    )
+    topic_prefix: str = Field("callstream", description="Prefix of every topic name.")
+    partitions: int = Field(6, ge=1, description="Partitions for topics callstream creates.")
+    replication_factor: int = Field(1, ge=1, description="Replication for topics it creates.")
+    client_config: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra librdkafka properties (security.protocol, sasl.*, ...).",
+    )
+    embedded_port: int | None = Field(None, description="Port of the managed local broker.")
+
+
+class DatabaseSettings(_Section):
+    """The database holding connector state (and, later, cases)."""
+
+    url: str | None = Field(
+        None,
+        description="SQLAlchemy async URL. Unset: SQLite at data_dir/callstream.db.",
+        examples=["postgresql+asyncpg://callstream:secret@db:5432/callstream"],
+    )
+
+
+class HttpSettings(_Section):
+    """The HTTP endpoint serving /metrics, /healthz and /connectors."""
+
+    host: str = Field("127.0.0.1", description="Listen address.")
+    port: int = Field(8080, ge=0, le=65535, description="Listen port (0: pick a free one).")
+
+
+class ConnectorSettings(_Section):
+    """One source of files for one tenant."""
+
+    name: Slug = Field(description="Unique within the tenant.", examples=["sftp-daily"])
+    enabled: bool = Field(True, description="Disabled connectors are not polled.")
+    store: StoreConfig = Field(description="Where the files are: type sftp or local.")
+    poll: PollConfig = Field(default_factory=PollConfig, description="Polling and clean-up.")
+
+
+class TenantSettings(_Section):
+    """A customer; every file and record it owns is scoped to ``id``."""
+
+    id: Slug = Field(description="Tenant id used in keys and topics.", examples=["acme"])
+    connectors: list[ConnectorSettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_connectors(self) -> Self:
+        names = [c.name for c in self.connectors]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate connector name(s): {', '.join(dupes)}")
+        return self
+
+
+class RunnerSettings(_Section):
+    """The connector runner's pacing."""
+
+    announce_batch_size: int = Field(
+        500, ge=1, description="File-arrival events published and recorded per batch."
+    )
+    backoff_initial_seconds: float = Field(1.0, gt=0, description="First retry delay.")
+    backoff_max_seconds: float = Field(60.0, gt=0, description="Longest retry delay.")
+
+
+class Settings(BaseSettings):
+    """The whole configuration of one callstream process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CALLSTREAM_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+    config_file: ClassVar[Path | None] = None
+
+    data_dir: Path = Field(Path("var"), description="Local state: SQLite, broker, media, demo.")
+    schemas_dir: Path = Field(DEFAULT_SCHEMAS_DIR, description="Folder of .avsc schemas.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = Field("text", description="json in production.")
+    demo: bool | None = Field(
+        None, description="Seed a demo tenant and sample files. Unset: only if no tenants."
+    )
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    runner: RunnerSettings = Field(default_factory=RunnerSettings)
+    tenants: list[TenantSettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_tenants(self) -> Self:
+        ids = [t.id for t in self.tenants]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"duplicate tenant id(s): {', '.join(dupes)}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls.config_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=cls.config_file))
+        return tuple(sources)
+
+    @property
+    def database_url(self) -> str:
+        """The configured database URL, or the embedded SQLite file."""
+        return self.database.url or f"sqlite+aiosqlite:///{(self.data_dir / 'callstream.db')}"
+
+    @property
+    def demo_enabled(self) -> bool:
+        """Whether to seed the demo tenant."""
+        return self.demo if self.demo is not None else not self.tenants
+
+
+def _format_errors(exc: ValidationError) -> list[str]:
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        lines.append(f"{loc}: {err['msg']}")
+    return lines
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from ``config_file`` (or ``CALLSTREAM_CONFIG``), env vars and overrides."""
+    path = config_file or (Path(p) if (p := os.environ.get("CALLSTREAM_CONFIG")) else None)
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError([f"config file {str(path)!r}: not found"])
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError([f"config file {str(path)!r}: {exc}"]) from exc
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError([f"config file {str(path)!r}: top level must be a mapping"])
+    Settings.config_file = path
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc)) from exc
+    finally:
+        Settings.config_file = None
