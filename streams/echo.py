@@ -1,7 +1,7 @@
 """Live view for the local stack: print each event of the callstream topics as it arrives.
 
-A plain consumer in its own group that starts at the end of each topic, so a user running
-``callstream run`` sees what the service does without a Kafka client of their own.
+A plain consumer in its own group that starts at the offsets of the moment it started, so a
+user running ``callstream run`` sees what the service does without a Kafka client of their own.
 """
 
 from __future__ import annotations
@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 
 from streams.codec import AvroCodec
 from streams.errors import SchemaError
@@ -55,7 +56,7 @@ class Echo:
             {
                 **client_config,
                 "group.id": f"{topics.prefix}.echo-{uuid.uuid4().hex[:8]}",
-                "auto.offset.reset": "earliest",
+                "auto.offset.reset": "latest",
                 "enable.auto.commit": False,
             }
         )
@@ -65,9 +66,16 @@ class Echo:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="echo")
         self._task: asyncio.Task[None] | None = None
 
+    def _from_start_time(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            tp.offset = self._started_ms
+        found = consumer.offsets_for_times(partitions, timeout=10)
+        consumer.assign(found)
+
     async def start(self) -> None:
-        """Subscribe and start printing."""
-        self._consumer.subscribe([self._topics.file_arrivals])
+        """Subscribe and start printing events published from now on."""
+        self._started_ms = int(time.time() * 1000)
+        self._consumer.subscribe([self._topics.file_arrivals], on_assign=self._from_start_time)
         self._task = asyncio.create_task(self._loop(), name="echo")
 
     async def stop(self) -> None:

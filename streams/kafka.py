@@ -10,6 +10,7 @@ may duplicate the records that did get through (at-least-once).
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,9 +25,15 @@ Record = tuple[str, bytes, bytes]
 """(topic, key, value)"""
 
 
+RDKAFKA_LOG = logging.getLogger("librdkafka")
+
+
 def client_config(bootstrap: str, extra: Mapping[str, str]) -> dict[str, Any]:
-    """Return the common librdkafka settings plus the operator's extra properties."""
-    return {"bootstrap.servers": bootstrap, **extra}
+    """Return the common librdkafka settings plus the operator's extra properties.
+
+    librdkafka's own log lines go through the ``librdkafka`` Python logger instead of stderr.
+    """
+    return {"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOG, **extra}
 
 
 class Producer:

@@ -37,7 +37,7 @@ def with_demo_tenant(settings: Settings) -> Settings:
     )
     tenants = [t for t in settings.tenants if t.id != TENANT]
     tenants.append(TenantSettings(id=TENANT, connectors=[connector]))
-    return settings.model_copy(update={"tenants": tenants})
+    return settings.model_copy(update={"tenants": tenants, "demo": True})
 
 
 def _write_recording(path: Path, seconds: float = 1.0, rate: int = 8000) -> None:

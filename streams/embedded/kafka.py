@@ -503,6 +503,33 @@ class LocalKafka:
                 f"{_tail_text(result.stdout) or '<no output>'}"
             )
 
+    @property
+    def _pid_file(self) -> Path:
+        return self.data_dir / "broker.pid"
+
+    def _reap_orphan(self) -> None:
+        """Stop a broker left running on this data dir by a parent that was SIGKILLed."""
+        try:
+            pid = int(self._pid_file.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if str(self._properties_path).encode() not in cmdline:
+            return  # the pid was reused by an unrelated process
+        LOG.warning("stopping an orphaned Kafka broker (pid %d) left on %s", pid, self.data_dir)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if ") Z" in Path(f"/proc/{pid}/stat").read_text():
+                    return  # exited; waiting for init to reap it
+            except OSError:
+                return
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def is_running(self) -> bool:
@@ -518,6 +545,7 @@ class LocalKafka:
                 return
             self._close_log()
             libs = ensure_jars()
+            self._reap_orphan()
             for name, port in (("broker", self.port), ("controller", self.controller_port)):
                 if not _port_is_free(port):
                     raise KafkaStartError(
@@ -553,7 +581,11 @@ class LocalKafka:
                         stdin=subprocess.DEVNULL,
                         stdout=self._log_fh,
                         stderr=subprocess.STDOUT,
+                        # Own session: a Ctrl-C meant for the parent must not kill the broker
+                        # before the parent's clients have closed; stop() ends it.
+                        start_new_session=True,
                     )
+                self._pid_file.write_text(str(self._proc.pid))
             except OSError as exc:
                 self._close_log()
                 raise KafkaStartError(f"cannot spawn Kafka ({exc}): {' '.join(cmd)}") from exc
@@ -638,6 +670,7 @@ class LocalKafka:
                     proc.returncode,
                 )
             self._proc = None
+            self._pid_file.unlink(missing_ok=True)
             self._close_log()
 
     def _close_log(self) -> None:

@@ -167,9 +167,7 @@ def test_postgres_reset_gives_empty_database(pg_server: PostgresServer) -> None:
     async def tables() -> list[str]:
         conn = await asyncpg.connect(pg_server.dsn, timeout=10)
         try:
-            rows = await conn.fetch(
-                "select tablename from pg_tables where schemaname = 'public'"
-            )
+            rows = await conn.fetch("select tablename from pg_tables where schemaname = 'public'")
             return [r["tablename"] for r in rows]
         finally:
             await conn.close()

@@ -138,8 +138,17 @@ class PostgresServer:
         if proc.poll() is None and self._bin is not None:
             with contextlib.suppress(OSError, subprocess.TimeoutExpired):
                 self._as_postgres(
-                    [str(self._bin / "pg_ctl"), "stop", "-D", str(self.data_dir),
-                     "-m", "fast", "-w", "-t", "20"],
+                    [
+                        str(self._bin / "pg_ctl"),
+                        "stop",
+                        "-D",
+                        str(self.data_dir),
+                        "-m",
+                        "fast",
+                        "-w",
+                        "-t",
+                        "20",
+                    ],
                     timeout=30,
                 )
         try:
@@ -215,8 +224,17 @@ class PostgresServer:
         except KeyError:
             pass
         self._run(
-            ["useradd", "--system", "-U", "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin",
-             OS_USER],
+            [
+                "useradd",
+                "--system",
+                "-U",
+                "-M",
+                "-d",
+                "/nonexistent",
+                "-s",
+                "/usr/sbin/nologin",
+                OS_USER,
+            ],
             f"useradd {OS_USER}",
         )
         return pwd.getpwnam(OS_USER)
@@ -239,8 +257,7 @@ class PostgresServer:
             raise self._fail(f"runuser -u {OS_USER}: {exc}") from exc
         if res.returncode != 0:
             blocked = [
-                str(p) for p in reversed(self.base_dir.parents)
-                if not os.stat(p).st_mode & 0o001
+                str(p) for p in reversed(self.base_dir.parents) if not os.stat(p).st_mode & 0o001
             ]
             raise self._fail(
                 f"user {OS_USER!r} cannot reach {self.data_dir} ({res.stderr.strip()}); "
@@ -250,9 +267,18 @@ class PostgresServer:
     def _initdb(self) -> None:
         assert self._bin is not None
         argv = [
-            str(self._bin / "initdb"), "-D", str(self.data_dir), "-U", OS_USER,
-            "--auth-host=scram-sha-256", "--auth-local=trust", f"--pwfile={self._pwfile}",
-            "-E", "UTF8", "--locale=C", "--no-sync",
+            str(self._bin / "initdb"),
+            "-D",
+            str(self.data_dir),
+            "-U",
+            OS_USER,
+            "--auth-host=scram-sha-256",
+            "--auth-local=trust",
+            f"--pwfile={self._pwfile}",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
         ]
         try:
             res = self._as_postgres(argv, timeout=120)
@@ -275,7 +301,13 @@ class PostgresServer:
             "log_destination": "stderr",
         }
         argv = [
-            "runuser", "-u", OS_USER, "--", str(self._bin / "postgres"), "-D", str(self.data_dir),
+            "runuser",
+            "-u",
+            OS_USER,
+            "--",
+            str(self._bin / "postgres"),
+            "-D",
+            str(self.data_dir),
         ]
         for key, value in settings.items():
             argv += ["-c", f"{key}={value}"]
@@ -295,8 +327,18 @@ class PostgresServer:
                 raise self._fail(f"cannot execute runuser/postgres: {exc}") from exc
         proc = self._proc
         isready = [
-            str(self._bin / "pg_isready"), "-q", "-h", str(self.socket_dir),
-            "-p", str(self.port), "-U", OS_USER, "-d", "postgres", "-t", "2",
+            str(self._bin / "pg_isready"),
+            "-q",
+            "-h",
+            str(self.socket_dir),
+            "-p",
+            str(self.port),
+            "-U",
+            OS_USER,
+            "-d",
+            "postgres",
+            "-t",
+            "2",
         ]
         while True:
             code = proc.poll()
@@ -319,9 +361,21 @@ class PostgresServer:
         for statement in statements:
             self._run(
                 [
-                    str(self._bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
-                    "-h", str(self.socket_dir), "-p", str(self.port), "-U", OS_USER,
-                    "-d", "postgres", "-c", statement,
+                    str(self._bin / "psql"),
+                    "-X",
+                    "-q",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-h",
+                    str(self.socket_dir),
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    OS_USER,
+                    "-d",
+                    "postgres",
+                    "-c",
+                    statement,
                 ],
                 f"psql {statement.split(' PASSWORD ')[0]!r}",
             )
