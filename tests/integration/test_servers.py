@@ -10,47 +10,14 @@ No skips: a server that cannot start fails the test with its log tail.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
-import tempfile
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import asyncpg
 import paramiko
 import pytest
 from servers.postgres import PostgresServer
 from servers.sshd import SftpServer
-
-SFTP_TEST_ROOT = Path("/srv/callstream-test")
-
-
-@pytest.fixture(scope="module")
-def sftp_server() -> Iterator[SftpServer]:
-    base = SFTP_TEST_ROOT / uuid.uuid4().hex
-    server = SftpServer(base)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def pg_server() -> Iterator[PostgresServer]:
-    # Not tmp_path_factory: pytest's /tmp/pytest-of-root is mode 0700, which the
-    # `postgres` user cannot traverse.  mkdtemp under /tmp (1777) is reachable once
-    # PostgresServer makes the folder itself 0755.
-    base = Path(tempfile.mkdtemp(prefix="callstream-pg-"))
-    server = PostgresServer(base)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def _open_sftp(server: SftpServer, user: str) -> tuple[paramiko.Transport, paramiko.SFTPClient]:

@@ -1,0 +1,197 @@
+"""Helpers shared by the integration tests: settings builders, SFTP uploads, topic readers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import paramiko
+from confluent_kafka import Consumer, Producer
+from servers.sshd import SftpServer
+
+from connectors.local import LocalConfig
+from connectors.poller import PollConfig
+from connectors.sftp import SftpConfig
+from streams.codec import AvroCodec
+from streams.metrics import Metrics
+from streams.service import Service
+from streams.settings import ConnectorSettings, Settings, TenantSettings
+from streams.topics import Topics
+
+CODEC = AvroCodec()
+FAST_POLL = PollConfig(interval_seconds=0.3, min_age_seconds=0)
+
+
+def unique_prefix() -> str:
+    """Return a topic prefix no other test uses."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+def sftp_config(server: SftpServer, user: str = "cs_pw", **overrides: Any) -> SftpConfig:
+    """Connector config for one of the test server's users, host key pinned."""
+    account = server.users[user]
+    creds: dict[str, Any] = (
+        {"password": account.password}
+        if account.password is not None
+        else {"private_key_path": account.private_key_path}
+    )
+    base: dict[str, Any] = {
+        "host": server.host,
+        "port": server.port,
+        "username": user,
+        "host_key": server.host_key_line,
+        "root": server.remote_upload_dir(),
+        **creds,
+    }
+    base.update(overrides)
+    return SftpConfig(**base)
+
+
+def connector(name: str, store: SftpConfig | LocalConfig, **poll: Any) -> ConnectorSettings:
+    """A connector with fast polling (overridable)."""
+    return ConnectorSettings(name=name, store=store, poll=FAST_POLL.model_copy(update=poll))
+
+
+def settings_for(
+    kafka: str,
+    prefix: str,
+    data_dir: Path,
+    connectors: list[ConnectorSettings],
+    *,
+    tenant: str = "acme",
+    database_url: str | None = None,
+    **extra: Any,
+) -> Settings:
+    """Settings for an in-process service against the session's real servers."""
+    return Settings(
+        data_dir=data_dir,
+        kafka={"bootstrap_servers": kafka, "topic_prefix": prefix, "partitions": 3},
+        database={"url": database_url},
+        http={"port": 0},
+        runner={"backoff_initial_seconds": 0.2, "backoff_max_seconds": 1.0},
+        tenants=[TenantSettings(id=tenant, connectors=connectors)],
+        demo=False,
+        **extra,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Service]:
+    """Run a service in this event loop for the duration of the block."""
+    service = Service(settings, metrics=Metrics(), say=lambda _line: None)
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()
+
+
+@contextlib.contextmanager
+def sftp_session(server: SftpServer, user: str = "cs_pw") -> Iterator[paramiko.SFTPClient]:
+    """An SFTP client session as a tenant would open it (host key checked)."""
+    sock = socket.create_connection((server.host, server.port), timeout=10)
+    transport = paramiko.Transport(sock)
+    try:
+        transport.start_client(timeout=10)
+        key = transport.get_remote_server_key()
+        assert f"{key.get_name()} {key.get_base64()}" == server.host_key_line
+        account = server.users[user]
+        if account.password is not None:
+            transport.auth_password(user, account.password)
+        else:
+            assert account.private_key_path is not None
+            transport.auth_publickey(user, paramiko.PKey.from_path(account.private_key_path))
+        sftp = paramiko.SFTPClient.from_transport(transport)
+        assert sftp is not None
+        yield sftp
+    finally:
+        transport.close()
+
+
+def upload(sftp: paramiko.SFTPClient, path: str, data: bytes, mtime: float | None = None) -> None:
+    """Upload ``data`` to ``/upload/<path>`` (creating folders) and optionally set its mtime."""
+    remote = f"/upload/{path}"
+    parts = remote.split("/")[1:-1]
+    for i in range(2, len(parts) + 1):
+        folder = "/" + "/".join(parts[:i])
+        with contextlib.suppress(OSError):
+            sftp.mkdir(folder)
+    sftp.putfo(io.BytesIO(data), remote)
+    if mtime is not None:
+        sftp.utime(remote, (mtime, mtime))
+
+
+class TopicReader:
+    """Reads and decodes every record of one topic from the beginning."""
+
+    def __init__(self, kafka: str, topic: str, schema: str = "callstream.FileArrival") -> None:
+        self.schema = schema
+        self.records: list[dict[str, Any]] = []
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": kafka,
+                "group.id": f"reader-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
+        self._consumer.subscribe([topic])
+
+    def poll(self, seconds: float = 0.5) -> list[dict[str, Any]]:
+        """Read what arrived within ``seconds``; return the new records."""
+        new: list[dict[str, Any]] = []
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            for msg in self._consumer.consume(500, min(left, 0.2)):
+                if msg.error() is None:
+                    new.append(CODEC.decode(self.schema, msg.value()))
+        self.records.extend(new)
+        return new
+
+    async def wait_for(
+        self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 30
+    ) -> list[dict[str, Any]]:
+        """Read until ``predicate(all records)`` holds; fail with what was seen on timeout."""
+        deadline = time.monotonic() + timeout
+        while not predicate(self.records):
+            if time.monotonic() > deadline:
+                paths = [r.get("path") for r in self.records]
+                raise AssertionError(f"timed out after {timeout}s; records so far: {paths}")
+            await asyncio.to_thread(self.poll, 0.3)
+        return self.records
+
+    def close(self) -> None:
+        """Leave the group."""
+        self._consumer.close()
+
+
+def publish(kafka: str, topic: str, schema: str, key: str, record: dict[str, Any]) -> None:
+    """Produce one Avro record and wait for the broker's acknowledgement."""
+    producer = Producer({"bootstrap.servers": kafka})
+    producer.produce(topic, key=key.encode(), value=CODEC.encode(schema, record))
+    assert producer.flush(30) == 0
+
+
+def topics(prefix: str) -> Topics:
+    """The topic names for a prefix."""
+    return Topics(prefix)
+
+
+def chown_tree(path: Path, like: Path) -> None:
+    """Give ``path`` and everything below it the owner of ``like`` (files made as root)."""
+    st = like.stat()
+    for root, dirs, files in os.walk(path):
+        for name in [*dirs, *files]:
+            os.lchown(os.path.join(root, name), st.st_uid, st.st_gid)
+    os.lchown(path, st.st_uid, st.st_gid)
