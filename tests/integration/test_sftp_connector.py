@@ -194,14 +194,8 @@ async def test_symlinks_fifos_and_dotdot_never_leave_the_root(
 async def test_wrong_host_key_and_wrong_password_fail_clearly_others_keep_working(
     kafka: str, prefix: str, sftp_server: SftpServer, tmp_path: Path
 ) -> None:
-    impostor_key = (
-        paramiko.Ed25519Key.generate() if hasattr(paramiko.Ed25519Key, "generate") else None
-    )
-    wrong_pin = (
-        f"ssh-ed25519 {impostor_key.get_base64()}"
-        if impostor_key is not None
-        else "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
-    )
+    impostor = paramiko.ECDSAKey.generate()  # a server we never pinned
+    wrong_pin = f"{impostor.get_name()} {impostor.get_base64()}"
     good = connector("good", sftp_config(sftp_server, "cs_key"))
     bad_key = connector("bad-host-key", sftp_config(sftp_server, host_key=wrong_pin))
     bad_pw = connector("bad-password", sftp_config(sftp_server, password="not-the-password"))
