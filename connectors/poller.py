@@ -279,11 +279,11 @@ class Poller:
         if current.version_id != version_id:
             return CleanupAction.SUPERSEDED
         policy = self.config.cleanup
-        if policy is CleanupPolicy.KEEP:
+        if policy == CleanupPolicy.KEEP:
             return CleanupAction.KEPT
-        if outcome is Outcome.INVALID:
+        if outcome == Outcome.INVALID:
             action, folder = CleanupAction.MOVED_INVALID, self.config.invalid_dir
-        elif policy is CleanupPolicy.MOVE:
+        elif policy == CleanupPolicy.MOVE:
             action, folder = CleanupAction.MOVED_PROCESSED, self.config.processed_dir
         else:
             action, folder = CleanupAction.DELETED, ""

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, KafkaError, KafkaException
 from sqlalchemy.exc import SQLAlchemyError
 
 from connectors.base import FileStore, SkipReason
@@ -361,9 +361,13 @@ class OutcomeConsumer:
 
     async def start(self) -> None:
         """Subscribe and start consuming."""
-        self._consumer = Consumer(self._config)
-        self._consumer.subscribe([self.runner.topics.file_outcomes])
+        self._consumer = self._subscribe()
         self._task = asyncio.create_task(self._loop(), name="file-outcomes")
+
+    def _subscribe(self) -> Consumer:
+        consumer = Consumer(self._config)
+        consumer.subscribe([self.runner.topics.file_outcomes])
+        return consumer
 
     async def stop(self) -> None:
         """Stop consuming; outcomes not yet applied are redelivered on the next start."""
@@ -377,19 +381,44 @@ class OutcomeConsumer:
         self._executor.shutdown(wait=True)
 
     async def _loop(self) -> None:
-        assert self._consumer is not None  # noqa: S101 - set in start()
-        consumer = self._consumer
         loop = asyncio.get_running_loop()
+        settings = self.runner.settings.runner
+        backoff = Backoff(settings.backoff_initial_seconds, settings.backoff_max_seconds)
         while not self._stopping.is_set():
-            msgs = await loop.run_in_executor(self._executor, consumer.consume, 200, 0.5)
-            if not msgs:
+            consumer = self._consumer
+            assert consumer is not None  # noqa: S101 - set in start() and below
+            try:
+                await self._consume_once(consumer)
+                backoff.reset()
+            except (KafkaException, SQLAlchemyError) as exc:
+                # Start over from the committed offsets: nothing unapplied is skipped.
+                delay = backoff.next()
+                log.error("file-outcomes consumer: %s; restarting in %.1fs", exc, delay)
+                await loop.run_in_executor(self._executor, consumer.close)
+                self._consumer = None
+                await asyncio.sleep(delay)
+                self._consumer = await loop.run_in_executor(self._executor, self._subscribe)
+
+    async def _consume_once(self, consumer: Consumer) -> None:
+        loop = asyncio.get_running_loop()
+        msgs = await loop.run_in_executor(self._executor, consumer.consume, 200, 0.5)
+        applied = 0
+        for msg in msgs:
+            if msg.error() is not None:
+                log.warning("file-outcomes consumer: %s", msg.error())
                 continue
-            for msg in msgs:
-                if msg.error() is not None:
-                    log.warning("file-outcomes consumer: %s", msg.error())
-                    continue
-                await self._apply(msg.value())
-            await loop.run_in_executor(self._executor, lambda: consumer.commit(asynchronous=False))
+            await self._apply(msg.value())
+            applied += 1
+        if applied:
+            await loop.run_in_executor(self._executor, self._commit, consumer)
+
+    @staticmethod
+    def _commit(consumer: Consumer) -> None:
+        try:
+            consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                raise
 
     async def _apply(self, value: bytes | None) -> None:
         runner = self.runner

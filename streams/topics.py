@@ -7,6 +7,7 @@ tenant-scoped (``<tenant>/<connector>/<path>`` for file events).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
@@ -56,5 +57,29 @@ def ensure_topics(
         except KafkaException as exc:
             if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                 raise
+    _wait_until_visible(admin, missing, timeout)
     log.info("created topics %s", ", ".join(created))
     return created
+
+
+def _wait_until_visible(admin: AdminClient, names: list[str], timeout: float) -> None:
+    """Wait until every topic has leaders in the metadata: a consumer subscribing earlier
+    gets UNKNOWN_TOPIC_OR_PART and only looks again after a full metadata refresh interval."""
+    deadline = time.monotonic() + timeout
+    while True:
+        topics = admin.list_topics(timeout=timeout).topics
+        ready = [
+            n
+            for n in names
+            if n in topics
+            and topics[n].error is None
+            and topics[n].partitions
+            and all(p.leader >= 0 for p in topics[n].partitions.values())
+        ]
+        if len(ready) == len(names):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"topics not visible after {timeout}s: {sorted(set(names) - set(ready))}"
+            )
+        time.sleep(0.1)

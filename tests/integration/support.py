@@ -57,7 +57,9 @@ def sftp_config(server: SftpServer, user: str = "cs_pw", **overrides: Any) -> Sf
 
 def connector(name: str, store: SftpConfig | LocalConfig, **poll: Any) -> ConnectorSettings:
     """A connector with fast polling (overridable)."""
-    return ConnectorSettings(name=name, store=store, poll=FAST_POLL.model_copy(update=poll))
+    return ConnectorSettings(
+        name=name, store=store, poll=PollConfig.model_validate({**FAST_POLL.model_dump(), **poll})
+    )
 
 
 def settings_for(
