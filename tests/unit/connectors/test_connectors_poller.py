@@ -1,0 +1,673 @@
+"""The shared poller: completeness, de-duplication, versions and clean-up.
+
+The store is an in-memory fake implementing :class:`connectors.base.FileStore`; the clock is a
+controllable function passed to ``Poller(clock=...)``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import pytest
+
+from connectors.base import FileStore, Prune, RemoteFile, SkippedEntry, SkipReason
+from connectors.errors import FileVanished, NotARegularFile, UnsafePath
+from connectors.poller import (
+    Candidate,
+    CleanupAction,
+    CleanupPolicy,
+    KnownFile,
+    Outcome,
+    PollConfig,
+    Poller,
+    PollResult,
+)
+
+T0 = 1_700_000_000.0
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class MemoryStore:
+    """An in-memory FileStore: files by path, plus entries the store refuses to serve."""
+
+    description = "memory://test"
+
+    def __init__(self) -> None:
+        self.files: dict[str, RemoteFile] = {}
+        self.specials: dict[str, SkippedEntry] = {}
+        self.not_regular: set[str] = set()
+
+    # -- test helpers ------------------------------------------------------------------------
+
+    def put(self, path: str, size: int = 100, mtime: float = T0 - 60, etag: str | None = None) -> None:
+        self.files[path] = RemoteFile(path, size, mtime, etag)
+
+    def put_special(self, path: str, reason: SkipReason) -> None:
+        self.specials[path] = SkippedEntry(path, reason, "fake")
+
+    # -- FileStore -----------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    @staticmethod
+    def _pruned(path: str, prune: Prune | None) -> bool:
+        if prune is None:
+            return False
+        parts = path.split("/")[:-1]
+        return any(prune("/".join(parts[: i + 1])) for i in range(len(parts)))
+
+    def iter_entries(self, prune: Prune | None = None) -> Iterator[RemoteFile | SkippedEntry]:
+        entries: dict[str, RemoteFile | SkippedEntry] = {**self.files, **self.specials}
+        for path in sorted(entries):
+            if not self._pruned(path, prune):
+                yield entries[path]
+
+    def stat(self, path: str) -> RemoteFile | None:
+        if path in self.not_regular:
+            raise NotARegularFile(path)
+        return self.files.get(path)
+
+    def open(self, path: str) -> BinaryIO:
+        if path not in self.files:
+            raise FileVanished(path)
+        return io.BytesIO(b"x" * self.files[path].size)
+
+    def move(self, src: str, dst: str) -> None:
+        if src not in self.files:
+            raise FileVanished(src)
+        f = self.files.pop(src)
+        self.files[dst] = RemoteFile(dst, f.size, f.mtime, f.etag)
+
+    def delete(self, path: str) -> None:
+        self.files.pop(path, None)
+
+
+def _protocol_check(store: MemoryStore) -> FileStore:
+    return store  # mypy: the fake satisfies the protocol
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store() -> MemoryStore:
+    return MemoryStore()
+
+
+def make_poller(store: MemoryStore, clock: Clock, **config: object) -> Poller:
+    config.setdefault("min_age_seconds", 5.0)
+    return Poller(_protocol_check(store), PollConfig.model_validate(config), clock=clock)
+
+
+def ready_paths(result: PollResult) -> list[str]:
+    return [c.file.path for c in result.ready]
+
+
+def announce(poller: Poller, clock: Clock) -> list[Candidate]:
+    """Poll until the store's complete files are ready, and mark them announced."""
+    ready: list[Candidate] = []
+    for _ in range(2):
+        ready = poller.poll().ready
+        clock.advance(10)
+    poller.mark_announced(ready)
+    return ready
+
+
+# -- completeness -------------------------------------------------------------------------------
+
+
+def test_a_new_file_is_ready_on_the_second_poll_if_unchanged(
+    store: MemoryStore, clock: Clock
+) -> None:
+    store.put("in/a.csv", size=10, mtime=T0 - 60)
+    poller = make_poller(store, clock)
+
+    first = poller.poll()
+    assert first.ready == []
+    assert first.pending == 1
+    assert first.listed == 1
+    assert first.skipped[SkipReason.UNSTABLE] == 1
+
+    clock.advance(10)
+    second = poller.poll()
+    assert [(c.file, c.version) for c in second.ready] == [
+        (RemoteFile("in/a.csv", 10, T0 - 60), 1)
+    ]
+    assert second.pending == 0
+
+
+@pytest.mark.parametrize(
+    "change", [{"size": 20}, {"mtime": T0 - 30}, {"size": 20, "mtime": T0 - 30}]
+)
+def test_a_file_that_changed_between_polls_is_not_ready(
+    store: MemoryStore, clock: Clock, change: dict[str, float]
+) -> None:
+    store.put("a.csv", size=10, mtime=T0 - 60)
+    poller = make_poller(store, clock)
+    poller.poll()
+
+    clock.advance(10)
+    store.put("a.csv", **{"size": 10, "mtime": T0 - 60, **change})  # type: ignore[arg-type]
+    result = poller.poll()
+    assert result.ready == []
+    assert result.skipped[SkipReason.UNSTABLE] == 1
+
+    clock.advance(10)
+    assert ready_paths(poller.poll()) == ["a.csv"]  # once it holds still, it is ready
+
+
+def test_a_file_still_being_appended_to_is_never_ready(store: MemoryStore, clock: Clock) -> None:
+    poller = make_poller(store, clock)
+    for size in range(1, 6):
+        store.put("a.csv", size=size * 1000, mtime=clock() - 30)
+        assert poller.poll().ready == []
+        clock.advance(10)
+
+
+def test_a_file_younger_than_min_age_is_not_ready(store: MemoryStore, clock: Clock) -> None:
+    store.put("a.csv", mtime=T0 - 1)
+    poller = make_poller(store, clock, min_age_seconds=30)
+
+    for _ in range(3):
+        result = poller.poll()
+        assert result.ready == []
+        assert result.skipped[SkipReason.TOO_YOUNG] == 1
+        assert result.pending == 1
+        clock.advance(5)  # 16 s old at most
+
+    clock.advance(20)
+    assert ready_paths(poller.poll()) == ["a.csv"]
+
+
+def test_min_age_zero_still_needs_two_identical_observations(
+    store: MemoryStore, clock: Clock
+) -> None:
+    store.put("a.csv", mtime=T0)
+    poller = make_poller(store, clock, min_age_seconds=0)
+    assert poller.poll().ready == []
+    assert ready_paths(poller.poll()) == ["a.csv"]
+
+
+def test_a_file_disappearing_between_polls_is_forgotten(store: MemoryStore, clock: Clock) -> None:
+    store.put("a.csv")
+    poller = make_poller(store, clock)
+    poller.poll()
+    del store.files["a.csv"]
+    assert poller.poll().ready == []
+    store.put("a.csv")
+    assert poller.poll().ready == []  # seen once again: not yet stable
+    assert ready_paths(poller.poll()) == ["a.csv"]
+
+
+# -- done markers -------------------------------------------------------------------------------
+
+
+def test_done_marker_makes_a_file_ready_at_once_ignoring_min_age(
+    store: MemoryStore, clock: Clock
+) -> None:
+    store.put("in/a.csv", mtime=clock())  # brand new
+    store.put("in/a.csv.done", size=0, mtime=clock())
+    poller = make_poller(store, clock, done_marker_suffix=".done", min_age_seconds=3600)
+
+    result = poller.poll()
+    assert ready_paths(result) == ["in/a.csv"]
+    assert result.ready[0].version == 1
+
+
+def test_without_its_marker_a_file_is_never_ready(store: MemoryStore, clock: Clock) -> None:
+    store.put("a.csv", mtime=T0 - 3600)
+    poller = make_poller(store, clock, done_marker_suffix=".done")
+
+    for _ in range(3):
+        result = poller.poll()
+        assert result.ready == []
+        assert result.skipped[SkipReason.AWAITING_MARKER] == 1
+        assert result.pending == 1
+        clock.advance(60)
+
+    store.put("a.csv.done", size=0)
+    assert ready_paths(poller.poll()) == ["a.csv"]
+
+
+def test_marker_files_are_never_announced(store: MemoryStore, clock: Clock) -> None:
+    store.put("a.csv")
+    store.put("a.csv.done", size=0)
+    store.put("orphan.csv.done", size=0)  # marker without payload
+    store.put("b.done", size=0)
+    poller = make_poller(store, clock, done_marker_suffix=".done")
+
+    announced: list[str] = []
+    for _ in range(3):
+        result = poller.poll()
+        announced += ready_paths(result)
+        poller.mark_announced(result.ready)
+        clock.advance(60)
+    assert announced == ["a.csv"]
+
+
+def test_marker_mode_still_applies_include_and_exclude(store: MemoryStore, clock: Clock) -> None:
+    for name in ["a.csv", "a.wav", "b.csv.tmp"]:
+        store.put(name)
+        store.put(name + ".done", size=0)
+    poller = make_poller(store, clock, done_marker_suffix=".done", include=["*.csv", "*.tmp"])
+    result = poller.poll()
+    assert ready_paths(result) == ["a.csv"]
+    assert result.skipped[SkipReason.EXCLUDED] == 2
+
+
+# -- de-duplication and versions ----------------------------------------------------------------
+
+
+def test_an_announced_unchanged_file_is_never_ready_again(store: MemoryStore, clock: Clock) -> None:
+    store.put("a.csv")
+    poller = make_poller(store, clock)
+    assert [c.version for c in announce(poller, clock)] == [1]
+
+    for _ in range(5):
+        result = poller.poll()
+        assert result.ready == []
+        assert result.pending == 0
+        clock.advance(60)
+
+
+def test_until_marked_announced_a_ready_file_is_returned_again(
+    store: MemoryStore, clock: Clock
+) -> None:
+    store.put("a.csv")
+    poller = make_poller(store, clock)
+    poller.poll()
+    first = poller.poll().ready
+    second = poller.poll().ready  # the caller crashed before recording: nothing is lost
+    assert first == second
+    assert [c.file.path for c in first] == ["a.csv"]
+
+
+def test_a_reupload_with_new_content_is_ready_with_the_next_version(
+    store: MemoryStore, clock: Clock
+) -> None:
+    store.put("a.csv", size=10, mtime=T0 - 60)
+    poller = make_poller(store, clock)
+    (v1,) = announce(poller, clock)
+
+    store.put("a.csv", size=12, mtime=clock() - 30)
+    assert poller.poll().ready == []  # new content must hold still too
+    clock.advance(10)
+    (v2,) = poller.poll().ready
+    poller.mark_announced([v2])
+
+    store.put("a.csv", size=12, mtime=clock() - 20)  # same size, new mtime
+    poller.poll()
+    clock.advance(10)
+    (v3,) = poller.poll().ready
+
+    assert [v1.version, v2.version, v3.version] == [1, 2, 3]
+    assert len({v1.file.version_id, v2.file.version_id, v3.file.version_id}) == 3
+    assert v2.file.size == 12
+
+
+def test_a_new_etag_alone_is_a_new_version(store: MemoryStore, clock: Clock) -> None:
+    store.put("a.csv", etag="one")
+    poller = make_poller(store, clock)
+    announce(poller, clock)
+
+    store.put("a.csv", etag="two")  # same size and mtime: an S3 overwrite within a second
+    result = poller.poll()
+    assert [(c.file.etag, c.version) for c in result.ready] == [("two", 2)]
+
+
+def test_known_state_from_before_a_restart_suppresses_reannouncement(
+    store: MemoryStore, clock: Clock
+) -> None:
+    store.put("a.csv", size=10)
+    store.put("b.csv", size=20)
+    known = {"a.csv": KnownFile(store.files["a.csv"].version_id, version=4)}
+    poller = Poller(store, PollConfig(min_age_seconds=5), known=known, clock=clock)
+
+    poller.poll()
+    clock.advance(10)
+    result = poller.poll()
+    assert [(c.file.path, c.version) for c in result.ready] == [("b.csv", 1)]
+
+    store.put("a.csv", size=11)
+    poller.poll()
+    clock.advance(10)
+    assert [(c.file.path, c.version) for c in poller.poll().ready] == [("a.csv", 5), ("b.csv", 1)]
+
+
+def test_the_known_mapping_passed_in_is_not_modified(store: MemoryStore, clock: Clock) -> None:
+    store.put("a.csv")
+    known: dict[str, KnownFile] = {}
+    poller = Poller(store, PollConfig(min_age_seconds=5), known=known, clock=clock)
+    announce(poller, clock)
+    assert known == {}
+    assert set(poller.known) == {"a.csv"}
+
+
+def test_max_announce_per_poll_caps_ready_and_the_rest_come_next_poll(
+    store: MemoryStore, clock: Clock
+) -> None:
+    names = [f"f{i}.csv" for i in range(5)]
+    for name in names:
+        store.put(name)
+    poller = make_poller(store, clock, max_announce_per_poll=2)
+    poller.poll()
+
+    batches: list[list[str]] = []
+    for _ in range(4):
+        clock.advance(10)
+        result = poller.poll()
+        batches.append(ready_paths(result))
+        assert len(result.ready) + result.pending == 5 - sum(map(len, batches[:-1]))
+        poller.mark_announced(result.ready)
+
+    assert [len(b) for b in batches] == [2, 2, 1, 0]
+    assert sorted(sum(batches, [])) == names
+
+
+# -- listing ------------------------------------------------------------------------------------
+
+
+def test_processed_and_invalid_folders_are_not_listed(store: MemoryStore, clock: Clock) -> None:
+    store.put("processed/a.csv")
+    store.put("processed/deep/b.csv")
+    store.put("invalid/c.csv")
+    store.put("in/d.csv")
+    store.put("in/processed/e.csv")  # only the top-level folders are reserved
+    store.put("processed.csv")
+    poller = make_poller(store, clock)
+
+    poller.poll()
+    result = poller.poll()
+    assert ready_paths(result) == ["in/d.csv", "in/processed/e.csv", "processed.csv"]
+    assert result.listed == 3
+
+
+def test_custom_processed_and_invalid_folders_are_not_listed(
+    store: MemoryStore, clock: Clock
+) -> None:
+    store.put("archive/ok/a.csv")
+    store.put("archive/bad/b.csv")
+    store.put("archive/c.csv")
+    store.put("processed/d.csv")  # an ordinary folder now
+    poller = make_poller(store, clock, processed_dir="./archive//ok", invalid_dir="archive/bad")
+
+    poller.poll()
+    assert ready_paths(poller.poll()) == ["archive/c.csv", "processed/d.csv"]
+
+
+def test_skipped_entries_are_counted_by_reason(store: MemoryStore, clock: Clock) -> None:
+    store.put_special("link.csv", SkipReason.SYMLINK)
+    store.put_special("in/link-dir", SkipReason.SYMLINK)
+    store.put_special("fifo", SkipReason.SPECIAL_FILE)
+    store.put_special("bad\\name", SkipReason.UNSAFE_NAME)
+    store.put(".profile")
+    store.put("upload.csv.part")
+    store.put("x.tmp")
+    store.put("young.csv", mtime=T0)
+    store.put("new.csv")
+    poller = make_poller(store, clock)
+
+    result = poller.poll()
+    assert result.listed == 5
+    assert result.skipped == Counter(
+        {
+            SkipReason.SYMLINK: 2,
+            SkipReason.SPECIAL_FILE: 1,
+            SkipReason.UNSAFE_NAME: 1,
+            SkipReason.EXCLUDED: 3,
+            SkipReason.TOO_YOUNG: 1,
+            SkipReason.UNSTABLE: 1,
+        }
+    )
+    assert sorted(e.path for e in result.skipped_entries) == [
+        "bad\\name",
+        "fifo",
+        "in/link-dir",
+        "link.csv",
+    ]
+    assert result.pending == 2
+
+
+def test_include_globs_select_what_is_announced(store: MemoryStore, clock: Clock) -> None:
+    for path in ["a.csv", "x/b.csv", "recordings/r.wav", "recordings/2024/r.wav", "r.wav", "n.txt"]:
+        store.put(path)
+    poller = make_poller(store, clock, include=["*.csv", "recordings/**/*.wav"])
+    poller.poll()
+    result = poller.poll()
+    assert sorted(ready_paths(result)) == [
+        "a.csv",
+        "recordings/2024/r.wav",
+        "recordings/r.wav",
+        "x/b.csv",
+    ]
+    assert result.skipped[SkipReason.EXCLUDED] == 2
+
+
+# -- clean-up -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("policy", "outcome", "action", "where"),
+    [
+        ("keep", "processed", CleanupAction.KEPT, "in/a.csv"),
+        ("keep", "invalid", CleanupAction.KEPT, "in/a.csv"),
+        ("move", "processed", CleanupAction.MOVED_PROCESSED, "processed/in/a.csv"),
+        ("move", "invalid", CleanupAction.MOVED_INVALID, "invalid/in/a.csv"),
+        ("delete", "processed", CleanupAction.DELETED, None),
+        ("delete", "invalid", CleanupAction.MOVED_INVALID, "invalid/in/a.csv"),
+    ],
+)
+def test_cleanup_applies_the_policy(
+    store: MemoryStore,
+    clock: Clock,
+    policy: str,
+    outcome: str,
+    action: CleanupAction,
+    where: str | None,
+) -> None:
+    store.put("in/a.csv", size=42)
+    store.put("in/other.csv")
+    poller = make_poller(store, clock, cleanup=policy)
+    announced = {c.file.path: c for c in announce(poller, clock)}
+    version_id = announced["in/a.csv"].file.version_id
+
+    assert poller.cleanup("in/a.csv", version_id, Outcome(outcome)) is action
+    expected = {"in/other.csv"} | ({where} if where else set())
+    assert set(store.files) == expected
+    if where:
+        assert store.files[where].size == 42
+
+
+@pytest.mark.parametrize(
+    ("policy", "outcome", "remaining"),
+    [
+        ("move", "processed", {"processed/a.csv", "processed/a.csv.done"}),
+        ("move", "invalid", {"invalid/a.csv", "invalid/a.csv.done"}),
+        ("delete", "processed", set()),
+        ("delete", "invalid", {"invalid/a.csv", "invalid/a.csv.done"}),
+        ("keep", "processed", {"a.csv", "a.csv.done"}),
+    ],
+)
+def test_cleanup_takes_the_done_marker_along(
+    store: MemoryStore, clock: Clock, policy: str, outcome: str, remaining: set[str]
+) -> None:
+    store.put("a.csv")
+    store.put("a.csv.done", size=0)
+    poller = make_poller(store, clock, cleanup=policy, done_marker_suffix=".done")
+    (c,) = poller.poll().ready
+    poller.mark_announced([c])
+
+    poller.cleanup("a.csv", c.file.version_id, Outcome(outcome))
+    assert set(store.files) == remaining
+
+
+@pytest.mark.parametrize("policy", ["move", "delete"])
+def test_cleanup_succeeds_when_the_done_marker_is_already_gone(
+    store: MemoryStore, clock: Clock, policy: str
+) -> None:
+    store.put("a.csv")
+    store.put("a.csv.done", size=0)
+    poller = make_poller(store, clock, cleanup=policy, done_marker_suffix=".done")
+    (c,) = poller.poll().ready
+    poller.mark_announced([c])
+    del store.files["a.csv.done"]
+
+    action = poller.cleanup("a.csv", c.file.version_id, Outcome.PROCESSED)
+    assert action in {CleanupAction.MOVED_PROCESSED, CleanupAction.DELETED}
+    assert "a.csv" not in store.files
+
+
+@pytest.mark.parametrize("policy", ["move", "delete"])
+def test_cleanup_leaves_a_newer_version_alone(
+    store: MemoryStore, clock: Clock, policy: str
+) -> None:
+    store.put("a.csv", size=10)
+    poller = make_poller(store, clock, cleanup=policy)
+    (old,) = announce(poller, clock)
+    store.put("a.csv", size=99, mtime=clock() - 30)  # re-uploaded before the outcome arrived
+
+    action = poller.cleanup("a.csv", old.file.version_id, Outcome.PROCESSED)
+    assert action is CleanupAction.SUPERSEDED
+    assert set(store.files) == {"a.csv"}
+    assert store.files["a.csv"].size == 99
+
+    poller.poll()
+    clock.advance(10)
+    assert [c.version for c in poller.poll().ready] == [2]  # and the new version is announced
+
+
+def test_cleanup_of_a_path_that_is_no_longer_a_regular_file_is_superseded(
+    store: MemoryStore, clock: Clock
+) -> None:
+    store.put("a.csv")
+    poller = make_poller(store, clock, cleanup="delete")
+    (c,) = announce(poller, clock)
+    store.not_regular.add("a.csv")
+
+    assert poller.cleanup("a.csv", c.file.version_id, Outcome.PROCESSED) is (
+        CleanupAction.SUPERSEDED
+    )
+    assert "a.csv" in store.files
+
+
+@pytest.mark.parametrize("policy", ["keep", "move", "delete"])
+def test_cleanup_of_a_missing_file_reports_missing(
+    store: MemoryStore, clock: Clock, policy: str
+) -> None:
+    store.put("a.csv")
+    poller = make_poller(store, clock, cleanup=policy)
+    (c,) = announce(poller, clock)
+    del store.files["a.csv"]
+
+    assert poller.cleanup("a.csv", c.file.version_id, Outcome.PROCESSED) is CleanupAction.MISSING
+
+
+def test_cleanup_reports_missing_when_the_file_vanishes_during_the_move(
+    store: MemoryStore, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.put("a.csv")
+    poller = make_poller(store, clock, cleanup="move")
+    (c,) = announce(poller, clock)
+
+    def vanish(src: str, dst: str) -> None:
+        raise FileVanished(src)
+
+    monkeypatch.setattr(store, "move", vanish)
+    assert poller.cleanup("a.csv", c.file.version_id, Outcome.PROCESSED) is CleanupAction.MISSING
+
+
+def test_cleanup_refuses_a_path_outside_the_root(store: MemoryStore, clock: Clock) -> None:
+    poller = make_poller(store, clock, cleanup="delete")
+    with pytest.raises(UnsafePath):
+        poller.cleanup("../etc/passwd", "0" * 32, Outcome.PROCESSED)
+
+
+def test_cleanup_accepts_a_non_normal_path_for_the_same_file(
+    store: MemoryStore, clock: Clock
+) -> None:
+    store.put("in/a.csv")
+    poller = make_poller(store, clock, cleanup="move")
+    (c,) = announce(poller, clock)
+    assert poller.cleanup("./in//a.csv", c.file.version_id, Outcome.PROCESSED) is (
+        CleanupAction.MOVED_PROCESSED
+    )
+    assert set(store.files) == {"processed/in/a.csv"}
+
+
+@pytest.mark.parametrize("policy", ["move", "delete"])
+def test_a_file_reappearing_after_cleanup_is_a_new_version(
+    store: MemoryStore, clock: Clock, policy: str
+) -> None:
+    store.put("a.csv", size=10, mtime=T0 - 60)
+    poller = make_poller(store, clock, cleanup=policy)
+    (v1,) = announce(poller, clock)
+    poller.cleanup("a.csv", v1.file.version_id, Outcome.PROCESSED)
+
+    store.put("a.csv", size=10, mtime=T0 - 60)  # byte-for-byte the same upload again
+    assert store.files["a.csv"].version_id == v1.file.version_id
+    ready: list[Candidate] = []
+    for _ in range(2):
+        ready = poller.poll().ready
+        clock.advance(10)
+    assert [(c.file.path, c.version) for c in ready] == [("a.csv", 2)]
+
+    poller.mark_announced(ready)
+    clock.advance(10)
+    assert poller.poll().ready == []  # and, once announced, not again
+
+
+def test_after_keep_cleanup_the_file_is_still_never_announced_twice(
+    store: MemoryStore, clock: Clock
+) -> None:
+    store.put("a.csv")
+    poller = make_poller(store, clock, cleanup=CleanupPolicy.KEEP)
+    (c,) = announce(poller, clock)
+    assert poller.cleanup("a.csv", c.file.version_id, Outcome.PROCESSED) is CleanupAction.KEPT
+
+    for _ in range(3):
+        assert poller.poll().ready == []
+        clock.advance(10)
+
+
+def test_moved_files_are_not_announced_from_the_processed_folder(
+    store: MemoryStore, clock: Clock
+) -> None:
+    store.put("a.csv")
+    store.put("b.csv")
+    poller = make_poller(store, clock, cleanup="move")
+    for c in announce(poller, clock):
+        poller.cleanup(c.file.path, c.file.version_id, Outcome.PROCESSED)
+    assert set(store.files) == {"processed/a.csv", "processed/b.csv"}
+
+    for _ in range(3):
+        result = poller.poll()
+        assert result.ready == []
+        assert result.listed == 0
+        clock.advance(10)
+
+
+@pytest.mark.parametrize("bad", ["../out", "/srv/processed", ""])
+def test_poll_config_refuses_a_processed_folder_outside_the_root(bad: str) -> None:
+    with pytest.raises((UnsafePath, ValueError)):
+        PollConfig(processed_dir=bad)
