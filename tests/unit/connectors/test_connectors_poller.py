@@ -54,7 +54,9 @@ class MemoryStore:
 
     # -- test helpers ------------------------------------------------------------------------
 
-    def put(self, path: str, size: int = 100, mtime: float = T0 - 60, etag: str | None = None) -> None:
+    def put(
+        self, path: str, size: int = 100, mtime: float = T0 - 60, etag: str | None = None
+    ) -> None:
         self.files[path] = RemoteFile(path, size, mtime, etag)
 
     def put_special(self, path: str, reason: SkipReason) -> None:
@@ -151,9 +153,7 @@ def test_a_new_file_is_ready_on_the_second_poll_if_unchanged(
 
     clock.advance(10)
     second = poller.poll()
-    assert [(c.file, c.version) for c in second.ready] == [
-        (RemoteFile("in/a.csv", 10, T0 - 60), 1)
-    ]
+    assert [(c.file, c.version) for c in second.ready] == [(RemoteFile("in/a.csv", 10, T0 - 60), 1)]
     assert second.pending == 0
 
 

@@ -90,7 +90,14 @@ def test_a_file_matching_any_include_glob_is_included() -> None:
     f = default_filter(("*.csv", "recordings/**/*.wav"))
     included = [
         p
-        for p in ["a.csv", "x/y/a.csv", "recordings/r.wav", "recordings/a/r.wav", "o/r.wav", "r.mp3"]
+        for p in [
+            "a.csv",
+            "x/y/a.csv",
+            "recordings/r.wav",
+            "recordings/a/r.wav",
+            "o/r.wav",
+            "r.mp3",
+        ]
         if f(p)
     ]
     assert included == ["a.csv", "x/y/a.csv", "recordings/r.wav", "recordings/a/r.wav"]

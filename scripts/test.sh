@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: lint and types, unit tests, integration tests against
+# real servers (Kafka, OpenSSH sftp, PostgreSQL: started by the suite itself), then the
+# benchmarks, which print figures. Exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "==> ruff and mypy"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
+
+echo "==> unit and integration tests"
+.venv/bin/pytest tests/unit tests/integration -q --timeout=600
+
+echo "==> benchmarks (figures only)"
+.venv/bin/pytest tests/benchmarks -q -s -m benchmark --timeout=900

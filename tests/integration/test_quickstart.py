@@ -1,0 +1,66 @@
+"""The README's first command brings the service up and shows the sample files announced."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = {
+    "2026-11-20_conversations.csv",
+    "chats/CHAT-2001.json",
+    "recordings/20261120-090112_a-17.wav",
+    "recordings/20261120-091503_a-22.wav",
+}
+
+
+def _readme_first_command() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"```(?:bash|sh)\n(.*?)```", text, re.DOTALL)
+    assert block, "README has no shell block"
+    return block.group(1).strip().splitlines()[0].split("#")[0].split()
+
+
+def test_readme_first_command_announces_the_sample_files(tmp_path: Path) -> None:
+    command = _readme_first_command()
+    assert command == ["make", "run"]
+    env = {
+        **os.environ,
+        "CALLSTREAM_DATA_DIR": str(tmp_path / "var"),
+        "CALLSTREAM_HTTP__PORT": "0",
+        "PYTHONUNBUFFERED": "1",
+    }
+    log = tmp_path / "run.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 240  # may fetch the Kafka jars on a fresh machine
+        announced: set[str] = set()
+        while announced != SAMPLES:
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()[-4000:]
+            time.sleep(0.5)
+            announced = set(
+                re.findall(r"file announced\s+demo/local-inbox\s+(\S+)", log.read_text())
+            )
+        # a file the user drops into the inbox is announced too
+        dropped = tmp_path / "var/inbox/demo/2026-11-21_conversations.csv"
+        dropped.write_text("external_interaction_id\nCALL-9\n")
+        deadline = time.monotonic() + 30
+        while "2026-11-21_conversations.csv" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()[-4000:]
+            time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does
+        proc.wait(60)  # make itself reports the interrupt with a non-zero status, as on a terminal
+    text = log.read_text()
+    assert "callstream is running" in text
+    assert "stopping Kafka" in text, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    assert not (tmp_path / "var/kafka/broker.pid").exists(), "the managed broker was left running"
