@@ -7,7 +7,6 @@ not expose other files.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat as stat_mod
 from collections.abc import Iterator
@@ -18,7 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from connectors import paths
 from connectors.base import Prune, RemoteFile, SkippedEntry, SkipReason
-from connectors.errors import FileVanished, NotARegularFile, StoreUnavailable, UnsafePath
+from connectors.errors import (
+    ConnectorError,
+    FileVanished,
+    NotARegularFile,
+    StoreUnavailable,
+    UnsafePath,
+)
 
 
 class LocalConfig(BaseModel):
@@ -103,8 +108,10 @@ class LocalStore:
         """Return the current version of a regular file, or None if it is gone."""
         try:
             st = os.lstat(self._full(path))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:
+            raise ConnectorError(f"stat {path!r} in {self._root}: {exc}") from exc
         if not stat_mod.S_ISREG(st.st_mode):
             raise NotARegularFile(f"{path!r} in {self._root} is not a regular file")
         return RemoteFile(paths.normalize(path), st.st_size, st.st_mtime)
@@ -126,14 +133,20 @@ class LocalStore:
 
     def move(self, src: str, dst: str) -> None:
         """Rename ``src`` to ``dst`` inside the root, creating folders, replacing ``dst``."""
-        target = self._full(dst)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        source, target = self._full(src), self._full(dst)
         try:
-            os.replace(self._full(src), target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
         except FileNotFoundError as exc:
             raise FileVanished(f"{src!r} is no longer in {self._root}") from exc
+        except OSError as exc:
+            raise ConnectorError(f"moving {src!r} to {dst!r} in {self._root}: {exc}") from exc
 
     def delete(self, path: str) -> None:
         """Remove a file inside the root."""
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(self._full(path))
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise ConnectorError(f"deleting {path!r} in {self._root}: {exc}") from exc

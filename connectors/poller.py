@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from connectors import paths
 from connectors.base import FileStore, RemoteFile, SkippedEntry, SkipReason
-from connectors.errors import FileVanished, NotARegularFile
+from connectors.errors import FileVanished, NotARegularFile, UnsafePath
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,10 @@ class PollConfig(BaseModel):
     @field_validator("processed_dir", "invalid_dir")
     @classmethod
     def _relative_folder(cls, value: str) -> str:
-        return paths.normalize(value)
+        try:
+            return paths.normalize(value)
+        except UnsafePath as exc:
+            raise ValueError(str(exc)) from exc
 
 
 @dataclass(slots=True)
@@ -161,7 +164,7 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
             else:
                 body = pattern[i + 1 : end].replace("\\", "\\\\")
                 if body.startswith("!"):
-                    body = "^" + body[1:]
+                    body = "^/" + body[1:]  # like '*' and '?', never crosses a folder
                 out.append(f"[{body}]")
                 i = end
         else:
@@ -171,7 +174,12 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
 
 
 class PathFilter:
-    """Include/exclude globs; a glob without '/' is matched against the file name only."""
+    """Include/exclude globs.
+
+    An include glob without '/' is matched against the file name; an exclude glob without '/'
+    against every component, so ``.*`` also excludes everything under ``.cache/``. Globs with
+    '/' are matched against the whole path.
+    """
 
     def __init__(self, include: Iterable[str], exclude: Iterable[str]) -> None:
         self._include = [(("/" in g), glob_to_regex(g)) for g in include]
@@ -182,8 +190,10 @@ class PathFilter:
         return any(rx.match(path if full else name) for full, rx in globs)
 
     def __call__(self, path: str) -> bool:
-        name = path.rsplit("/", 1)[-1]
-        return self._any(self._include, path, name) and not self._any(self._exclude, path, name)
+        parts = path.split("/")
+        if not self._any(self._include, path, parts[-1]):
+            return False
+        return not any(self._any(self._exclude, path, part) for part in parts)
 
 
 class Poller:

@@ -96,7 +96,14 @@ def fingerprint_of_pin(pin: str) -> str:
     """Return the fingerprint a pinned ``host_key`` value stands for, or raise ValueError."""
     pin = pin.strip()
     if pin.startswith("SHA256:"):
-        return pin.rstrip("=")
+        b64 = pin[len("SHA256:") :].rstrip("=")
+        try:
+            digest = base64.b64decode(b64 + "=" * (-len(b64) % 4), validate=True)
+        except ValueError:
+            digest = b""
+        if len(digest) != 32:
+            raise ValueError("host_key fingerprint must be 'SHA256:' + 43 base64 characters")
+        return "SHA256:" + b64
     parts = pin.split()
     if len(parts) >= 2:
         try:

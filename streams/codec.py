@@ -77,9 +77,13 @@ class AvroCodec:
         """Raise SchemaError unless ``record`` matches the schema exactly (no missing or extra
         top-level fields, every value of its declared type)."""
         schema = self.schema(name)
-        extra = set(record) - {f["name"] for f in schema["fields"]}
+        fields = schema["fields"]
+        extra = set(record) - {f["name"] for f in fields}
         if extra:
             raise SchemaError(f"{name}: unknown field(s) {', '.join(sorted(extra))}")
+        missing = [f["name"] for f in fields if f["name"] not in record and "default" not in f]
+        if missing:
+            raise SchemaError(f"missing field(s) {', '.join(f'{name}.{m}' for m in missing)}")
         try:
             validate(record, schema, raise_errors=True, strict=True)
         except ValidationError as exc:

@@ -147,8 +147,8 @@ class Backoff:
     """Exponential back-off with a ceiling."""
 
     def __init__(self, initial: float, maximum: float) -> None:
-        self.initial, self.maximum = initial, maximum
-        self.current = initial
+        self.initial, self.maximum = min(initial, maximum), maximum
+        self.current = self.initial
 
     def next(self) -> float:
         """Return the delay to wait now and double the next one."""
@@ -450,6 +450,16 @@ class OutcomeConsumer:
                 )
                 break
             except ConnectorError as exc:
+                if not exc.retriable:
+                    log.error(
+                        "connector %s/%s: cannot clean up %r: %s; the file stays where it is",
+                        ctx.tenant,
+                        ctx.name,
+                        outcome["path"],
+                        exc,
+                    )
+                    runner.metrics.cleanups.labels(**ctx.labels, action="failed").inc()
+                    return
                 delay = backoff.next()
                 log.error(
                     "connector %s/%s: cleaning up %r failed: %s; retrying in %.1fs",

@@ -305,12 +305,6 @@ def test_move_refuses_a_target_folder_that_links_out(
     assert not (outside / "a.csv").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=FileExistsError,
-    reason="BUG: move() lets a raw FileExistsError escape (not a ConnectorError) when a regular "
-    "file holds the name of a target folder, e.g. a file called 'processed' at the root",
-)
 def test_move_into_a_folder_name_taken_by_a_file_raises_a_connector_error(
     root: Path, store: LocalStore
 ) -> None:
@@ -320,12 +314,6 @@ def test_move_into_a_folder_name_taken_by_a_file_raises_a_connector_error(
         store.move("a.csv", "processed/a.csv")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=NotADirectoryError,
-    reason="BUG: stat() lets a raw NotADirectoryError escape (not None, not a ConnectorError) "
-    "when a component of the path is a regular file",
-)
 def test_stat_through_a_regular_file_is_missing_or_a_connector_error(
     root: Path, store: LocalStore
 ) -> None:

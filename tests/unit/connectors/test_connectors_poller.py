@@ -382,7 +382,7 @@ def test_max_announce_per_poll_caps_ready_and_the_rest_come_next_poll(
         poller.mark_announced(result.ready)
 
     assert [len(b) for b in batches] == [2, 2, 1, 0]
-    assert sorted(sum(batches, [])) == names
+    assert sorted(p for batch in batches for p in batch) == names
 
 
 # -- listing ------------------------------------------------------------------------------------
@@ -497,6 +497,20 @@ def test_cleanup_applies_the_policy(
     assert set(store.files) == expected
     if where:
         assert store.files[where].size == 42
+
+
+@pytest.mark.parametrize(
+    ("policy", "where"), [("delete", "invalid/a.csv"), ("move", "invalid/a.csv")]
+)
+def test_cleanup_accepts_plain_strings_for_outcome(
+    store: MemoryStore, clock: Clock, policy: str, where: str
+) -> None:
+    """Outcomes arrive as strings from Kafka: 'invalid' must never be taken for 'processed'."""
+    store.put("a.csv")
+    poller = make_poller(store, clock, cleanup=policy)
+    (c,) = announce(poller, clock)
+    poller.cleanup("a.csv", c.file.version_id, "invalid")  # type: ignore[arg-type]
+    assert set(store.files) == {where}
 
 
 @pytest.mark.parametrize(

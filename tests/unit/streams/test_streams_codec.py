@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -75,13 +76,13 @@ def test_every_schema_file_is_loaded(codec: AvroCodec) -> None:
 
 
 def test_an_unknown_schema_name_is_a_schema_error(codec: AvroCodec) -> None:
-    with pytest.raises(SchemaError, match="callstream.Nope"):
+    with pytest.raises(SchemaError, match=re.escape("callstream.Nope")):
         codec.encode("callstream.Nope", {})
 
 
 def test_an_empty_folder_is_a_schema_error(tmp_path: Path) -> None:
     (tmp_path / "README.md").write_text("no schemas here")
-    with pytest.raises(SchemaError, match="no .avsc schemas"):
+    with pytest.raises(SchemaError, match=re.escape("no .avsc schemas")):
         AvroCodec(tmp_path)
 
 
@@ -100,13 +101,13 @@ def test_a_file_name_other_than_the_full_schema_name_is_refused(tmp_path: Path) 
 
 def test_a_file_that_is_not_json_is_refused_by_name(tmp_path: Path) -> None:
     (tmp_path / "x.Broken.avsc").write_text("{not json")
-    with pytest.raises(SchemaError, match="x.Broken.avsc"):
+    with pytest.raises(SchemaError, match=re.escape("x.Broken.avsc")):
         AvroCodec(tmp_path)
 
 
 def test_an_invalid_schema_is_refused_by_name(tmp_path: Path) -> None:
     (tmp_path / "x.Bad.avsc").write_text(json.dumps({"type": "record", "name": "Bad"}))
-    with pytest.raises(SchemaError, match="x.Bad.avsc"):
+    with pytest.raises(SchemaError, match=re.escape("x.Bad.avsc")):
         AvroCodec(tmp_path)
 
 
@@ -199,7 +200,7 @@ def test_encoding_is_schemaless_and_deterministic(codec: AvroCodec) -> None:
 
 def test_decoding_garbage_is_a_schema_error(codec: AvroCodec) -> None:
     for data in (b"", b"\x02", b"\x02a"):
-        with pytest.raises(SchemaError, match="decoding callstream.FileOutcome"):
+        with pytest.raises(SchemaError, match=re.escape("decoding callstream.FileOutcome")):
             codec.decode(OUTCOME, data)
 
 
@@ -240,12 +241,6 @@ def test_a_missing_field_is_refused(codec: AvroCodec, field: str) -> None:
         codec.encode(ARRIVAL, record)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with fastavro's compiled validator a missing field is reported as "
-    "'callstream.FileArrival:  is <whole record> ... expected <whole schema>' "
-    "(several KB) and never names the missing field",
-)
 def test_a_missing_field_error_names_the_field(codec: AvroCodec) -> None:
     record = arrival()
     del record["size"]
