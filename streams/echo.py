@@ -34,6 +34,31 @@ def _human(size: int) -> str:
     return f"{size} B"
 
 
+def describe(schema: str, event: dict[str, Any]) -> str:
+    """Render an event of any callstream topic as one line."""
+    if schema == FILE_ARRIVAL:
+        return describe_arrival(event)
+    if schema == "callstream.CaseEvent":
+        return (
+            f"case {event['kind']:<8}{event['tenant']}  {event['external_interaction_id']}  "
+            f"version {event['version']}  case {event['case_id'][:12]}"
+        )
+    if schema == "callstream.AnalysisResult":
+        verdict = "pass" if event["passed"] else "fail"
+        return (
+            f"result          {event['tenant']}  {event['external_interaction_id']}  "
+            f"{event['overall_score']:.1f} ({verdict}, profile {event['profile_id']} "
+            f"v{event['profile_version']})  result version {event['result_version']}"
+        )
+    if schema == "callstream.DeadLetter":
+        where = f"row {event['row']}" if event["row"] is not None else "whole file"
+        return (
+            f"dead letter     {event['tenant']}/{event['connector']}  {event['path']} {where}  "
+            f"{event['reason']}: {event['message']}"
+        )
+    return f"{schema}: {event}"
+
+
 def describe_arrival(event: dict[str, Any]) -> str:
     """Render a FileArrival event as one line."""
     return (
@@ -75,7 +100,13 @@ class Echo:
     async def start(self) -> None:
         """Subscribe and start printing events published from now on."""
         self._started_ms = int(time.time() * 1000)
-        self._consumer.subscribe([self._topics.file_arrivals], on_assign=self._from_start_time)
+        self._schemas = {
+            self._topics.file_arrivals: FILE_ARRIVAL,
+            self._topics.cases: "callstream.CaseEvent",
+            self._topics.analysis_results: "callstream.AnalysisResult",
+            self._topics.dead_letter: "callstream.DeadLetter",
+        }
+        self._consumer.subscribe(list(self._schemas), on_assign=self._from_start_time)
         self._task = asyncio.create_task(self._loop(), name="echo")
 
     async def stop(self) -> None:
@@ -94,9 +125,10 @@ class Echo:
             for msg in msgs:
                 if msg.error() is not None:
                     continue
+                schema = self._schemas[msg.topic() or ""]
                 try:
-                    event = self._codec.decode(FILE_ARRIVAL, msg.value() or b"")
+                    event = self._codec.decode(schema, msg.value() or b"")
                 except SchemaError as exc:
                     log.warning("echo: %s", exc)
                     continue
-                self._out(describe_arrival(event))
+                self._out(describe(schema, event))

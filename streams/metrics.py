@@ -9,6 +9,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _POLL_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_LATENCY_BUCKETS = (0.25, 0.5, 1, 1.5, 2, 3, 5, 7.5, 10, 15, 30, 60, 120, 300, 600)
 
 
 class Metrics:
@@ -60,5 +61,50 @@ class Metrics:
             "callstream_connector_cleanups_total",
             "Clean-up actions applied after downstream outcomes.",
             [*conn, "action"],
+            registry=r,
+        )
+        tenant = ["tenant"]
+        self.records_accepted = Counter(
+            "callstream_records_accepted_total",
+            "Conversation rows that passed validation.",
+            conn,
+            registry=r,
+        )
+        self.records_rejected = Counter(
+            "callstream_records_rejected_total",
+            "Rows or files dead-lettered, by reason code.",
+            [*conn, "reason"],
+            registry=r,
+        )
+        self.cases_opened = Counter(
+            "callstream_cases_opened_total", "Cases opened.", tenant, registry=r
+        )
+        self.cases_updated = Counter(
+            "callstream_cases_updated_total",
+            "Cases updated by a changed version of their conversation.",
+            tenant,
+            registry=r,
+        )
+        self.duplicates_absorbed = Counter(
+            "callstream_duplicates_absorbed_total",
+            "Redelivered or re-uploaded conversations that changed nothing.",
+            tenant,
+            registry=r,
+        )
+        self.results_published = Counter(
+            "callstream_results_published_total",
+            "AnalysisResult records published on the feedback topic.",
+            registry=r,
+        )
+        self.end_to_end_latency = Histogram(
+            "callstream_end_to_end_latency_seconds",
+            "From file announced to analysis result published.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "callstream_consumer_lag_messages",
+            "Messages not yet consumed by a processor group, per topic.",
+            ["group", "topic"],
             registry=r,
         )

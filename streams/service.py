@@ -16,11 +16,16 @@ from typing import Any
 from aiohttp import web
 from confluent_kafka.admin import AdminClient
 
-from streams.api.app import create_app
+from streams.agents import cases as cases_agent
+from streams.agents import files as files_agent
+from streams.api.app import create_app as create_http_app
+from streams.app import create_app
+from streams.cases.store import CaseStore, OutboxRelay
 from streams.codec import AvroCodec
 from streams.demo import seed
 from streams.echo import Echo
 from streams.embedded.kafka import LocalKafka
+from streams.ingest.files import FileProcessor
 from streams.kafka import Producer, client_config
 from streams.metrics import Metrics
 from streams.runner import ConnectorRunner, OutcomeConsumer
@@ -103,6 +108,9 @@ class Service:
             await echo.start()
             self._stack.append(echo.stop)
 
+        if s.processors.enabled:
+            await self._start_processors(bootstrap, producer)
+
         self.runner = ConnectorRunner(s, producer, state, self.codec, self.metrics, self.topics)
         await self.runner.start()
         self._stack.append(self.runner.stop)
@@ -111,7 +119,7 @@ class Service:
         await outcomes.start()
         self._stack.append(outcomes.stop)
 
-        app_runner = web.AppRunner(create_app(self.metrics, self.runner), access_log=None)
+        app_runner = web.AppRunner(create_http_app(self.metrics, self.runner), access_log=None)
         await app_runner.setup()
         site = web.TCPSite(app_runner, s.http.host, s.http.port)
         await site.start()
@@ -123,6 +131,26 @@ class Service:
         if s.demo_enabled:
             self.say(f"demo: drop files into {seed.inbox(s)} to see them announced; Ctrl-C stops")
 
+    async def _start_processors(self, bootstrap: str, producer: Producer) -> None:
+        s = self.settings
+        cases = CaseStore(s.database_url, self.codec, self.topics, s.profiles_of)
+        await cases.start()
+        self._stack.append(cases.stop)
+        self.cases = cases
+        relay = OutboxRelay(cases, producer, metrics=self.metrics)
+        await relay.start()
+        self._stack.append(relay.stop)
+        processor = FileProcessor(
+            s, self.codec, self.topics, producer, self.metrics, cases.record_file_outcome
+        )
+        self._stack.append(_async(processor.close))
+        app = create_app(s, bootstrap, self.topics)
+        files_agent.register(app, self.topics, self.codec, processor)
+        cases_agent.register(app, self.topics, self.codec, cases, relay, self.metrics, s.processors)
+        await app.start()
+        self._stack.append(app.stop)
+        self.faust_app = app
+
     async def stop(self) -> None:
         """Stop every started part, most recent first."""
         while self._stack:
@@ -131,6 +159,13 @@ class Service:
                 await stop()
             except Exception:  # keep stopping the rest; the error is logged with its traceback
                 log.exception("error while stopping")
+
+
+def _async(fn: Callable[[], None]) -> Callable[[], Any]:
+    async def call() -> None:
+        await asyncio.get_running_loop().run_in_executor(None, fn)
+
+    return call
 
 
 async def run_until_stopped(service: Service, stop: asyncio.Event) -> None:

@@ -29,8 +29,10 @@ from pydantic_settings import (
 from connectors.local import LocalConfig
 from connectors.poller import PollConfig
 from connectors.sftp import SftpConfig
+from streams.analysis.profiles import Profile
 from streams.codec import DEFAULT_SCHEMAS_DIR
 from streams.errors import ConfigError
+from streams.ingest.parse import ParseSettings
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 
@@ -83,6 +85,9 @@ class ConnectorSettings(_Section):
     enabled: bool = Field(True, description="Disabled connectors are not polled.")
     store: StoreConfig = Field(description="Where the files are: type sftp or local.")
     poll: PollConfig = Field(default_factory=PollConfig, description="Polling and clean-up.")
+    ingest: ParseSettings = Field(
+        default_factory=ParseSettings, description="How files are parsed into conversations."
+    )
 
 
 class TenantSettings(_Section):
@@ -90,6 +95,9 @@ class TenantSettings(_Section):
 
     id: Slug = Field(description="Tenant id used in keys and topics.", examples=["acme"])
     connectors: list[ConnectorSettings] = Field(default_factory=list)
+    profiles: tuple[Profile, ...] = Field(
+        (), description="Quality profiles, tried in order; none match: the built-in default."
+    )
 
     @model_validator(mode="after")
     def _unique_connectors(self) -> Self:
@@ -98,6 +106,15 @@ class TenantSettings(_Section):
         if dupes:
             raise ValueError(f"duplicate connector name(s): {', '.join(dupes)}")
         return self
+
+
+class ProcessorSettings(_Section):
+    """The stream processors (Faust agents)."""
+
+    enabled: bool = Field(True, description="Run the processors in this process.")
+    batch_size: int = Field(1000, ge=1, description="Conversations per case-store transaction.")
+    batch_within_seconds: float = Field(0.2, gt=0, description="Longest wait to fill a batch.")
+    commit_interval_seconds: float = Field(1.0, gt=0, description="Offset commit interval.")
 
 
 class RunnerSettings(_Section):
@@ -132,6 +149,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
+    processors: ProcessorSettings = Field(default_factory=ProcessorSettings)
     tenants: list[TenantSettings] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -160,6 +178,13 @@ class Settings(BaseSettings):
     def database_url(self) -> str:
         """The configured database URL, or the embedded SQLite file."""
         return self.database.url or f"sqlite+aiosqlite:///{(self.data_dir / 'callstream.db')}"
+
+    def profiles_of(self, tenant: str) -> tuple[Profile, ...]:
+        """Return a tenant's quality profiles (empty: the default applies)."""
+        for t in self.tenants:
+            if t.id == tenant:
+                return t.profiles
+        return ()
 
     @property
     def demo_enabled(self) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import Self
 
 from sqlalchemy import (
     BigInteger,
@@ -22,20 +22,16 @@ from sqlalchemy import (
     DateTime,
     Float,
     Integer,
-    MetaData,
     String,
     Table,
-    event,
     func,
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors.poller import Candidate, CleanupAction, KnownFile
-
-metadata = MetaData()
+from streams.db import create_engine, metadata, upsert
 
 connector_files = Table(
     "connector_files",
@@ -60,22 +56,6 @@ _CLEANED = {
     CleanupAction.DELETED,
     CleanupAction.MISSING,
 }
-
-
-def create_engine(url: str) -> AsyncEngine:
-    """Create an async engine; SQLite gets WAL and a busy timeout for concurrent processes."""
-    if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
-
-        return engine
-    return create_async_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
 
 
 class ConnectorState:
@@ -148,14 +128,7 @@ class ConnectorState:
             }
             for c, file_id in announced
         ]
-        insert = (postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert)(
-            connector_files
-        )
-        keys = ["tenant", "connector", "path"]
-        stmt = insert.on_conflict_do_update(
-            index_elements=keys,
-            set_={k: insert.excluded[k] for k in rows[0] if k not in keys},
-        )
+        stmt = upsert(self.engine, connector_files, ["tenant", "connector", "path"], list(rows[0]))
         async with self.engine.begin() as conn:
             await conn.execute(stmt, rows)
 

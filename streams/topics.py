@@ -32,9 +32,36 @@ class Topics:
         """FileOutcome events: downstream committed (or rejected) a file version."""
         return f"{self.prefix}.file-outcomes.v1"
 
+    @property
+    def conversations(self) -> str:
+        """Conversation records: validated, one per conversation version read."""
+        return f"{self.prefix}.conversations.v1"
+
+    @property
+    def dead_letter(self) -> str:
+        """DeadLetter records: rejected rows and files, with reason codes."""
+        return f"{self.prefix}.dead-letter.v1"
+
+    @property
+    def cases(self) -> str:
+        """CaseEvent records: a case opened or updated."""
+        return f"{self.prefix}.cases.v1"
+
+    @property
+    def analysis_results(self) -> str:
+        """AnalysisResult records: the feedback topic contact-centre platforms consume."""
+        return f"{self.prefix}.analysis-results.v1"
+
     def all(self) -> list[str]:
         """Every topic name."""
-        return [self.file_arrivals, self.file_outcomes]
+        return [
+            self.file_arrivals,
+            self.file_outcomes,
+            self.conversations,
+            self.dead_letter,
+            self.cases,
+            self.analysis_results,
+        ]
 
 
 def ensure_topics(

@@ -60,7 +60,7 @@ tenants:
     result = _run("--config", str(config), "check-config")
     assert result.returncode == 0, result.stderr
     assert "connector acme/daily: sftp, enabled" in result.stdout
-    assert "schemas: 2 valid" in result.stdout
+    assert "schemas: 6 valid" in result.stdout
     assert "hunter2" not in result.stdout + result.stderr
 
 

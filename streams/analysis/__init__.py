@@ -1,0 +1,1 @@
+"""Quality analysis: per-tenant profiles of weighted parameters, each judged by a rule."""

@@ -1,0 +1,196 @@
+"""Score a conversation against a profile: per-parameter scores with evidence, weighted total.
+
+Contract: :func:`analyse` is pure and deterministic for a given conversation and profile
+(``analysed_at`` aside). A parameter whose rule has nothing to judge (no transcript for a phrase
+rule, no end time for a duration) is reported with ``applicable=False`` and left out of the
+weighted score; if nothing is applicable the score is 0 and the result fails.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+from streams.analysis.profiles import (
+    CustomerSentiment,
+    DurationBounds,
+    FirstResponseTime,
+    LongestCustomerWait,
+    MetadataComplete,
+    Parameter,
+    PhraseAbsent,
+    PhrasePresent,
+    Profile,
+)
+
+EXCERPT = 160
+
+
+@dataclass
+class Judgement:
+    """The outcome of one rule."""
+
+    score: float
+    passed: bool
+    applicable: bool = True
+    evidence: list[dict[str, Any]] = field(default_factory=list)
+
+
+@lru_cache(maxsize=1)
+def _vader() -> SentimentIntensityAnalyzer:
+    return SentimentIntensityAnalyzer()
+
+
+def _evidence(
+    detail: str, turn: int | None = None, speaker: str | None = None, text: str | None = None
+) -> dict[str, Any]:
+    return {
+        "detail": detail,
+        "turn_index": turn,
+        "speaker": speaker,
+        "excerpt": text[:EXCERPT] if text is not None else None,
+    }
+
+
+def _verdict(ok: bool, evidence: list[dict[str, Any]]) -> Judgement:
+    return Judgement(100.0 if ok else 0.0, ok, True, evidence)
+
+
+def _na(detail: str) -> Judgement:
+    return Judgement(0.0, True, False, [_evidence(detail)])
+
+
+def _seconds(a: dt.datetime, b: dt.datetime) -> float:
+    return (b - a).total_seconds()
+
+
+def judge(rule: Any, conv: dict[str, Any]) -> Judgement:
+    """Apply one rule to a conversation."""
+    turns: list[dict[str, Any]] = conv.get("turns") or []
+    if isinstance(rule, DurationBounds):
+        if conv.get("ended_at") is None:
+            return _na("no end time")
+        secs = _seconds(conv["started_at"], conv["ended_at"])
+        ok = secs >= rule.min_seconds and (rule.max_seconds is None or secs <= rule.max_seconds)
+        return _verdict(ok, [_evidence(f"lasted {secs:.0f} s")])
+    if isinstance(rule, MetadataComplete):
+        missing = [
+            f for f in rule.fields if not (conv.get(f) or (conv.get("metadata") or {}).get(f))
+        ]
+        detail = f"missing: {', '.join(missing)}" if missing else "all present"
+        return _verdict(not missing, [_evidence(detail)])
+    if isinstance(rule, PhrasePresent | PhraseAbsent):
+        own = [(i, t) for i, t in enumerate(turns) if t["speaker"] == rule.speaker]
+        if not own:
+            return _na(f"no {rule.speaker} turns")
+        if isinstance(rule, PhrasePresent) and rule.within_turns:
+            own = own[: rule.within_turns] if rule.position != "last" else own[-rule.within_turns :]
+        hits = [(i, t, p) for i, t in own for p in rule.phrases if p.lower() in t["text"].lower()]
+        evidence = [_evidence(f"matched {p!r}", i, t["speaker"], t["text"]) for i, t, p in hits]
+        if isinstance(rule, PhrasePresent):
+            return _verdict(bool(hits), evidence or [_evidence("no matching phrase")])
+        return _verdict(not hits, evidence or [_evidence("no forbidden phrase")])
+    if isinstance(rule, FirstResponseTime | LongestCustomerWait):
+        timed = [(i, t) for i, t in enumerate(turns) if t.get("at") is not None]
+        if not any(t["speaker"] == "customer" for _, t in timed):
+            return _na("no timed customer turns")
+        if isinstance(rule, FirstResponseTime):
+            first_c = next((i, t) for i, t in timed if t["speaker"] == "customer")
+            reply = next(
+                (
+                    (i, t)
+                    for i, t in timed
+                    if t["speaker"] == "agent" and t["at"] >= first_c[1]["at"]
+                ),
+                None,
+            )
+            if reply is None:
+                return _verdict(
+                    False,
+                    [
+                        _evidence(
+                            "the agent never answered", first_c[0], "customer", first_c[1]["text"]
+                        )
+                    ],
+                )
+            secs = _seconds(first_c[1]["at"], reply[1]["at"])
+            return _verdict(
+                secs <= rule.max_seconds,
+                [
+                    _evidence(
+                        f"first agent reply after {secs:.0f} s", reply[0], "agent", reply[1]["text"]
+                    )
+                ],
+            )
+        worst, worst_at = 0.0, None
+        waiting: tuple[int, dict[str, Any]] | None = None
+        for i, t in timed:
+            if t["speaker"] == "customer" and waiting is None:
+                waiting = (i, t)
+            elif t["speaker"] == "agent" and waiting is not None:
+                secs = _seconds(waiting[1]["at"], t["at"])
+                if secs > worst:
+                    worst, worst_at = secs, waiting
+                waiting = None
+        evidence = (
+            [_evidence(f"longest wait {worst:.0f} s", worst_at[0], "customer", worst_at[1]["text"])]
+            if worst_at
+            else [_evidence("no customer wait")]
+        )
+        return _verdict(worst <= rule.max_seconds, evidence)
+    if isinstance(rule, CustomerSentiment):
+        said = [(i, t) for i, t in enumerate(turns) if t["speaker"] == "customer"]
+        if not said:
+            return _na("no customer turns")
+        scores = [(_vader().polarity_scores(t["text"])["compound"], i, t) for i, t in said]
+        mean = sum(s for s, _, _ in scores) / len(scores)
+        low = min(scores, key=lambda s: s[0])
+        evidence = [
+            _evidence(f"mean compound {mean:+.2f}"),
+            _evidence(f"most negative turn {low[0]:+.2f}", low[1], "customer", low[2]["text"]),
+        ]
+        return Judgement(round((mean + 1) * 50, 2), mean >= rule.min_compound, True, evidence)
+    raise TypeError(f"unknown rule {type(rule).__name__}")
+
+
+def score_parameters(profile: Profile, conv: dict[str, Any]) -> tuple[float, list[dict[str, Any]]]:
+    """Return the weighted overall score and the per-parameter results."""
+    results = []
+    total = weights = 0.0
+    for p in profile.parameters:
+        j = judge(p.rule, conv)
+        results.append(_parameter_record(p, j))
+        if j.applicable:
+            total += j.score * p.weight
+            weights += p.weight
+    return (round(total / weights, 2) if weights else 0.0), results
+
+
+def _parameter_record(p: Parameter, j: Judgement) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "name": p.name or p.id,
+        "rule": p.rule.type,
+        "weight": p.weight,
+        "score": j.score,
+        "passed": j.passed,
+        "applicable": j.applicable,
+        "evidence": j.evidence,
+    }
+
+
+def analyse(profile: Profile, conv: dict[str, Any]) -> dict[str, Any]:
+    """Return the analysis fields of an AnalysisResult (score, passed, parameters)."""
+    overall, parameters = score_parameters(profile, conv)
+    applicable = any(p["applicable"] for p in parameters)
+    return {
+        "profile_id": profile.id,
+        "profile_version": profile.version,
+        "overall_score": overall,
+        "passed": applicable and overall >= profile.pass_score,
+        "parameters": parameters,
+    }

@@ -1,0 +1,37 @@
+"""The Faust application of the stream processors.
+
+Processing guarantee: at-least-once consumption (Faust's ``exactly_once`` is not trusted here),
+idempotent effects downstream. Agents ack a batch only after its effect is durable and never let
+an exception escape a batch (Faust's ``take`` acks the batch even when the body raises): they
+retry with back-off instead, so no event is skipped.
+"""
+
+from __future__ import annotations
+
+import faust
+
+from streams.settings import Settings
+from streams.topics import Topics
+
+
+def create_app(settings: Settings, bootstrap: str, topics: Topics) -> faust.App:
+    """Create the processors' Faust app (no web server, topics created by callstream)."""
+    return faust.App(
+        f"{topics.prefix}-processors",
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        processing_guarantee="at_least_once",
+        web_enabled=False,
+        topic_allow_declare=False,
+        topic_partitions=settings.kafka.partitions,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=settings.processors.commit_interval_seconds,
+        broker_commit_every=10_000,
+        autodiscover=False,
+        datadir=str(settings.data_dir / "faust"),
+    )
+
+
+def raw_topic(app: faust.App, name: str) -> faust.TopicT:
+    """A topic whose keys and values are passed through as bytes (we decode Avro ourselves)."""
+    return app.topic(name, key_serializer="raw", value_serializer="raw")

@@ -1,0 +1,1 @@
+"""The case store: one case per conversation, versioned, written idempotently."""

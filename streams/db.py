@@ -1,0 +1,50 @@
+"""The database: one SQLAlchemy metadata for every table, engines for SQLite and PostgreSQL.
+
+SQLite (the embedded default) and PostgreSQL (production) run the same code; the few
+dialect-specific statements (upserts) are built here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import MetaData, Table, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+metadata = MetaData()
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """Create an async engine; SQLite gets WAL and a busy timeout for concurrent processes."""
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    return create_async_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
+
+
+def _insert(engine: AsyncEngine, table: Table) -> Any:
+    return (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+def upsert(engine: AsyncEngine, table: Table, keys: Sequence[str], columns: Sequence[str]) -> Any:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE the other columns, for either dialect."""
+    insert = _insert(engine, table)
+    return insert.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={c: insert.excluded[c] for c in columns if c not in keys},
+    )
+
+
+def insert_ignore(engine: AsyncEngine, table: Table, keys: Sequence[str]) -> Any:
+    """INSERT ... ON CONFLICT (keys) DO NOTHING, for either dialect."""
+    return _insert(engine, table).on_conflict_do_nothing(index_elements=list(keys))

@@ -1,0 +1,1 @@
+"""Turning files into validated Conversation records: parsing, mapping and business rules."""
