@@ -27,6 +27,8 @@ def create_app(settings: Settings, bootstrap: str, topics: Topics) -> faust.App:
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=settings.processors.commit_interval_seconds,
         broker_commit_every=10_000,
+        broker_session_timeout=settings.processors.session_timeout_seconds,
+        broker_heartbeat_interval=settings.processors.session_timeout_seconds / 4,
         autodiscover=False,
         datadir=str(settings.data_dir / "faust"),
     )

@@ -197,3 +197,24 @@ def chown_tree(path: Path, like: Path) -> None:
         for name in [*dirs, *files]:
             os.lchown(os.path.join(root, name), st.st_uid, st.st_gid)
     os.lchown(path, st.st_uid, st.st_gid)
+
+
+CSV_HEADER = (
+    "external_interaction_id,channel,direction,started_at,ended_at,agent_id,agent_name,"
+    "team,campaign,ani,dnis,recording_url,disposition\n"
+)
+
+
+def conversation_row(i: int, *, disposition: str = "resolved") -> str:
+    """One valid CSV row for conversation ``CALL-<i>``."""
+    minute = i % 50
+    return (
+        f"CALL-{i:06d},voice,inbound,2026-11-20T09:{minute:02d}:00Z,2026-11-20T09:{minute:02d}:45Z,"
+        f"a-{i % 17},Agent {i % 17},Billing,winter,+1415555{i % 10000:04d},+18005550100,"
+        f"recordings/{i:06d}.wav,{disposition}\n"
+    )
+
+
+def conversations_csv(count: int, start: int = 0) -> bytes:
+    """A CSV export of ``count`` valid conversations."""
+    return (CSV_HEADER + "".join(conversation_row(i) for i in range(start, start + count))).encode()
