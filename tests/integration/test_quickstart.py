@@ -1,4 +1,4 @@
-"""The README's first command brings the service up and shows the sample files announced."""
+"""The README's first command brings the service up: sample files announced, cases, results."""
 
 from __future__ import annotations
 
@@ -49,6 +49,15 @@ def test_readme_first_command_announces_the_sample_files(tmp_path: Path) -> None
             announced = set(
                 re.findall(r"file announced\s+demo/local-inbox\s+(\S+)", log.read_text())
             )
+        # the sample conversations become cases and results on the feedback topic
+        for ext in ("CALL-1001", "CALL-1002", "CALL-1003", "CHAT-2001"):
+            while not (
+                re.search(rf"case opened\s+demo\s+{ext}\b", log.read_text())
+                and re.search(rf"result\s+demo\s+{ext}\s+\d", log.read_text())
+            ):
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()[-4000:]
+                time.sleep(0.5)
         # a file the user drops into the inbox is announced too
         dropped = tmp_path / "var/inbox/demo/2026-11-21_conversations.csv"
         dropped.write_text("external_interaction_id\nCALL-9\n")
