@@ -27,6 +27,7 @@ from streams.echo import Echo
 from streams.embedded.kafka import LocalKafka
 from streams.ingest.files import FileProcessor
 from streams.kafka import Producer, client_config
+from streams.lag import LagMonitor
 from streams.metrics import Metrics
 from streams.runner import ConnectorRunner, OutcomeConsumer
 from streams.settings import Settings
@@ -150,6 +151,16 @@ class Service:
         await app.start()
         self._stack.append(app.stop)
         self.faust_app = app
+        lag = LagMonitor(
+            client_config(bootstrap, s.kafka.client_config),
+            self.metrics,
+            {
+                app.conf.id: [self.topics.file_arrivals, self.topics.conversations],
+                f"{self.topics.prefix}.connector-runner": [self.topics.file_outcomes],
+            },
+        )
+        await lag.start()
+        self._stack.append(lag.stop)
 
     async def stop(self) -> None:
         """Stop every started part, most recent first."""

@@ -6,9 +6,11 @@ The whole service runs in-process against the real broker, OpenSSH sftp server a
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 from servers.postgres import PostgresServer
 from servers.sshd import SftpServer
@@ -59,8 +61,22 @@ async def test_a_csv_of_1000_conversations_gives_1000_cases_and_results(
             await results.wait_for(lambda rs: len({r["case_id"] for r in rs}) >= 1000, 60)
             assert await service.cases.count_cases("acme") == 1000
             assert await service.cases.count_current_results("acme") == 1000
+            await asyncio.sleep(11)  # one consumer-lag sample
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"{service.http_url}/metrics") as resp,
+            ):
+                metrics = await resp.text()
     finally:
         results.close()
+    assert 'callstream_records_accepted_total{connector="crm",tenant="acme"} 1000.0' in metrics
+    assert 'callstream_cases_opened_total{tenant="acme"} 1000.0' in metrics
+    assert "callstream_results_published_total 1000.0" in metrics
+    assert "callstream_end_to_end_latency_seconds_count 1000.0" in metrics
+    assert re.search(
+        r'callstream_consumer_lag_messages\{group="[^"]+",topic="[^"]+conversations.v1"\} 0.0',
+        metrics,
+    )
     keys = {r["idempotency_key"] for r in results.records}
     assert len(keys) == 1000
     sample = results.records[0]
