@@ -70,7 +70,8 @@ cases = Table(
     Column("version", Integer, nullable=False),
     Column("content_hash", String(64), nullable=False),
     Column("channel", String(16), nullable=False),
-    Column("conversation", Text, nullable=False),
+    Column("conversation", Text, nullable=False),  # canonical JSON, without source
+    Column("source", Text),  # file and row the current version was read from
     Column("opened_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
@@ -87,7 +88,7 @@ analysis_results = Table(
     Column("profile_version", Integer, nullable=False),
     Column("overall_score", Float, nullable=False),
     Column("passed", Boolean, nullable=False),
-    Column("result", Text, nullable=False),
+    Column("result", LargeBinary, nullable=False),  # the AnalysisResult, Avro-encoded
     Column("analysed_at", DateTime(timezone=True), nullable=False),
     Index("ix_analysis_results_case", "case_id", "result_version"),
 )
@@ -138,11 +139,15 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def content_hash(conversation: dict[str, Any]) -> str:
-    """Hash what the conversation says (not where or when it was read)."""
+def content_json(conversation: dict[str, Any]) -> str:
+    """Canonical JSON of what the conversation says (not where or when it was read)."""
     body = {k: v for k, v in conversation.items() if k != "source"}
-    raw = json.dumps(_jsonable(body), sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(raw).hexdigest()
+    return json.dumps(_jsonable(body), sort_keys=True, separators=(",", ":"))
+
+
+def content_hash(body_json: str) -> str:
+    """Hash the canonical JSON of a conversation."""
+    return hashlib.sha256(body_json.encode()).hexdigest()
 
 
 def utcnow() -> dt.datetime:
@@ -211,8 +216,9 @@ class CaseStore:
         keyed = []
         for conv in conversations:
             cid = case_id(conv["tenant"], conv["source_system"], conv["external_interaction_id"])
-            keyed.append((cid, content_hash(conv), conv))
-        ids = list({cid for cid, _, _ in keyed})
+            body = content_json(conv)
+            keyed.append((cid, content_hash(body), body, conv))
+        ids = list({cid for cid, _, _, _ in keyed})
         async with self.engine.begin() as conn:
             rows = (
                 await conn.execute(
@@ -227,7 +233,7 @@ class CaseStore:
             case_rows: dict[str, dict[str, Any]] = {}
             result_rows: list[dict[str, Any]] = []
             box: list[dict[str, Any]] = []
-            for cid, digest, conv in keyed:
+            for cid, digest, body, conv in keyed:
                 known = current.get(cid)
                 if known is not None and known[1] == digest:
                     out.duplicates[conv["tenant"]] += 1
@@ -244,7 +250,8 @@ class CaseStore:
                     "version": version,
                     "content_hash": digest,
                     "channel": conv["channel"],
-                    "conversation": json.dumps(_jsonable(conv)),
+                    "conversation": body,
+                    "source": json.dumps(_jsonable(conv["source"])) if conv.get("source") else None,
                     "opened_at": opened_at,
                     "updated_at": now,
                 }
@@ -261,7 +268,8 @@ class CaseStore:
                     "channel": conv["channel"],
                     "occurred_at": now,
                 }
-                box.append(self._outbox(self.topics.cases, cid, CASE_EVENT, event, now, None))
+                value = self.codec.encode(CASE_EVENT, event, trusted=True)
+                box.append(self._outbox_row(self.topics.cases, cid, value, now, None))
                 profile = select_profile(self.profiles(conv["tenant"]), conv)
                 analysis = analyse(profile, conv)
                 key = f"{cid}:{version}:{profile.id}:{profile.version}"
@@ -275,6 +283,7 @@ class CaseStore:
                     **analysis,
                     "analysed_at": now,
                 }
+                encoded = self.codec.encode(ANALYSIS_RESULT, result, trusted=True)
                 result_rows.append(
                     {
                         "idempotency_key": key,
@@ -286,15 +295,13 @@ class CaseStore:
                         "profile_version": profile.version,
                         "overall_score": analysis["overall_score"],
                         "passed": analysis["passed"],
-                        "result": json.dumps(_jsonable(result)),
+                        "result": encoded,
                         "analysed_at": now,
                     }
                 )
                 announced = conv["source"]["announced_at"] if conv.get("source") else None
                 box.append(
-                    self._outbox(
-                        self.topics.analysis_results, cid, ANALYSIS_RESULT, result, now, announced
-                    )
+                    self._outbox_row(self.topics.analysis_results, cid, encoded, now, announced)
                 )
             if case_rows:
                 columns = [c for c in next(iter(case_rows.values())) if c != "opened_at"]
@@ -309,19 +316,14 @@ class CaseStore:
                 await conn.execute(outbox.insert(), box)
         return out
 
-    def _outbox(
-        self,
-        topic: str,
-        key: str,
-        schema: str,
-        record: dict[str, Any],
-        now: dt.datetime,
-        announced_at: dt.datetime | None,
+    @staticmethod
+    def _outbox_row(
+        topic: str, key: str, value: bytes, now: dt.datetime, announced_at: dt.datetime | None
     ) -> dict[str, Any]:
         return {
             "topic": topic,
             "key": key.encode(),
-            "value": self.codec.encode(schema, record),
+            "value": value,
             "created_at": now,
             "published_at": None,
             "announced_at": announced_at,

@@ -1,0 +1,105 @@
+"""Real servers for the integration suite and the benchmarks, started once per session.
+
+Apache Kafka (KRaft, from its Maven Central jars), OpenSSH's sftp server and PostgreSQL. A
+server that cannot start raises, so every test that needs it *fails* with the reason and the
+server's log tail; nothing here skips.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from servers.postgres import PostgresServer
+from servers.sshd import SftpServer
+from support import unique_prefix
+
+from streams.embedded.kafka import LocalKafka
+from streams.state import ConnectorState
+
+SFTP_TEST_ROOT = Path("/srv/callstream-test")
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap address of a real single-node Kafka 3.9 broker."""
+    broker = LocalKafka(tmp_path_factory.mktemp("kafka"))
+    broker.start(timeout=120)
+    try:
+        yield broker.bootstrap_servers
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def sftp_server() -> Iterator[SftpServer]:
+    """OpenSSH sshd with internal-sftp: user cs_pw (password) and cs_key (ed25519 key)."""
+    base = SFTP_TEST_ROOT / uuid.uuid4().hex
+    server = SftpServer(base)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server owned by the test session."""
+    # Not tmp_path_factory: pytest's /tmp/pytest-of-root is mode 0700, which the `postgres`
+    # user cannot traverse; mkdtemp under /tmp is reachable once PostgresServer opens it up.
+    base = Path(tempfile.mkdtemp(prefix="callstream-pg-"))
+    server = PostgresServer(base)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A topic prefix of this test's own."""
+    return unique_prefix()
+
+
+@pytest.fixture
+def clean_upload(sftp_server: SftpServer) -> Iterator[Path]:
+    """The cs_pw user's upload folder on disk, emptied before and after the test."""
+    folder = sftp_server.upload_dir("cs_pw")
+    _empty(folder)
+    yield folder
+    _empty(folder)
+
+
+def _empty(folder: Path) -> None:
+    for child in folder.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, pg_server: PostgresServer
+) -> Iterator[str]:
+    """The same tests against the embedded SQLite file and the real PostgreSQL server."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
+    else:
+        pg_server.reset()
+        yield pg_server.async_url()
+
+
+@pytest.fixture
+async def state(database_url: str) -> AsyncIterator[ConnectorState]:
+    """A started connector-state store on each database."""
+    async with ConnectorState(database_url) as store:
+        yield store
