@@ -94,6 +94,11 @@ def check_config(config: Path | None) -> None:
     db = settings.database.url.split("@")[-1] if settings.database.url else settings.database_url
     click.echo(f"database: {db}")
     for tenant in settings.tenants:
+        for profile in tenant.profiles:
+            click.echo(
+                f"profile {tenant.id}/{profile.id} v{profile.version}: "
+                f"{len(profile.parameters)} parameters"
+            )
         for conn in tenant.connectors:
             state = "enabled" if conn.enabled else "disabled"
             click.echo(f"connector {tenant.id}/{conn.name}: {conn.store.type}, {state}")
