@@ -71,11 +71,13 @@ def prefix() -> str:
 
 @pytest.fixture
 def clean_upload(sftp_server: SftpServer) -> Iterator[Path]:
-    """The cs_pw user's upload folder on disk, emptied before and after the test."""
-    folder = sftp_server.upload_dir("cs_pw")
-    _empty(folder)
-    yield folder
-    _empty(folder)
+    """The cs_pw user's upload folder on disk; both users' folders are emptied around the test."""
+    folders = [sftp_server.upload_dir(user) for user in ("cs_pw", "cs_key")]
+    for folder in folders:
+        _empty(folder)
+    yield folders[0]
+    for folder in folders:
+        _empty(folder)
 
 
 def _empty(folder: Path) -> None:

@@ -58,7 +58,10 @@ async def test_cleanup_waits_for_outcome_and_moves_or_deletes(
             upload(sftp, f"daily/{name}", f"{name}\n".encode(), mtime=old)
     for name in ("gone.csv", "rejected.csv"):
         (local_root / name).write_text(name)
-    settings = settings_for(kafka, prefix, tmp_path / "data", [moving, deleting])
+    # The test plays downstream itself: no processors publishing outcomes of their own.
+    settings = settings_for(
+        kafka, prefix, tmp_path / "data", [moving, deleting], processors={"enabled": False}
+    )
     t = Topics(prefix)
     reader = TopicReader(kafka, t.file_arrivals)
     try:

@@ -50,18 +50,34 @@ def _settings(
 
 
 async def test_a_csv_of_1000_conversations_gives_1000_cases_and_results(
-    kafka: str, prefix: str, sftp_server: SftpServer, tmp_path: Path, pg_url: str
+    kafka: str,
+    prefix: str,
+    sftp_server: SftpServer,
+    tmp_path: Path,
+    pg_url: str,
+    clean_upload: Path,
 ) -> None:
     t = Topics(prefix)
     results = TopicReader(kafka, t.analysis_results, RESULT)
+    settings = _settings(kafka, prefix, tmp_path, sftp_server, pg_url, cleanup="move")
     try:
-        async with running(_settings(kafka, prefix, tmp_path, sftp_server, pg_url)) as service:
+        async with running(settings) as service:
             with sftp_session(sftp_server) as sftp:
                 upload(sftp, "exports/20261120_conversations.csv", conversations_csv(1000))
             await results.wait_for(lambda rs: len({r["case_id"] for r in rs}) >= 1000, 60)
             assert await service.cases.count_cases("acme") == 1000
             assert await service.cases.count_current_results("acme") == 1000
-            await asyncio.sleep(11)  # one consumer-lag sample
+            # every row committed: the file has been moved out of the inbox
+            moved = clean_upload / "processed/exports/20261120_conversations.csv"
+            for _ in range(100):
+                if moved.exists():
+                    break
+                await asyncio.sleep(0.2)
+            assert (
+                moved.exists()
+                and not (clean_upload / "exports/20261120_conversations.csv").exists()
+            )
+            await asyncio.sleep(9)  # one consumer-lag sample
             async with (
                 aiohttp.ClientSession() as http,
                 http.get(f"{service.http_url}/metrics") as resp,
@@ -129,7 +145,7 @@ async def test_bad_rows_are_dead_lettered_with_reason_and_row_the_rest_flows(
     got = {d["row"]: d["reason"] for d in dead.records}
     assert got == {index + 1: reason for index, (_line, reason) in bad.items()}
     by_row = {d["row"]: d for d in dead.records}
-    assert by_row[51]["column"] == "ended_at" or by_row[51]["column"] == "agent_id"
+    assert by_row[51]["column"] == "agent_id"  # the invalid UTF-8 field
     assert by_row[11]["column"] == "external_interaction_id"
     assert all(d["path"] == "exports/with-bad-rows.csv" and d["excerpt"] for d in dead.records)
     outcome = outcomes.records[0]

@@ -76,6 +76,7 @@ def test_sftp_login_list_put(sftp_server: SftpServer, user: str) -> None:
         transport.close()
     on_disk = sftp_server.upload_dir(user) / name
     assert on_disk.read_bytes() == payload
+    on_disk.unlink()  # leave the shared folder as found
 
 
 @pytest.mark.parametrize("user", ["cs_pw", "cs_key"])
@@ -140,6 +141,6 @@ def test_postgres_reset_gives_empty_database(pg_server: PostgresServer) -> None:
             await conn.close()
 
     asyncio.run(create_table())
-    assert asyncio.run(tables()) == ["leftover"]
+    assert "leftover" in asyncio.run(tables())  # other tests of the session may have left more
     pg_server.reset()
     assert asyncio.run(tables()) == []
