@@ -7,7 +7,7 @@ dialect-specific statements (upserts) are built here.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Self
 
 from sqlalchemy import MetaData, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
@@ -48,3 +48,41 @@ def upsert(engine: AsyncEngine, table: Table, keys: Sequence[str], columns: Sequ
 def insert_ignore(engine: AsyncEngine, table: Table, keys: Sequence[str]) -> Any:
     """INSERT ... ON CONFLICT (keys) DO NOTHING, for either dialect."""
     return _insert(engine, table).on_conflict_do_nothing(index_elements=list(keys))
+
+
+class Database:
+    """Owns an async engine: ``start()`` connects and creates missing tables, ``stop()`` closes.
+
+    The stores (:class:`~streams.state.ConnectorState`, :class:`~streams.cases.store.CaseStore`)
+    build on it; they share one schema (:data:`metadata`).
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: AsyncEngine | None = None
+
+    async def start(self) -> None:
+        """Connect and create the tables that do not exist yet."""
+        self._engine = create_engine(self.url)
+        async with self._engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+
+    async def stop(self) -> None:
+        """Close the connection pool."""
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine; only after :meth:`start`."""
+        if self._engine is None:
+            raise RuntimeError(f"{type(self).__name__} is not started")
+        return self._engine

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Self
 
 from sqlalchemy import (
     BigInteger,
@@ -28,10 +27,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors.poller import Candidate, CleanupAction, KnownFile
-from streams.db import create_engine, metadata, upsert
+from streams.db import Database, metadata, upsert
 
 connector_files = Table(
     "connector_files",
@@ -58,38 +56,8 @@ _CLEANED = {
 }
 
 
-class ConnectorState:
+class ConnectorState(Database):
     """Reads and writes ``connector_files``; one instance per process, shared by connectors."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._engine: AsyncEngine | None = None
-
-    async def start(self) -> None:
-        """Connect and create the table if it does not exist."""
-        self._engine = create_engine(self.url)
-        async with self._engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
-
-    async def stop(self) -> None:
-        """Close the connection pool."""
-        if self._engine is not None:
-            await self._engine.dispose()
-            self._engine = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    @property
-    def engine(self) -> AsyncEngine:
-        """The engine; only after :meth:`start`."""
-        if self._engine is None:
-            raise RuntimeError("ConnectorState is not started")
-        return self._engine
 
     async def load_known(self, tenant: str, connector: str) -> dict[str, KnownFile]:
         """Return every announced path of a connector with its last version."""

@@ -26,7 +26,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -45,12 +45,11 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from streams.analysis.engine import analyse
 from streams.analysis.profiles import Profile, select_profile
 from streams.codec import AvroCodec
-from streams.db import create_engine, insert_ignore, metadata, upsert
+from streams.db import Database, insert_ignore, metadata, upsert
 from streams.kafka import Producer, Record
 from streams.metrics import Metrics
 from streams.topics import Topics
@@ -165,7 +164,7 @@ class BatchOutcome:
     results: int = 0
 
 
-class CaseStore:
+class CaseStore(Database):
     """Cases and results in SQLite or PostgreSQL (the same code, see the module doc)."""
 
     def __init__(
@@ -175,37 +174,10 @@ class CaseStore:
         topics: Topics,
         profiles: Callable[[str], tuple[Profile, ...]],
     ) -> None:
-        self.url = url
+        super().__init__(url)
         self.codec = codec
         self.topics = topics
         self.profiles = profiles
-        self._engine: AsyncEngine | None = None
-
-    async def start(self) -> None:
-        """Connect and create missing tables."""
-        self._engine = create_engine(self.url)
-        async with self._engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
-
-    async def stop(self) -> None:
-        """Close the pool."""
-        if self._engine is not None:
-            await self._engine.dispose()
-            self._engine = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    @property
-    def engine(self) -> AsyncEngine:
-        """The engine; only after :meth:`start`."""
-        if self._engine is None:
-            raise RuntimeError("CaseStore is not started")
-        return self._engine
 
     async def apply(self, conversations: Sequence[dict[str, Any]]) -> BatchOutcome:
         """Open, update or absorb each conversation and queue its events (one transaction)."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import os
 import signal
 import statistics
 import subprocess
@@ -26,13 +25,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from servers.postgres import PostgresServer
 from servers.sshd import SftpServer
-from support import CODEC, TopicReader, conversations_csv, sftp_session, upload
+from support import (
+    CODEC,
+    TopicReader,
+    connector,
+    conversations_csv,
+    settings_for,
+    sftp_config,
+    sftp_session,
+    start_service,
+    upload,
+    write_config,
+)
 
+from streams.ingest.parse import ParseSettings
 from streams.topics import Topics, ensure_topics
 
 ROWS = 100_000
@@ -131,41 +141,6 @@ def raw_limit(kafka: str, topic: str) -> dict[str, float]:
     }
 
 
-def _write_config(path: Path, kafka: str, prefix: str, sftp: SftpServer, db_url: str) -> None:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "data_dir": str(path.parent / "data"),
-                "log_level": "WARNING",
-                "kafka": {"bootstrap_servers": kafka, "topic_prefix": prefix},
-                "database": {"url": db_url},
-                "http": {"port": 0},
-                "tenants": [
-                    {
-                        "id": "acme",
-                        "connectors": [
-                            {
-                                "name": "crm",
-                                "store": {
-                                    "type": "sftp",
-                                    "host": sftp.host,
-                                    "port": sftp.port,
-                                    "username": "cs_pw",
-                                    "password": sftp.users["cs_pw"].password,
-                                    "host_key": sftp.host_key_line,
-                                    "root": "/upload",
-                                },
-                                "poll": {"interval_seconds": 1, "min_age_seconds": 0},
-                                "ingest": {"source_system": "bench"},
-                            }
-                        ],
-                    }
-                ],
-            }
-        )
-    )
-
-
 def _profile_summary(raw: Path, top: int = 12) -> list[str]:
     """Aggregate py-spy's collapsed stacks: self samples per function and per area."""
     own: collections.Counter[str] = collections.Counter()
@@ -211,17 +186,17 @@ def test_pipeline_benchmark(
 ) -> None:
     raw = raw_limit(kafka, f"{prefix}.raw-limit")
     pg_server.reset()
-    config = tmp_path / "callstream.yaml"
-    _write_config(config, kafka, prefix, sftp_server, pg_server.async_url())
+    crm = connector("crm", sftp_config(sftp_server), interval_seconds=1, min_age_seconds=0)
+    crm = crm.model_copy(update={"ingest": ParseSettings(source_system="bench")})
+    settings = settings_for(
+        kafka, prefix, tmp_path / "data", [crm], database_url=pg_server.async_url()
+    )
+    config = write_config(
+        tmp_path / "callstream.yaml", settings.model_copy(update={"log_level": "WARNING"})
+    )
     log = tmp_path / "service.log"
     topics = Topics(prefix)
-    with log.open("ab") as out:
-        service = subprocess.Popen(
-            [sys.executable, "-m", "streams", "--config", str(config), "run", "--no-echo"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+    service = start_service(config, log)
     results = TopicReader(kafka, topics.analysis_results, "callstream.AnalysisResult")
     arrivals = TopicReader(kafka, topics.file_arrivals)
     outcomes = TopicReader(kafka, topics.file_outcomes, "callstream.FileOutcome")

@@ -32,7 +32,6 @@ import gc
 import hashlib
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import threading
@@ -46,6 +45,7 @@ from typing import Any, BinaryIO
 import paramiko
 import paramiko.channel
 import pytest
+from fixtures import empty_folder
 from servers.sshd import SftpServer
 from support import sftp_config
 
@@ -220,14 +220,6 @@ def _print_table(title: str, header: list[str], rows: list[list[str]], notes: li
         print(note)
 
 
-def _empty(folder: Path) -> None:
-    for child in folder.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
-
-
 # ----------------------------------------------------------------------------- 1. polling
 
 
@@ -288,7 +280,7 @@ def _measure_polls(
 
 def test_poll_large_folder(sftp_server: SftpServer) -> None:
     folder = sftp_server.upload_dir(USER)
-    _empty(folder)
+    empty_folder(folder)
     figures: list[PollFigures] = []
     made = 0
     mtime = time.time() - 3600
@@ -309,7 +301,7 @@ def test_poll_large_folder(sftp_server: SftpServer) -> None:
             with LocalStore(LocalConfig(root=folder)) as local:
                 figures.append(_measure_polls("local", local, n, None))
     finally:
-        cleanup, _ = _timed(lambda: _empty(folder))
+        cleanup, _ = _timed(lambda: empty_folder(folder))
 
     header = [
         "store",

@@ -74,13 +74,14 @@ def clean_upload(sftp_server: SftpServer) -> Iterator[Path]:
     """The cs_pw user's upload folder on disk; both users' folders are emptied around the test."""
     folders = [sftp_server.upload_dir(user) for user in ("cs_pw", "cs_key")]
     for folder in folders:
-        _empty(folder)
+        empty_folder(folder)
     yield folders[0]
     for folder in folders:
-        _empty(folder)
+        empty_folder(folder)
 
 
-def _empty(folder: Path) -> None:
+def empty_folder(folder: Path) -> None:
+    """Remove everything inside ``folder``."""
     for child in folder.iterdir():
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)

@@ -7,14 +7,19 @@ import contextlib
 import io
 import os
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import paramiko
+import yaml
 from confluent_kafka import Consumer, Producer
+from pydantic import SecretStr
 from servers.sshd import SftpServer
 
 from connectors.local import LocalConfig
@@ -73,16 +78,21 @@ def settings_for(
     **extra: Any,
 ) -> Settings:
     """Settings for an in-process service against the session's real servers."""
-    return Settings(
-        data_dir=data_dir,
-        kafka={"bootstrap_servers": kafka, "topic_prefix": prefix, "partitions": 3},
-        database={"url": database_url},
-        http={"port": 0},
-        runner={"backoff_initial_seconds": 0.2, "backoff_max_seconds": 1.0},
-        tenants=[TenantSettings(id=tenant, connectors=connectors)],
-        demo=False,
-        **extra,
-    )
+    fields: dict[str, Any] = {
+        "data_dir": data_dir,
+        "kafka": {"bootstrap_servers": kafka, "topic_prefix": prefix, "partitions": 3},
+        "database": {"url": database_url},
+        "http": {"port": 0},
+        "runner": {"backoff_initial_seconds": 0.2, "backoff_max_seconds": 1.0},
+        "tenants": [TenantSettings(id=tenant, connectors=connectors)],
+        "demo": False,
+    }
+    for section, value in extra.items():  # sections merge; plain fields replace
+        if isinstance(value, dict) and isinstance(fields.get(section), dict):
+            fields[section] = {**fields[section], **value}
+        else:
+            fields[section] = value
+    return Settings(**fields)
 
 
 @contextlib.asynccontextmanager
@@ -218,3 +228,36 @@ def conversation_row(i: int, *, disposition: str = "resolved") -> str:
 def conversations_csv(count: int, start: int = 0) -> bytes:
     """A CSV export of ``count`` valid conversations."""
     return (CSV_HEADER + "".join(conversation_row(i) for i in range(start, start + count))).encode()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+def write_config(path: Path, settings: Settings) -> Path:
+    """Write ``settings`` as the YAML file a separate ``callstream run`` process reads."""
+    path.write_text(yaml.safe_dump(_plain(settings.model_dump())))
+    return path
+
+
+def start_service(
+    config: Path, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``callstream run`` as its own process (as in production), logging to ``log``."""
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "streams", "--config", str(config), "run", "--no-echo"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )

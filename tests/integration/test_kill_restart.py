@@ -8,60 +8,24 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 from servers.sshd import SftpServer
-from support import TopicReader, chown_tree
+from support import (
+    TopicReader,
+    chown_tree,
+    connector,
+    settings_for,
+    sftp_config,
+    start_service,
+    write_config,
+)
 
 from streams.topics import Topics
 
 FILES = 1000
-
-
-def _write_config(path: Path, kafka: str, prefix: str, sftp_server: SftpServer) -> None:
-    user = sftp_server.users["cs_pw"]
-    config = {
-        "data_dir": str(path.parent / "data"),
-        "kafka": {"bootstrap_servers": kafka, "topic_prefix": prefix},
-        "http": {"port": 0},
-        "runner": {"announce_batch_size": 10},
-        "tenants": [
-            {
-                "id": "acme",
-                "connectors": [
-                    {
-                        "name": "bulk",
-                        "store": {
-                            "type": "sftp",
-                            "host": sftp_server.host,
-                            "port": sftp_server.port,
-                            "username": "cs_pw",
-                            "password": user.password,
-                            "host_key": sftp_server.host_key_line,
-                            "root": "/upload",
-                        },
-                        "poll": {"interval_seconds": 0.5, "min_age_seconds": 0},
-                    }
-                ],
-            }
-        ],
-    }
-    path.write_text(yaml.safe_dump(config))
-
-
-def _start(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
-            [sys.executable, "-m", "streams", "--config", str(config), "run", "--no-echo"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
 
 
 def test_sigkill_while_announcing_loses_no_file(
@@ -80,11 +44,14 @@ def test_sigkill_while_announcing_loses_no_file(
         f.write_text(f"external_interaction_id\nCALL-{i}\n")
         os.utime(f, (old, old))
     chown_tree(folder, clean_upload)
-    config = tmp_path / "callstream.yaml"
-    _write_config(config, kafka, prefix, sftp_server)
+    bulk = connector("bulk", sftp_config(sftp_server), interval_seconds=0.5)
+    settings = settings_for(
+        kafka, prefix, tmp_path / "data", [bulk], runner={"announce_batch_size": 10}
+    )
+    config = write_config(tmp_path / "callstream.yaml", settings)
     log = tmp_path / "service.log"
     reader = TopicReader(kafka, Topics(prefix).file_arrivals)
-    first = _start(config, log)
+    first = start_service(config, log)
     try:
         deadline = time.monotonic() + 90
         while len(reader.records) < 100:
@@ -95,7 +62,7 @@ def test_sigkill_while_announcing_loses_no_file(
         first.wait(10)
         seen_before_kill = len(reader.records)
 
-        second = _start(config, log)
+        second = start_service(config, log)
         try:
             deadline = time.monotonic() + 120
             while len({r["path"] for r in reader.records}) < FILES:

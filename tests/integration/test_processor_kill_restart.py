@@ -8,22 +8,28 @@ cases and 20,000 current results; the test prints the duplicate events absorbed.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 from servers.postgres import PostgresServer
 from servers.sshd import SftpServer
-from support import TopicReader, conversations_csv, sftp_session, upload
+from support import (
+    TopicReader,
+    connector,
+    conversations_csv,
+    settings_for,
+    sftp_config,
+    sftp_session,
+    start_service,
+    upload,
+    write_config,
+)
 
 from streams.cases.store import CaseStore
 from streams.codec import AvroCodec
@@ -38,50 +44,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _config(path: Path, kafka: str, prefix: str, sftp: SftpServer, db_url: str) -> None:
-    user = sftp.users["cs_pw"]
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "data_dir": str(path.parent / "data"),
-                "kafka": {"bootstrap_servers": kafka, "topic_prefix": prefix, "partitions": 3},
-                "database": {"url": db_url},
-                "processors": {"session_timeout_seconds": 6},
-                "tenants": [
-                    {
-                        "id": "acme",
-                        "connectors": [
-                            {
-                                "name": "crm",
-                                "store": {
-                                    "type": "sftp",
-                                    "host": sftp.host,
-                                    "port": sftp.port,
-                                    "username": "cs_pw",
-                                    "password": user.password,
-                                    "host_key": sftp.host_key_line,
-                                    "root": "/upload",
-                                },
-                                "poll": {"interval_seconds": 0.5, "min_age_seconds": 1},
-                            }
-                        ],
-                    }
-                ],
-            }
-        )
-    )
-
-
-def _start(config: Path, log: Path, port: int) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "streams", "--config", str(config), "run", "--no-echo"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "CALLSTREAM_HTTP__PORT": str(port)},
-        )
-
-
 def test_sigkill_three_times_during_a_20000_row_file(
     capsys: pytest.CaptureFixture[str],
     kafka: str,
@@ -92,15 +54,23 @@ def test_sigkill_three_times_during_a_20000_row_file(
     tmp_path: Path,
 ) -> None:
     pg_server.reset()
-    config = tmp_path / "callstream.yaml"
-    _config(config, kafka, prefix, sftp_server, pg_server.async_url())
+    crm = connector("crm", sftp_config(sftp_server), interval_seconds=0.5, min_age_seconds=1)
+    settings = settings_for(
+        kafka,
+        prefix,
+        tmp_path / "data",
+        [crm],
+        database_url=pg_server.async_url(),
+        processors={"session_timeout_seconds": 6},
+    )
+    config = write_config(tmp_path / "callstream.yaml", settings)
     log = tmp_path / "worker.log"
     topics = Topics(prefix)
     results = TopicReader(kafka, topics.analysis_results, "callstream.AnalysisResult")
     rng = random.Random()
     kill_points = sorted(rng.sample(range(1_000, ROWS - 2_000), 3))
     port = _free_port()
-    worker = _start(config, log, port)
+    worker = start_service(config, log, {"CALLSTREAM_HTTP__PORT": str(port)})
     kills = 0
     killed_at: list[int] = []
     try:
@@ -117,7 +87,7 @@ def test_sigkill_three_times_during_a_20000_row_file(
                 kills += 1
                 killed_at.append(len(results.records))
                 port = _free_port()
-                worker = _start(config, log, port)
+                worker = start_service(config, log, {"CALLSTREAM_HTTP__PORT": str(port)})
         results.poll(3.0)
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
     finally:
