@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Self
 
-from sqlalchemy import MetaData, Table, event
+from sqlalchemy import MetaData, Table, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -86,3 +86,11 @@ class Database:
         if self._engine is None:
             raise RuntimeError(f"{type(self).__name__} is not started")
         return self._engine
+
+    async def count_rows(self, table: Table, tenant: str | None = None) -> int:
+        """Count a table's rows, optionally only one tenant's."""
+        stmt = select(func.count()).select_from(table)
+        if tenant is not None:
+            stmt = stmt.where(table.c.tenant == tenant)
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(stmt)).scalar_one())

@@ -23,7 +23,6 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
-    func,
     select,
     update,
 )
@@ -126,8 +125,4 @@ class ConnectorState(Database):
 
     async def count(self, tenant: str | None = None) -> int:
         """Count recorded file versions (for status pages and tests)."""
-        stmt = select(func.count()).select_from(connector_files)
-        if tenant is not None:
-            stmt = stmt.where(connector_files.c.tenant == tenant)
-        async with self.engine.connect() as conn:
-            return int((await conn.execute(stmt)).scalar_one())
+        return await self.count_rows(connector_files, tenant)

@@ -311,11 +311,7 @@ class CaseStore(Database):
 
     async def count_cases(self, tenant: str | None = None) -> int:
         """Count cases, optionally of one tenant."""
-        stmt = select(func.count()).select_from(cases)
-        if tenant is not None:
-            stmt = stmt.where(cases.c.tenant == tenant)
-        async with self.engine.connect() as conn:
-            return int((await conn.execute(stmt)).scalar_one())
+        return await self.count_rows(cases, tenant)
 
     async def count_current_results(self, tenant: str | None = None) -> int:
         """Count cases whose current version has a result."""
