@@ -54,7 +54,13 @@ class Outcome(StrEnum):
     """Downstream's verdict on one file version."""
 
     PROCESSED = "processed"
+    """Every row was accepted."""
+    PARTIAL = "partial"
+    """Some rows were dead-lettered: cleaned up like INVALID, so rejected rows stay recoverable."""
     INVALID = "invalid"
+    """The file as a whole was rejected, or no row was accepted."""
+    INCOMPLETE = "incomplete"
+    """The last line is unterminated and the file is young: no clean-up, re-checked later."""
 
 
 class CleanupAction(StrEnum):
@@ -98,6 +104,13 @@ class PollConfig(BaseModel):
     )
     processed_dir: str = Field("processed", description="Folder for processed files (move).")
     invalid_dir: str = Field("invalid", description="Folder for files downstream rejected.")
+    incomplete_grace_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="A CSV/TSV whose last line is unterminated and incomplete is 'incomplete' "
+        "until it has been unchanged this long; then it is processed as it is (the tail "
+        "dead-lettered).",
+    )
     max_announce_per_poll: int = Field(
         10_000, gt=0, description="Cap on files announced per poll; the rest wait for the next."
     )
