@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Self
 
-from sqlalchemy import MetaData, Table, event, func, select
+from sqlalchemy import Connection, MetaData, Table, event, func, inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -50,6 +50,26 @@ def insert_ignore(engine: AsyncEngine, table: Table, keys: Sequence[str]) -> Any
     return _insert(engine, table).on_conflict_do_nothing(index_elements=list(keys))
 
 
+def _add_missing_columns(conn: Connection) -> None:
+    """Add nullable columns a newer release declares to tables an older one created.
+
+    A stop-gap until the control plane brings Alembic migrations: only nullable columns without
+    defaults are ever added this way, which both SQLite and PostgreSQL do in place.
+    """
+    inspector = inspect(conn)
+    for table in metadata.sorted_tables:
+        if not inspector.has_table(table.name):
+            continue
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            if not column.nullable:
+                raise RuntimeError(f"table {table.name} lacks the required column {column.name}")
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+
+
 class Database:
     """Owns an async engine: ``start()`` connects and creates missing tables, ``stop()`` closes.
 
@@ -66,6 +86,7 @@ class Database:
         self._engine = create_engine(self.url)
         async with self._engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
+            await conn.run_sync(_add_missing_columns)
 
     async def stop(self) -> None:
         """Close the connection pool."""

@@ -35,6 +35,8 @@ class SchemaError(CallstreamError):
 class PublishError(CallstreamError):
     """Kafka refused or timed out a record."""
 
-    def __init__(self, message: str, *, retriable: bool = True) -> None:
+    def __init__(self, message: str, *, retriable: bool = True, code: str | None = None) -> None:
         super().__init__(message)
         self.retriable = retriable
+        self.code = code
+        """librdkafka's error name (``MSG_SIZE_TOO_LARGE``, ...), when there is one."""

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self
 
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, KafkaException, Message
 from confluent_kafka import Producer as _RdProducer
 
 from streams.errors import PublishError
@@ -97,20 +97,37 @@ class Producer:
                 if remaining[0] == 0:
                     done.set()
 
-        for topic, key, value in records:
+        refused: KafkaError | None = None
+        for i, (topic, key, value) in enumerate(records):
             while True:
                 try:
                     producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
                     break
                 except BufferError:
                     producer.poll(0.05)  # local queue full: serve callbacks, then retry
+                except KafkaException as exc:  # refused locally, e.g. MSG_SIZE_TOO_LARGE
+                    refused = exc.args[0]
+                    break
+            if refused is not None:
+                with lock:  # wait only for the records that were queued
+                    remaining[0] -= len(records) - i
+                    if remaining[0] == 0:
+                        done.set()
+                break
         while not done.is_set():
             producer.poll(0.05)
             if producer.flush(0) == 0 and not done.is_set():
                 done.wait(0.05)
+        if refused is not None:
+            raise PublishError(
+                f"a record was refused before sending: {refused.str()}",
+                retriable=refused.retriable(),
+                code=refused.name(),
+            )
         if errors:
             first = errors[0]
             raise PublishError(
                 f"{len(errors)} of {len(records)} records not acknowledged: {first.str()}",
                 retriable=first.retriable(),
+                code=first.name(),
             )

@@ -102,6 +102,20 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.processing_failures = Counter(
+            "callstream_processing_failures_total",
+            "Failed attempts of a processing stage, by failure kind (transient, permanent, "
+            "unknown); transient ones are retried forever.",
+            ["stage", "kind"],
+            registry=r,
+        )
+        self.poison_records = Counter(
+            "callstream_poison_records_total",
+            "Records isolated by bisection after repeated unknown failures and dead-lettered "
+            "(processing_failed).",
+            ["stage"],
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "callstream_consumer_lag_messages",
             "Messages not yet consumed by a processor group, per topic.",

@@ -28,11 +28,12 @@ from streams.embedded.kafka import LocalKafka
 from streams.ingest.files import FileProcessor
 from streams.kafka import Producer, client_config
 from streams.lag import LagMonitor
+from streams.media import LocalMediaStore
 from streams.metrics import Metrics
 from streams.runner import ConnectorRunner, OutcomeConsumer
 from streams.settings import Settings
 from streams.state import ConnectorState
-from streams.topics import Topics, ensure_topics
+from streams.topics import Topics, check_record_limit, ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,9 @@ class Service:
             s.kafka.partitions,
             s.kafka.replication_factor,
         )
+        await loop.run_in_executor(
+            None, check_record_limit, admin, self.topics.all(), s.kafka.message_max_bytes
+        )
         if s.demo_enabled:
             written = await loop.run_in_executor(None, seed.seed, s)
             if written:
@@ -100,7 +104,13 @@ class Service:
         await state.start()
         self._stack.append(state.stop)
 
-        producer = Producer({**cfg, "client.id": f"{self.topics.prefix}-connector-runner"})
+        producer = Producer(
+            {
+                **cfg,
+                "client.id": f"{self.topics.prefix}-connector-runner",
+                "message.max.bytes": s.kafka.message_max_bytes,
+            }
+        )
         await producer.start()
         self._stack.append(producer.stop)
 
@@ -141,13 +151,17 @@ class Service:
         relay = OutboxRelay(cases, producer, metrics=self.metrics)
         await relay.start()
         self._stack.append(relay.stop)
-        processor = FileProcessor(
-            s, self.codec, self.topics, producer, self.metrics, cases.record_file_outcome
-        )
+        media = LocalMediaStore(s.data_dir / "media")
+        processor = FileProcessor(s, self.codec, self.topics, producer, self.metrics, cases, media)
         self._stack.append(_async(processor.close))
         app = create_app(s, bootstrap, self.topics)
-        files_agent.register(app, self.topics, self.codec, processor)
-        cases_agent.register(app, self.topics, self.codec, cases, relay, self.metrics, s.processors)
+        files_agent.register(
+            app, self.topics, self.codec, processor, producer, self.metrics, s.processors
+        )
+        writer = cases_agent.CaseWriter(cases, producer, processor.dead, self.metrics, s.processors)
+        cases_agent.register(
+            app, self.topics, self.codec, writer, relay, self.metrics, s.processors
+        )
         await app.start()
         self._stack.append(app.stop)
         self.faust_app = app

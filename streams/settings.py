@@ -59,6 +59,14 @@ class KafkaSettings(_Section):
         description="Extra librdkafka properties (security.protocol, sasl.*, ...).",
     )
     embedded_port: int | None = Field(None, description="Port of the managed local broker.")
+    message_max_bytes: int = Field(
+        1_000_000,
+        ge=65_536,
+        le=100_000_000,
+        description="Largest record callstream produces (librdkafka message.max.bytes); checked "
+        "at start against the topics' max.message.bytes. A conversation or result that would "
+        "exceed it is dead-lettered (record_too_large) instead of blocking its partition.",
+    )
 
 
 class DatabaseSettings(_Section):
@@ -118,6 +126,18 @@ class ProcessorSettings(_Section):
     session_timeout_seconds: float = Field(
         10.0, ge=6, description="How soon a dead worker's partitions move to another."
     )
+    chunk_rows: int = Field(
+        2000, ge=1, description="Most rows of a file read and published at once."
+    )
+    chunk_bytes: int = Field(
+        8_000_000, ge=65_536, description="Most raw bytes of a file read and published at once."
+    )
+    max_attempts: int = Field(
+        3,
+        ge=1,
+        description="Attempts for an unknown (non-transient) failure before the batch is "
+        "bisected and the poison record dead-lettered (processing_failed).",
+    )
 
 
 class RunnerSettings(_Section):
@@ -154,6 +174,21 @@ class Settings(BaseSettings):
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
     processors: ProcessorSettings = Field(default_factory=ProcessorSettings)
     tenants: list[TenantSettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _sizes_agree(self) -> Self:
+        limit = self.kafka.message_max_bytes
+        for t in self.tenants:
+            for c in t.connectors:
+                for name in ("max_row_bytes", "max_document_bytes"):
+                    value = getattr(c.ingest, name)
+                    if value >= limit:
+                        raise ValueError(
+                            f"tenants[{t.id}].connectors[{c.name}].ingest.{name} ({value}) must "
+                            f"be below kafka.message_max_bytes ({limit}): every accepted row "
+                            "must fit one record"
+                        )
+        return self
 
     @model_validator(mode="after")
     def _unique_tenants(self) -> Self:

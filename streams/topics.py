@@ -11,7 +11,13 @@ import time
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+)
+
+from streams.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +93,24 @@ def ensure_topics(
     _wait_until_visible(admin, missing, timeout)
     log.info("created topics %s", ", ".join(created))
     return created
+
+
+def check_record_limit(
+    admin: AdminClient, names: list[str], limit: int, timeout: float = 30
+) -> None:
+    """Raise ConfigError if a topic accepts smaller records than ``limit`` (our producer's
+    message.max.bytes): such records would be refused by the broker after the fact."""
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in names]
+    problems = []
+    for resource, fut in admin.describe_configs(resources, request_timeout=timeout).items():
+        entry = fut.result().get("max.message.bytes")
+        if entry is not None and int(entry.value) < limit:
+            problems.append(
+                f"kafka.message_max_bytes: {limit} exceeds topic {resource.name}'s "
+                f"max.message.bytes ({entry.value}); lower the setting or raise the topic's limit"
+            )
+    if problems:
+        raise ConfigError(problems)
 
 
 def _wait_until_visible(admin: AdminClient, names: list[str], timeout: float) -> None:

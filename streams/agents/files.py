@@ -1,4 +1,10 @@
-"""Agent: file-arrival events -> parsed, validated conversations and dead letters."""
+"""Agent: file-arrival events -> parsed, validated conversations and dead letters.
+
+Failure policy (:mod:`streams.failures`): transient failures (store, broker, database down) are
+retried until they pass; a file the policy gives up on is dead-lettered and reported
+(:meth:`FileProcessor.fail`), so one file can never stall its partition. An event that cannot
+be decoded is dead-lettered with its raw bytes.
+"""
 
 from __future__ import annotations
 
@@ -8,29 +14,74 @@ from collections.abc import AsyncIterator
 
 import faust
 
-from streams.agents.retry import until_done
 from streams.app import raw_topic
 from streams.codec import AvroCodec
+from streams.deadletters import DeadLetters
 from streams.errors import SchemaError
+from streams.failures import GaveUp, attempt
 from streams.ingest.files import FileProcessor
+from streams.kafka import Producer
+from streams.metrics import Metrics
 from streams.runner import FILE_ARRIVAL
+from streams.settings import ProcessorSettings
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
 
 
-def register(app: faust.App, topics: Topics, codec: AvroCodec, processor: FileProcessor) -> None:
+def register(
+    app: faust.App,
+    topics: Topics,
+    codec: AvroCodec,
+    processor: FileProcessor,
+    producer: Producer,
+    metrics: Metrics,
+    settings: ProcessorSettings,
+) -> None:
     """Attach the files agent to ``app``."""
+    dead: DeadLetters = processor.dead
 
     async def files(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for value in stream:
             try:
                 arrival = codec.decode(FILE_ARRIVAL, value)
             except SchemaError as exc:
-                log.error("file-arrivals: undecodable event skipped: %s", exc)
+                record = dead.build(
+                    tenant="",
+                    connector="",
+                    file_id="",
+                    path="",
+                    reason="undecodable_record",
+                    message=f"file-arrival event: {exc}",
+                    stage="files",
+                    raw=bytes(value or b""),
+                )
+                await attempt(
+                    "dead-lettering an undecodable file-arrival event",
+                    functools.partial(producer.send_batch, [record]),
+                    stage="files",
+                    metrics=metrics,
+                )
+                yield None
                 continue
             what = f"processing {arrival['tenant']}/{arrival['connector']}/{arrival['path']}"
-            await until_done(what, functools.partial(processor.process, arrival))
+            try:
+                await attempt(
+                    what,
+                    functools.partial(processor.process, arrival),
+                    stage="files",
+                    metrics=metrics,
+                    max_attempts=settings.max_attempts,
+                )
+            except GaveUp as gave_up:
+                log.error("%s: dead-lettering the file: %s", what, gave_up)
+                await attempt(
+                    f"dead-lettering {arrival['path']}",
+                    functools.partial(processor.fail, arrival, gave_up),
+                    stage="files",
+                    metrics=metrics,
+                    max_attempts=10**9,  # transient only: the file's content cannot fail it
+                )
             yield None
 
     app.agent(raw_topic(app, topics.file_arrivals), name="files")(files)

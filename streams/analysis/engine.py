@@ -28,6 +28,9 @@ from streams.analysis.profiles import (
 )
 
 EXCERPT = 160
+#: Evidence items kept per parameter: with at most 100 parameters a result stays far below the
+#: record limit, whatever the conversation holds.
+MAX_EVIDENCE = 10
 
 
 @dataclass
@@ -179,7 +182,7 @@ def _parameter_record(p: Parameter, j: Judgement) -> dict[str, Any]:
         "score": j.score,
         "passed": j.passed,
         "applicable": j.applicable,
-        "evidence": j.evidence,
+        "evidence": j.evidence[:MAX_EVIDENCE],
     }
 
 

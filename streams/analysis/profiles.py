@@ -118,7 +118,9 @@ class Profile(BaseModel):
     version: int = Field(1, ge=1)
     pass_score: float = Field(70.0, ge=0, le=100)
     assign: Assignment = Field(default_factory=Assignment)
-    parameters: tuple[Parameter, ...] = Field(min_length=1)
+    parameters: tuple[Parameter, ...] = Field(
+        min_length=1, max_length=100, description="At most 100, so every result fits one record."
+    )
 
 
 DEFAULT_PROFILE = Profile(

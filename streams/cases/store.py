@@ -3,11 +3,14 @@
 Exactly-once effects on at-least-once input: :meth:`CaseStore.apply` takes a batch of validated
 conversations and, in one transaction,
 
+- skips every delivery applied before (``applied_deliveries``: file version + row), so a
+  redelivery never creates a version, even after newer content for its case was applied;
 - opens a case for each new conversation (case id = hash of tenant, source system and external
   interaction id), or updates it (version + 1) when its content changed, or does nothing when
-  it is a redelivered or re-uploaded duplicate (counted);
-- analyses every opened or updated case with the tenant's profile and stores the result under
-  its idempotency key ``case_id:case_version:profile_id:profile_version``;
+  it is a re-uploaded duplicate (counted);
+- stores the analysis result of every opened or updated case (computed in a worker thread
+  before the transaction opens) under its idempotency key
+  ``case_id:case_version:profile_id:profile_version``;
 - writes the CaseEvent and AnalysisResult records to the ``outbox`` table.
 
 :class:`OutboxRelay` publishes outbox rows to Kafka in id order and marks them published. A crash
@@ -25,6 +28,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +49,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 
 from streams.analysis.engine import analyse
 from streams.analysis.profiles import Profile, select_profile
@@ -105,6 +110,20 @@ file_outcomes = Table(
     Column("rows_rejected", BigInteger, nullable=False),
     Column("reason", String(64)),
     Column("decided_at", DateTime(timezone=True), nullable=False),
+    Column("rejected_by_reason", Text),  # JSON object: reason code -> rows
+    Column("rows_done", BigInteger),  # last row published: where a retry resumes
+    Column("lines_read", BigInteger),
+)
+
+#: One row per conversation delivery applied (file version + row): a redelivery is recognised
+#: and has no effect, whatever was applied to its case since.
+applied_deliveries = Table(
+    "applied_deliveries",
+    metadata,
+    Column("delivery_key", String(200), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("case_id", String(32), nullable=False),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
 )
 
 outbox = Table(
@@ -163,6 +182,37 @@ class BatchOutcome:
     duplicates: Counter[str] = field(default_factory=Counter)
     results: int = 0
 
+    def add(self, other: BatchOutcome) -> None:
+        """Add ``other``'s counts to these."""
+        self.opened.update(other.opened)
+        self.updated.update(other.updated)
+        self.duplicates.update(other.duplicates)
+        self.results += other.results
+
+
+def delivery_key(conversation: dict[str, Any]) -> str | None:
+    """Identify one delivery of a conversation: its file version and row (None: no source)."""
+    source = conversation.get("source")
+    if not source:
+        return None
+    return f"file:{source['file_id']}:{source['row']}"
+
+
+@dataclass
+class _Plan:
+    """The rows one batch writes, computed outside the transaction."""
+
+    outcome: BatchOutcome
+    new_cases: list[dict[str, Any]] = field(default_factory=list)
+    changed_cases: list[dict[str, Any]] = field(default_factory=list)
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)
+    box: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _Conflict(Exception):
+    """Another writer changed a case of the batch since it was read."""
+
 
 class CaseStore(Database):
     """Cases and results in SQLite or PostgreSQL (the same code, see the module doc)."""
@@ -178,20 +228,46 @@ class CaseStore(Database):
         self.codec = codec
         self.topics = topics
         self.profiles = profiles
+        self._cpu = ThreadPoolExecutor(1, thread_name_prefix="cases-analysis")
+
+    async def stop(self) -> None:
+        """Close the pool and the analysis thread."""
+        await super().stop()
+        self._cpu.shutdown(wait=False, cancel_futures=True)
 
     async def apply(self, conversations: Sequence[dict[str, Any]]) -> BatchOutcome:
-        """Open, update or absorb each conversation and queue its events (one transaction)."""
-        out = BatchOutcome()
+        """Open, update or absorb each conversation and queue its events (one transaction).
+
+        A delivery applied before (same file version and row) has no second effect, even when
+        newer content for the same case was applied in between. The analysis runs in a worker
+        thread between a short read and the write transaction; if another writer changed one of
+        the batch's cases in between, the batch is planned again.
+        """
         if not conversations:
-            return out
-        now = utcnow()
-        keyed = []
+            return BatchOutcome()
+        items = []
         for conv in conversations:
             cid = case_id(conv["tenant"], conv["source_system"], conv["external_interaction_id"])
             body = content_json(conv)
-            keyed.append((cid, content_hash(body), body, conv))
-        ids = list({cid for cid, _, _, _ in keyed})
-        async with self.engine.begin() as conn:
+            items.append((cid, content_hash(body), body, conv, delivery_key(conv)))
+        ids = sorted({item[0] for item in items})
+        keys = sorted({item[4] for item in items if item[4] is not None})
+        loop = asyncio.get_running_loop()
+        for _attempt in range(5):
+            current, seen = await self._read(ids, keys)
+            plan = await loop.run_in_executor(self._cpu, self._plan, items, current, seen)
+            try:
+                await self._write(plan, ids, current)
+            except (_Conflict, IntegrityError) as exc:
+                log.info("case batch raced another writer (%s); planning it again", exc)
+                continue
+            return plan.outcome
+        raise RuntimeError("a batch of cases kept racing another writer; giving up for now")
+
+    async def _read(
+        self, ids: list[str], keys: list[str]
+    ) -> tuple[dict[str, tuple[int, str]], set[str]]:
+        async with self.engine.connect() as conn:
             rows = (
                 await conn.execute(
                     select(cases.c.case_id, cases.c.version, cases.c.content_hash).where(
@@ -199,94 +275,154 @@ class CaseStore(Database):
                     )
                 )
             ).all()
-            current: dict[str, tuple[int, str]] = {
-                r.case_id: (r.version, r.content_hash) for r in rows
-            }
-            case_rows: dict[str, dict[str, Any]] = {}
-            result_rows: list[dict[str, Any]] = []
-            box: list[dict[str, Any]] = []
-            for cid, digest, body, conv in keyed:
-                known = current.get(cid)
-                if known is not None and known[1] == digest:
-                    out.duplicates[conv["tenant"]] += 1
+            seen: set[str] = set()
+            if keys:
+                seen = set(
+                    (
+                        await conn.execute(
+                            select(applied_deliveries.c.delivery_key).where(
+                                applied_deliveries.c.delivery_key.in_(keys)
+                            )
+                        )
+                    ).scalars()
+                )
+        return {r.case_id: (r.version, r.content_hash) for r in rows}, seen
+
+    def _plan(
+        self,
+        items: list[tuple[str, str, str, dict[str, Any], str | None]],
+        current: dict[str, tuple[int, str]],
+        seen: set[str],
+    ) -> _Plan:
+        """Decide every row of the batch and run the analysis (worker thread)."""
+        now = utcnow()
+        plan = _Plan(BatchOutcome())
+        out = plan.outcome
+        state = dict(current)
+        seen = set(seen)
+        rows: dict[str, dict[str, Any]] = {}
+        for cid, digest, body, conv, dkey in items:
+            tenant = conv["tenant"]
+            if dkey is not None:
+                if dkey in seen:
+                    out.duplicates[tenant] += 1  # a redelivery: applied before, never again
                     continue
-                version = 1 if known is None else known[0] + 1
-                kind = "opened" if known is None else "updated"
-                current[cid] = (version, digest)
-                opened_at = case_rows.get(cid, {}).get("opened_at", now)
-                case_rows[cid] = {
-                    "case_id": cid,
-                    "tenant": conv["tenant"],
-                    "source_system": conv["source_system"],
-                    "external_interaction_id": conv["external_interaction_id"],
-                    "version": version,
-                    "content_hash": digest,
-                    "channel": conv["channel"],
-                    "conversation": body,
-                    "source": json.dumps(_jsonable(conv["source"])) if conv.get("source") else None,
-                    "opened_at": opened_at,
-                    "updated_at": now,
-                }
-                (out.opened if kind == "opened" else out.updated)[conv["tenant"]] += 1
-                event = {
-                    "event_id": f"{cid}:{version}",
-                    "kind": kind,
-                    "tenant": conv["tenant"],
-                    "case_id": cid,
-                    "source_system": conv["source_system"],
-                    "external_interaction_id": conv["external_interaction_id"],
-                    "version": version,
-                    "content_hash": digest,
-                    "channel": conv["channel"],
-                    "occurred_at": now,
-                }
-                value = self.codec.encode(CASE_EVENT, event, trusted=True)
-                box.append(self._outbox_row(self.topics.cases, cid, value, now, None))
-                profile = select_profile(self.profiles(conv["tenant"]), conv)
-                analysis = analyse(profile, conv)
-                key = f"{cid}:{version}:{profile.id}:{profile.version}"
-                result = {
-                    "idempotency_key": key,
-                    "tenant": conv["tenant"],
-                    "case_id": cid,
-                    "case_version": version,
-                    "external_interaction_id": conv["external_interaction_id"],
-                    "result_version": version,
-                    **analysis,
-                    "analysed_at": now,
-                }
-                encoded = self.codec.encode(ANALYSIS_RESULT, result, trusted=True)
-                result_rows.append(
-                    {
-                        "idempotency_key": key,
-                        "tenant": conv["tenant"],
-                        "case_id": cid,
-                        "case_version": version,
-                        "result_version": version,
-                        "profile_id": profile.id,
-                        "profile_version": profile.version,
-                        "overall_score": analysis["overall_score"],
-                        "passed": analysis["passed"],
-                        "result": encoded,
-                        "analysed_at": now,
-                    }
+                seen.add(dkey)
+                plan.deliveries.append(
+                    {"delivery_key": dkey, "tenant": tenant, "case_id": cid, "applied_at": now}
                 )
-                announced = conv["source"]["announced_at"] if conv.get("source") else None
-                box.append(
-                    self._outbox_row(self.topics.analysis_results, cid, encoded, now, announced)
-                )
-            if case_rows:
-                columns = [c for c in next(iter(case_rows.values())) if c != "opened_at"]
+            known = state.get(cid)
+            if known is not None and known[1] == digest:
+                out.duplicates[tenant] += 1
+                continue
+            version = 1 if known is None else known[0] + 1
+            kind = "opened" if known is None else "updated"
+            state[cid] = (version, digest)
+            rows[cid] = {
+                "case_id": cid,
+                "tenant": tenant,
+                "source_system": conv["source_system"],
+                "external_interaction_id": conv["external_interaction_id"],
+                "version": version,
+                "content_hash": digest,
+                "channel": conv["channel"],
+                "conversation": body,
+                "source": json.dumps(_jsonable(conv["source"])) if conv.get("source") else None,
+                "opened_at": rows.get(cid, {}).get("opened_at", now),
+                "updated_at": now,
+            }
+            (out.opened if kind == "opened" else out.updated)[tenant] += 1
+            self._queue_events(plan, conv, cid, kind, version, digest, now)
+        for cid, row in rows.items():
+            (plan.changed_cases if cid in current else plan.new_cases).append(row)
+        out.results = len(plan.results)
+        return plan
+
+    def _queue_events(
+        self,
+        plan: _Plan,
+        conv: dict[str, Any],
+        cid: str,
+        kind: str,
+        version: int,
+        digest: str,
+        now: dt.datetime,
+    ) -> None:
+        event = {
+            "event_id": f"{cid}:{version}",
+            "kind": kind,
+            "tenant": conv["tenant"],
+            "case_id": cid,
+            "source_system": conv["source_system"],
+            "external_interaction_id": conv["external_interaction_id"],
+            "version": version,
+            "content_hash": digest,
+            "channel": conv["channel"],
+            "occurred_at": now,
+        }
+        value = self.codec.encode(CASE_EVENT, event, trusted=True)
+        plan.box.append(self._outbox_row(self.topics.cases, cid, value, now, None))
+        profile = select_profile(self.profiles(conv["tenant"]), conv)
+        analysis = analyse(profile, conv)
+        key = f"{cid}:{version}:{profile.id}:{profile.version}"
+        result = {
+            "idempotency_key": key,
+            "tenant": conv["tenant"],
+            "case_id": cid,
+            "case_version": version,
+            "external_interaction_id": conv["external_interaction_id"],
+            "result_version": version,
+            **analysis,
+            "analysed_at": now,
+        }
+        encoded = self.codec.encode(ANALYSIS_RESULT, result, trusted=True)
+        plan.results.append(
+            {
+                "idempotency_key": key,
+                "tenant": conv["tenant"],
+                "case_id": cid,
+                "case_version": version,
+                "result_version": version,
+                "profile_id": profile.id,
+                "profile_version": profile.version,
+                "overall_score": analysis["overall_score"],
+                "passed": analysis["passed"],
+                "result": encoded,
+                "analysed_at": now,
+            }
+        )
+        announced = conv["source"]["announced_at"] if conv.get("source") else None
+        plan.box.append(
+            self._outbox_row(self.topics.analysis_results, cid, encoded, now, announced)
+        )
+
+    async def _write(
+        self, plan: _Plan, ids: list[str], current: dict[str, tuple[int, str]]
+    ) -> None:
+        async with self.engine.begin() as conn:
+            check = select(cases.c.case_id, cases.c.version, cases.c.content_hash).where(
+                cases.c.case_id.in_(ids)
+            )
+            if self.engine.dialect.name == "postgresql":
+                check = check.with_for_update()
+            now = {r.case_id: (r.version, r.content_hash) for r in (await conn.execute(check))}
+            if now != current:
+                raise _Conflict(f"{len(set(now.items()) ^ set(current.items()))} case(s) changed")
+            if plan.deliveries:
+                await conn.execute(applied_deliveries.insert(), plan.deliveries)
+            if plan.new_cases:
+                await conn.execute(cases.insert(), plan.new_cases)
+            if plan.changed_cases:
+                columns = [c for c in plan.changed_cases[0] if c != "opened_at"]
                 stmt = upsert(self.engine, cases, ["case_id"], columns)  # keeps opened_at
-                await conn.execute(stmt, list(case_rows.values()))
-            if result_rows:
+                await conn.execute(stmt, plan.changed_cases)
+            if plan.results:
                 await conn.execute(
-                    insert_ignore(self.engine, analysis_results, ["idempotency_key"]), result_rows
+                    insert_ignore(self.engine, analysis_results, ["idempotency_key"]),
+                    plan.results,
                 )
-                out.results = len(result_rows)
-            if box:
-                await conn.execute(outbox.insert(), box)
-        return out
+            if plan.box:
+                await conn.execute(outbox.insert(), plan.box)
 
     @staticmethod
     def _outbox_row(
@@ -301,8 +437,16 @@ class CaseStore(Database):
             "announced_at": announced_at,
         }
 
+    async def file_outcome(self, file_id: str) -> dict[str, Any] | None:
+        """Return the recorded outcome (or progress) of a file version, or None."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(select(file_outcomes).where(file_outcomes.c.file_id == file_id))
+            ).first()
+        return dict(row._mapping) if row is not None else None
+
     async def record_file_outcome(self, row: dict[str, Any]) -> None:
-        """Remember a file's outcome (idempotent per file_id)."""
+        """Remember a file's outcome or progress (idempotent per file_id)."""
         stmt = upsert(self.engine, file_outcomes, ["file_id"], list(row))
         async with self.engine.begin() as conn:
             await conn.execute(stmt, [row])

@@ -2,37 +2,52 @@
 
 Contract of :meth:`FileProcessor.process` (called by the files agent for each FileArrival):
 
-- rows are read in chunks in the connector's thread (bounded memory), validated (parser rules
-  plus strict Avro), and published: valid rows to ``conversations.v1`` (key
-  ``<tenant>/<source_system>/<external id>``), bad rows to ``dead-letter.v1`` with reason code,
-  row, line, column and an excerpt; the rest of the file goes on;
-- once every record of the file is acknowledged by Kafka, the file's outcome (rows accepted /
-  rejected) is recorded and a FileOutcome is published, which lets the connector runner clean
-  the file up. A file that cannot be read as a whole is dead-lettered once and reported invalid;
-- store outages raise :class:`~connectors.errors.ConnectorError` (retriable) so the caller
-  retries the whole file; re-publishing is absorbed downstream (same case content).
+- a file version whose final outcome is already recorded is not processed again: its outcome is
+  published once more (the clean-up may not have seen it) and nothing else happens;
+- rows are read in chunks bounded by rows *and* bytes, in the connector's thread (bounded
+  memory), validated (parser rules, strict Avro, the record limit) and published: valid rows to
+  ``conversations.v1`` (key ``<tenant>/<source_system>/<external id>``), bad rows to
+  ``dead-letter.v1`` with reason code, row, line, column and the full raw row; the rest of the
+  file goes on. After each chunk is acknowledged its progress is recorded, so a retry after an
+  outage resumes after the last acknowledged chunk instead of republishing the file;
+- the outcome (processed | partial | invalid | incomplete, rows accepted / rejected by reason,
+  lines read) is recorded and published as a FileOutcome, which lets the connector runner clean
+  the file up. ``processed`` means every row was accepted. A CSV whose last line is unterminated
+  and incomplete is ``incomplete`` (tail not published) while the file is younger than the
+  connector's ``incomplete_grace_seconds``; after that the tail is dead-lettered;
+- store outages and broker or database errors raise (the files agent applies the failure policy
+  of :mod:`streams.failures`); when the policy gives up, :meth:`FileProcessor.fail` dead-letters
+  the file as ``processing_failed`` and reports it, so no file can stall its partition.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
+import json
 import logging
-import os
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from connectors.base import FileStore
 from connectors.errors import FileVanished, NotARegularFile
 from streams.codec import AvroCodec
+from streams.deadletters import DeadLetters
 from streams.errors import SchemaError
-from streams.ingest.parse import FileRejected, ParsedRow, ParseSettings, detect_format, parse
+from streams.failures import GaveUp
+from streams.ingest.parse import (
+    FileRejected,
+    ParsedRow,
+    ParseSettings,
+    ParseStats,
+    detect_format,
+    parse,
+)
 from streams.kafka import Producer, Record
+from streams.media import LocalMediaStore
 from streams.metrics import Metrics
 from streams.runner import open_store
 from streams.settings import ConnectorSettings, Settings
@@ -41,9 +56,11 @@ from streams.topics import Topics
 log = logging.getLogger(__name__)
 
 CONVERSATION = "callstream.Conversation"
-DEAD_LETTER = "callstream.DeadLetter"
 FILE_OUTCOME = "callstream.FileOutcome"
-CHUNK_ROWS = 2000
+#: Outcomes after which a file version is never processed again.
+FINAL = frozenset({"processed", "partial", "invalid"})
+#: Room in a record for the key and Kafka's per-record overhead.
+_RECORD_OVERHEAD = 512
 
 
 def utcnow() -> dt.datetime:
@@ -51,15 +68,43 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+class OutcomeStore(Protocol):
+    """Where file outcomes and progress are kept (the case store's ``file_outcomes``)."""
+
+    async def file_outcome(self, file_id: str) -> dict[str, Any] | None:
+        """Return the recorded outcome or progress of a file version, or None."""
+        ...
+
+    async def record_file_outcome(self, row: dict[str, Any]) -> None:
+        """Upsert the outcome or progress of a file version."""
+        ...
+
+
 @dataclass
 class FileResult:
-    """What processing one file version produced."""
+    """What processing one file version produced (so far)."""
 
     accepted: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     outcome: str = "processed"
     reason: str | None = None
     skipped: str | None = None
+    rows_done: int = 0
+    lines_read: int = 0
+    incomplete: bool = False
+
+    def settle(self) -> None:
+        """Decide the outcome from the counts (see the module doc)."""
+        if self.outcome == "invalid":
+            return
+        if self.incomplete:
+            self.outcome, self.reason = "incomplete", "truncated_row"
+        elif self.rejected and self.accepted == 0:
+            self.outcome, self.reason = "invalid", "no_valid_rows"
+        elif self.rejected:
+            self.outcome, self.reason = "partial", self.rejected.most_common(1)[0][0]
+        else:
+            self.outcome, self.reason = "processed", None
 
 
 class _Session:
@@ -71,7 +116,7 @@ class _Session:
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"fetch-{settings.name}")
         self.connected = False
 
-    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def call(self, fn: Any, *args: Any) -> Any:
         if not self.connected:
             self.store.connect()
             self.connected = True
@@ -81,6 +126,14 @@ class _Session:
             self.connected = False
             self.store.close()
             raise
+
+    async def run(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` in this connector's thread (no store session needed)."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def store_call(self, fn: Any, *args: Any) -> Any:
+        """Run a store operation in this connector's thread, connecting first."""
+        return await self.run(self.call, fn, *args)
 
     def close(self) -> None:
         self.store.close()
@@ -97,14 +150,19 @@ class FileProcessor:
         topics: Topics,
         producer: Producer,
         metrics: Metrics,
-        record_outcome: Callable[[dict[str, Any]], Any],
+        outcomes: OutcomeStore,
+        media: LocalMediaStore,
     ) -> None:
         self.codec = codec
         self.topics = topics
         self.producer = producer
         self.metrics = metrics
-        self.record_outcome = record_outcome
-        self.media_dir = settings.data_dir / "media"
+        self.outcomes = outcomes
+        self.media = media
+        self.max_record_bytes = settings.kafka.message_max_bytes
+        self.chunk_rows = settings.processors.chunk_rows
+        self.chunk_bytes = settings.processors.chunk_bytes
+        self.dead = DeadLetters(codec, topics, metrics, media, self.max_record_bytes)
         self._connectors = {(t.id, c.name): c for t in settings.tenants for c in t.connectors}
         self._sessions: dict[tuple[str, str], _Session] = {}
 
@@ -124,180 +182,219 @@ class FileProcessor:
         return self._sessions[key]
 
     async def process(self, arrival: dict[str, Any]) -> FileResult:
-        """Process one file version end to end."""
+        """Process one file version end to end (see the module doc)."""
         tenant, connector, path = arrival["tenant"], arrival["connector"], arrival["path"]
-        session = self._session(tenant, connector)
         result = FileResult()
+        session = self._session(tenant, connector)
         if session is None:
             result.skipped = "unknown_connector"
             log.warning("file %s/%s/%s: no such connector here; skipped", tenant, connector, path)
             return result
-        loop = asyncio.get_running_loop()
+        prior = await self.outcomes.file_outcome(arrival["file_id"])
+        if prior is not None and prior["outcome"] in FINAL:
+            result.skipped = "already_decided"
+            await self._publish_outcome(_outcome_event(prior))
+            log.info("file %s/%s/%s: outcome already recorded", tenant, connector, path)
+            return result
+        if prior is not None:
+            _resume(result, prior)
         try:
-            current = await loop.run_in_executor(
-                session.executor, session.call, session.store.stat, path
-            )
+            current = await session.store_call(session.store.stat, path)
         except NotARegularFile:
             current = None
         if current is None or current.version_id != arrival["version_id"]:
             result.skipped = "superseded" if current is not None else "vanished"
             log.info("file %s/%s/%s: %s before processing", tenant, connector, path, result.skipped)
             return result
-        ingest: ParseSettings = session.settings.ingest
         try:
-            stream: BinaryIO = await loop.run_in_executor(
-                session.executor, session.call, session.store.open, path
-            )
-        except FileVanished:
+            stream: BinaryIO = await session.store_call(session.store.open, path)
+        except (FileVanished, NotARegularFile):
             result.skipped = "vanished"
             return result
+        ingest: ParseSettings = session.settings.ingest
         try:
             if _is_media(path, ingest):
-                digest = await loop.run_in_executor(
-                    session.executor,
-                    _store_media,
-                    stream,
-                    self.media_dir / tenant / connector / path,
+                key, digest = await session.run(
+                    self.media.put, f"{tenant}/{connector}/{path}", stream
                 )
                 log.info(
-                    "file %s/%s/%s: stored in the media store, sha256 %s",
+                    "file %s/%s/%s: stored as media %s, sha256 %s",
                     tenant,
                     connector,
                     path,
+                    key,
                     digest,
                 )
-                await self._report(arrival, result)
-                return result
-            rows = parse(stream, path, ingest)
-            while True:
-                chunk = await loop.run_in_executor(session.executor, _next_chunk, rows)
-                if not chunk:
-                    break
-                await self._publish_chunk(arrival, ingest, chunk, result)
+            else:
+                await self._rows(session, arrival, stream, result)
         except FileRejected as exc:
             await self._reject_file(arrival, exc, result)
+        except FileVanished:
+            result.skipped = "vanished"  # replaced while read: the new version is announced
+            log.info("file %s/%s/%s: changed while it was read", tenant, connector, path)
+            return result
         finally:
-            await loop.run_in_executor(session.executor, stream.close)
-        if result.accepted == 0 and result.rejected and result.outcome == "processed":
-            result.outcome, result.reason = "invalid", "no_valid_rows"
+            await session.run(stream.close)
+        result.settle()
         await self._report(arrival, result)
         return result
 
-    async def _publish_chunk(
+    async def _rows(
+        self, session: _Session, arrival: dict[str, Any], stream: BinaryIO, result: FileResult
+    ) -> None:
+        ingest = session.settings.ingest
+        stats = ParseStats()
+        rows = parse(stream, arrival["path"], ingest, stats)
+        age = (utcnow() - arrival["mtime"]).total_seconds()
+        young = age < session.settings.poll.incomplete_grace_seconds
+        while True:
+            chunk = await session.run(self._next_chunk, rows)
+            result.lines_read = stats.lines_read
+            if not chunk:
+                return
+            fresh = [r for r in chunk if r.row > result.rows_done]
+            if not fresh:
+                continue  # published before an outage: resume after it
+            records = await session.run(self._encode, arrival, ingest, fresh, young, result)
+            await self.producer.send_batch(records)
+            result.rows_done = fresh[-1].row if not result.incomplete else fresh[-1].row - 1
+            await self.outcomes.record_file_outcome(
+                _outcome_row(arrival, result, "processing", utcnow())
+            )
+
+    def _next_chunk(self, rows: Iterator[ParsedRow]) -> list[ParsedRow]:
+        """Read rows until ``chunk_rows`` rows or ``chunk_bytes`` of raw text."""
+        chunk: list[ParsedRow] = []
+        size = 0
+        for row in rows:
+            chunk.append(row)
+            size += len(row.raw)
+            if len(chunk) >= self.chunk_rows or size >= self.chunk_bytes:
+                break
+        return chunk
+
+    def _encode(
         self,
         arrival: dict[str, Any],
         ingest: ParseSettings,
         chunk: list[ParsedRow],
+        young: bool,
         result: FileResult,
-    ) -> None:
+    ) -> list[Record]:
+        """Encode a chunk into conversation and dead-letter records (worker thread)."""
         records: list[Record] = []
-        labels = {"tenant": arrival["tenant"], "connector": arrival["connector"]}
+        tenant = arrival["tenant"]
+        accepted = 0
         for row in chunk:
-            if row.conversation is not None:
-                conv = {
-                    **row.conversation,
-                    "tenant": arrival["tenant"],
-                    "source_system": ingest.source_system,
-                    "source": {
-                        "file_id": arrival["file_id"],
-                        "connector": arrival["connector"],
-                        "path": arrival["path"],
-                        "row": row.row,
-                        "announced_at": arrival["announced_at"],
-                    },
-                }
-                try:
-                    value = self.codec.encode(CONVERSATION, conv)
-                except SchemaError as exc:
-                    records.append(
-                        self._dead(
-                            arrival,
-                            row.row,
-                            row.line,
-                            None,
-                            "schema_violation",
-                            str(exc),
-                            row.excerpt,
-                        )
-                    )
-                    result.rejected["schema_violation"] += 1
+            if row.conversation is None:
+                assert row.error is not None  # noqa: S101 - a row is valid or has an error
+                if row.truncated and young:
+                    result.incomplete = True  # the writer may still be at it: not a dead letter
                     continue
-                key = (
-                    f"{arrival['tenant']}/{ingest.source_system}/{conv['external_interaction_id']}"
-                )
-                records.append((self.topics.conversations, key.encode(), value))
-                result.accepted += 1
-            else:
-                assert row.error is not None  # noqa: S101 - a row is either valid or has an error
                 err = row.error
-                records.append(
-                    self._dead(
-                        arrival, row.row, row.line, err.column, err.reason, err.message, row.excerpt
-                    )
-                )
+                records.append(self._dead_row(arrival, row, err.reason, err.message, err.column))
                 result.rejected[err.reason] += 1
-        await self.producer.send_batch(records)
-        accepted = sum(1 for r in chunk if r.conversation is not None)
-        self.metrics.records_accepted.labels(**labels).inc(accepted)
+                continue
+            conv = {
+                **row.conversation,
+                "tenant": tenant,
+                "source_system": ingest.source_system,
+                "source": {
+                    "file_id": arrival["file_id"],
+                    "connector": arrival["connector"],
+                    "path": arrival["path"],
+                    "row": row.row,
+                    "announced_at": arrival["announced_at"],
+                },
+            }
+            try:
+                value = self.codec.encode(CONVERSATION, conv)
+            except SchemaError as exc:
+                records.append(self._dead_row(arrival, row, "schema_violation", str(exc), None))
+                result.rejected["schema_violation"] += 1
+                continue
+            key = f"{tenant}/{ingest.source_system}/{conv['external_interaction_id']}".encode()
+            if len(value) + len(key) + _RECORD_OVERHEAD > self.max_record_bytes:
+                message = (
+                    f"the conversation encodes to {len(value)} bytes; the record limit "
+                    f"(kafka.message_max_bytes) is {self.max_record_bytes}"
+                )
+                records.append(self._dead_row(arrival, row, "record_too_large", message, None))
+                result.rejected["record_too_large"] += 1
+                continue
+            records.append((self.topics.conversations, key, value))
+            accepted += 1
+        result.accepted += accepted
+        self.metrics.records_accepted.labels(tenant=tenant, connector=arrival["connector"]).inc(
+            accepted
+        )
+        return records
 
-    def _dead(
-        self,
-        arrival: dict[str, Any],
-        row: int | None,
-        line: int | None,
-        column: str | None,
-        reason: str,
-        message: str,
-        excerpt: str | None,
+    def _dead_row(
+        self, arrival: dict[str, Any], row: ParsedRow, reason: str, message: str, column: str | None
     ) -> Record:
-        record = {
-            "tenant": arrival["tenant"],
-            "connector": arrival["connector"],
-            "file_id": arrival["file_id"],
-            "path": arrival["path"],
-            "row": row,
-            "line": line,
-            "column": column,
-            "reason": reason,
-            "message": message[:2000],
-            "excerpt": excerpt[:512] if excerpt else None,
-            "occurred_at": utcnow(),
-        }
-        self.metrics.records_rejected.labels(
-            tenant=arrival["tenant"], connector=arrival["connector"], reason=reason
-        ).inc()
-        key = f"{arrival['tenant']}/{arrival['connector']}/{arrival['path']}"
-        return (self.topics.dead_letter, key.encode(), self.codec.encode(DEAD_LETTER, record))
+        return self.dead.build(
+            tenant=arrival["tenant"],
+            connector=arrival["connector"],
+            file_id=arrival["file_id"],
+            path=arrival["path"],
+            reason=reason,
+            message=message,
+            stage="parse" if row.error is not None else "validate",
+            row=row.row,
+            line=row.line,
+            column=column,
+            excerpt=row.excerpt,
+            raw=row.raw.encode("utf-8", "surrogateescape") if row.raw_spool is None else None,
+            raw_spool=row.raw_spool,
+        )
 
     async def _reject_file(
         self, arrival: dict[str, Any], exc: FileRejected, result: FileResult
     ) -> None:
         result.outcome, result.reason = "invalid", exc.reason
         result.rejected[exc.reason] += 1
-        await self.producer.send_batch(
-            [self._dead(arrival, None, None, None, exc.reason, str(exc), exc.excerpt)]
+        record = self.dead.build(
+            tenant=arrival["tenant"],
+            connector=arrival["connector"],
+            file_id=arrival["file_id"],
+            path=arrival["path"],
+            reason=exc.reason,
+            message=str(exc),
+            stage="parse",
+            excerpt=exc.excerpt,
         )
+        await self.producer.send_batch([record])
+
+    async def fail(self, arrival: dict[str, Any], error: GaveUp) -> FileResult:
+        """Dead-letter a file the failure policy gave up on and report it (never raises for
+        the file's content; transient errors still raise to be retried)."""
+        result = FileResult()
+        prior = await self.outcomes.file_outcome(arrival["file_id"])
+        if prior is not None:
+            _resume(result, prior)
+        reason = "unreadable_file" if error.kind == "permanent" else "processing_failed"
+        record = self.dead.build(
+            tenant=arrival["tenant"],
+            connector=arrival["connector"],
+            file_id=arrival["file_id"],
+            path=arrival["path"],
+            reason=reason,
+            message=str(error),
+            stage="files",
+        )
+        await self.producer.send_batch([record])
+        result.rejected[reason] += 1
+        result.outcome = "partial" if result.accepted else "invalid"
+        result.reason = reason
+        await self._report(arrival, result)
+        return result
 
     async def _report(self, arrival: dict[str, Any], result: FileResult) -> None:
-        now = utcnow()
+        row = _outcome_row(arrival, result, result.outcome, utcnow())
+        await self.outcomes.record_file_outcome(row)
+        await self._publish_outcome(_outcome_event(row))
         rejected = sum(result.rejected.values())
-        outcome = {
-            "file_id": arrival["file_id"],
-            "tenant": arrival["tenant"],
-            "connector": arrival["connector"],
-            "path": arrival["path"],
-            "version_id": arrival["version_id"],
-            "outcome": result.outcome,
-            "rows_accepted": result.accepted,
-            "rows_rejected": rejected,
-            "reason": result.reason,
-            "decided_at": now,
-        }
-        await self.record_outcome(outcome)
-        key = f"{arrival['tenant']}/{arrival['connector']}/{arrival['path']}"
-        await self.producer.send_batch(
-            [(self.topics.file_outcomes, key.encode(), self.codec.encode(FILE_OUTCOME, outcome))]
-        )
         log.info(
             "file %s/%s/%s: %s, %d rows accepted, %d rejected%s",
             arrival["tenant"],
@@ -309,31 +406,63 @@ class FileProcessor:
             f" ({dict(result.rejected)})" if rejected else "",
         )
 
+    async def _publish_outcome(self, event: dict[str, Any]) -> None:
+        key = f"{event['tenant']}/{event['connector']}/{event['path']}".encode()
+        value = self.codec.encode(FILE_OUTCOME, event)
+        await self.producer.send_batch([(self.topics.file_outcomes, key, value)])
+
+
+def _outcome_row(
+    arrival: dict[str, Any], result: FileResult, outcome: str, now: dt.datetime
+) -> dict[str, Any]:
+    """The ``file_outcomes`` row of a file version (progress while ``processing``)."""
+    return {
+        "file_id": arrival["file_id"],
+        "tenant": arrival["tenant"],
+        "connector": arrival["connector"],
+        "path": arrival["path"],
+        "version_id": arrival["version_id"],
+        "outcome": outcome,
+        "rows_accepted": result.accepted,
+        "rows_rejected": sum(result.rejected.values()),
+        "rejected_by_reason": json.dumps(dict(result.rejected), sort_keys=True),
+        "rows_done": result.rows_done,
+        "lines_read": result.lines_read,
+        "reason": result.reason if outcome != "processing" else None,
+        "decided_at": now,
+    }
+
+
+def _outcome_event(row: dict[str, Any]) -> dict[str, Any]:
+    """The FileOutcome event of a recorded ``file_outcomes`` row."""
+    decided = row["decided_at"]
+    if decided.tzinfo is None:  # SQLite returns naive UTC
+        decided = decided.replace(tzinfo=dt.UTC)
+    return {
+        "file_id": row["file_id"],
+        "tenant": row["tenant"],
+        "connector": row["connector"],
+        "path": row["path"],
+        "version_id": row["version_id"],
+        "outcome": row["outcome"],
+        "rows_accepted": row["rows_accepted"],
+        "rows_rejected": row["rows_rejected"],
+        "rejected_by_reason": json.loads(row.get("rejected_by_reason") or "{}"),
+        "reason": row["reason"],
+        "decided_at": decided,
+        "lines_read": row.get("lines_read") or 0,
+    }
+
+
+def _resume(result: FileResult, prior: dict[str, Any]) -> None:
+    """Carry the counts of chunks already published into ``result``."""
+    result.accepted = int(prior["rows_accepted"])
+    result.rejected = Counter(json.loads(prior.get("rejected_by_reason") or "{}"))
+    result.rows_done = int(prior.get("rows_done") or 0)
+
 
 def _is_media(path: str, ingest: ParseSettings) -> bool:
     try:
         return detect_format(path, ingest) == "media"
     except FileRejected:
         return False
-
-
-def _store_media(stream: BinaryIO, target: Path) -> str:
-    """Copy a recording into the media store while hashing it; bounded memory."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    tmp = target.with_name(f".{target.name}.part")
-    with tmp.open("wb") as out:
-        while chunk := stream.read(1024 * 1024):
-            digest.update(chunk)
-            out.write(chunk)
-    os.replace(tmp, target)
-    return digest.hexdigest()
-
-
-def _next_chunk(rows: Iterator[ParsedRow]) -> list[ParsedRow]:
-    chunk: list[ParsedRow] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) >= CHUNK_ROWS:
-            break
-    return chunk

@@ -2,14 +2,29 @@
 
 Contract: :func:`parse` streams a binary file object and yields one :class:`ParsedRow` per data
 row (CSV/TSV) or one per document (JSON). A bad row is a :class:`ParsedRow` with ``error`` set
-(reason code, column, message) and never stops the rest of the file; a file that cannot be
-read at all (no usable header, not JSON, too large) raises :class:`FileRejected`. Memory stays
-bounded by the largest row (CSV) or ``max_document_bytes`` (JSON).
+(reason code, column, message) and never stops the rest of the file; a file that cannot be read
+at all (no usable header, not JSON, too large, too deep) raises :class:`FileRejected`. No other
+exception escapes for any input (fuzzed: ``tests/fuzz/``). Memory stays bounded by
+``max_row_bytes`` (CSV) or ``max_document_bytes`` (JSON), whatever the file holds.
 
-CSV/TSV: a header row is required; UTF-8 with or without BOM; CRLF or LF; quoted fields may hold
-newlines. Invalid UTF-8 is detected per row (the row is rejected, the file goes on). Columns map
-to Conversation fields through the connector's ``mapping`` (field -> column) or the built-in
-aliases; every other non-empty column goes to ``metadata``.
+**Nothing is silently lost.** Every physical line of a CSV/TSV is accounted for: the header, a
+blank line, or part of exactly one accepted or rejected row (:class:`ParseStats` counts them).
+Quoting is strict. A quote that opens a field and does not close where its row should end (the
+row then spans several lines and has the wrong shape, or runs past ``max_row_lines`` /
+``max_row_bytes``, or to the end of the file) rejects *only the line where the field opened*
+(``unbalanced_quote``, with that line number); the lines after it are read again as rows of
+their own. A last line with no line terminator whose row is incomplete is ``truncated_row`` and
+flagged ``truncated``: the file is probably still being written (the caller decides).
+
+Every rejected row carries its raw text (``raw``; or ``raw_spool``, a temporary file, for a line
+too long to hold), so it can be fixed and replayed. Text hygiene: NUL and the other C0 control
+characters except tab, CR and LF are rejected per row (``control_character``), as are invalid
+UTF-8 (``invalid_utf8``) and ids longer than the case store's column (``id_too_long``).
+
+CSV/TSV: a header row is required; UTF-8 with or without BOM, or UTF-16/32 with a BOM; CRLF, LF
+or CR line ends; quoted fields may hold newlines. Columns map to Conversation fields through the
+connector's ``mapping`` (field -> column) or the built-in aliases; every other non-empty column
+goes to ``metadata`` (a column without a name as ``column_<n>``).
 """
 
 from __future__ import annotations
@@ -20,13 +35,15 @@ import datetime as dt
 import io
 import json
 import re
+import tempfile
+from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, BinaryIO, Literal
+from typing import IO, Any, BinaryIO, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 CHANNELS = ("voice", "chat", "email", "social")
 DIRECTIONS = ("inbound", "outbound", "internal")
@@ -50,6 +67,8 @@ MEDIA_SUFFIXES = frozenset(
     ]
 )
 EXCERPT = 512
+#: Longest external interaction id: the case store's column (``cases.external_interaction_id``).
+MAX_ID_CHARS = 512
 
 #: Conversation field -> accepted source column names (lower case), used without a mapping.
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -76,6 +95,10 @@ ALIASES: dict[str, tuple[str, ...]] = {
 }
 FIELDS = tuple(ALIASES)
 
+#: C0 controls other than tab, LF and CR, and the surrogates that stand for invalid UTF-8 bytes.
+_BAD_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\udc80-\udcff]")
+_LINE_ENDS = ("\n", "\r")
+
 
 class ParseSettings(BaseModel):
     """How one connector's files are read (connector setting ``ingest``)."""
@@ -83,12 +106,17 @@ class ParseSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     source_system: str = Field(
-        "default", description="Platform the files come from; part of the case key."
+        "default",
+        min_length=1,
+        max_length=128,
+        description="Platform the files come from; part of the case key.",
     )
     format: Literal["auto", "csv", "tsv", "chat_json"] = Field(
         "auto", description="auto: by extension (.csv, .tsv/.tab, .json)."
     )
-    delimiter: str | None = Field(None, description="CSV delimiter (default ',' / TAB for TSV).")
+    delimiter: str | None = Field(
+        None, min_length=1, max_length=1, description="CSV delimiter (default ',' / TAB for TSV)."
+    )
     mapping: dict[str, str] = Field(
         default_factory=dict,
         description="Conversation field -> source column, e.g. {external_interaction_id: CallID}.",
@@ -97,8 +125,28 @@ class ParseSettings(BaseModel):
         "voice", description="Channel of rows that do not name one."
     )
     timezone: str = Field("UTC", description="Zone of timestamps written without an offset.")
-    max_field_bytes: int = Field(1_000_000, ge=1024, description="Longest accepted CSV field.")
-    max_document_bytes: int = Field(16_000_000, ge=1024, description="Largest JSON transcript.")
+    max_field_bytes: int = Field(
+        500_000, ge=1024, description="Longest accepted CSV field (characters)."
+    )
+    max_row_bytes: int = Field(
+        900_000,
+        ge=1024,
+        description="Longest accepted CSV row, all its lines together; must stay below "
+        "kafka.message_max_bytes so every accepted row fits one record.",
+    )
+    max_row_lines: int = Field(
+        100,
+        ge=1,
+        description="Most physical lines one row may span (quoted newlines); past it an "
+        "opening quote is taken as unbalanced.",
+    )
+    max_columns: int = Field(10_000, ge=1, description="Most columns a header may have.")
+    max_document_bytes: int = Field(
+        900_000,
+        ge=1024,
+        description="Largest JSON transcript; must stay below kafka.message_max_bytes.",
+    )
+    max_turns: int = Field(10_000, ge=1, description="Most turns one transcript may have.")
 
     @field_validator("mapping")
     @classmethod
@@ -117,6 +165,19 @@ class ParseSettings(BaseModel):
             raise ValueError(f"unknown time zone {value!r}") from exc
         return value
 
+    @field_validator("delimiter")
+    @classmethod
+    def _usable_delimiter(cls, value: str | None) -> str | None:
+        if value is not None and value in '"\r\n':
+            raise ValueError("the delimiter cannot be a quote or a line break")
+        return value
+
+    @model_validator(mode="after")
+    def _field_fits_row(self) -> Self:
+        if self.max_field_bytes > self.max_row_bytes:
+            raise ValueError("max_field_bytes cannot exceed max_row_bytes")
+        return self
+
 
 @dataclass(frozen=True, slots=True)
 class RowError:
@@ -129,13 +190,31 @@ class RowError:
 
 @dataclass(frozen=True, slots=True)
 class ParsedRow:
-    """One data row: a Conversation dict (without tenant and source) or an error."""
+    """One data row: a Conversation dict (without tenant and source) or an error.
+
+    ``line``/``end_line`` are the physical lines it was read from; ``raw`` its text as read
+    (line ends included); ``raw_spool`` replaces ``raw`` for a line too long to keep in memory
+    (a temporary file positioned at 0, UTF-8, invalid bytes preserved; the caller closes it).
+    """
 
     row: int
     line: int
     conversation: dict[str, Any] | None
     error: RowError | None
     excerpt: str
+    raw: str = ""
+    end_line: int = 0
+    truncated: bool = False
+    raw_spool: IO[bytes] | None = None
+
+
+@dataclass(slots=True)
+class ParseStats:
+    """How the physical lines of a delimited file were spent (filled while parsing)."""
+
+    lines_read: int = 0
+    header_lines: int = 0
+    blank_lines: int = 0
 
 
 class FileRejected(Exception):
@@ -154,7 +233,7 @@ class _RowInvalid(Exception):
 
 
 def detect_format(path: str, settings: ParseSettings) -> str:
-    """Return csv, tsv or chat_json for a file, or raise FileRejected."""
+    """Return csv, tsv, chat_json or media for a file, or raise FileRejected."""
     if settings.format != "auto":
         return settings.format
     suffix = PurePosixPath(path).suffix.lower()
@@ -169,8 +248,10 @@ def detect_format(path: str, settings: ParseSettings) -> str:
     raise FileRejected("unsupported_format", f"no parser for {suffix or 'files without extension'}")
 
 
-def parse(stream: BinaryIO, path: str, settings: ParseSettings) -> Iterator[ParsedRow]:
-    """Yield every row of ``stream`` (see the module doc)."""
+def parse(
+    stream: BinaryIO, path: str, settings: ParseSettings, stats: ParseStats | None = None
+) -> Iterator[ParsedRow]:
+    """Yield every row of ``stream`` (see the module doc); ``stats`` counts its lines."""
     fmt = detect_format(path, settings)
     if fmt == "media":
         raise ValueError("media files are stored, not parsed")
@@ -178,7 +259,7 @@ def parse(stream: BinaryIO, path: str, settings: ParseSettings) -> Iterator[Pars
         yield _parse_chat(stream, path, settings)
     else:
         delimiter = settings.delimiter or ("\t" if fmt == "tsv" else ",")
-        yield from _parse_delimited(stream, delimiter, settings)
+        yield from _parse_delimited(stream, delimiter, settings, stats or ParseStats())
 
 
 # -- values --------------------------------------------------------------------------------------
@@ -187,8 +268,10 @@ def parse(stream: BinaryIO, path: str, settings: ParseSettings) -> Iterator[Pars
 def parse_timestamp(value: str, zone: str) -> dt.datetime:
     """Parse ISO 8601 (or epoch seconds) into an aware datetime; naive ones get ``zone``."""
     text = value.strip()
-    if re.fullmatch(r"\d{9,11}(\.\d+)?", text):
+    if re.fullmatch(r"\d{9,11}(\.\d{1,9})?", text):
         return dt.datetime.fromtimestamp(float(text), dt.UTC)
+    if len(text) > 64:
+        raise ValueError(f"not an ISO 8601 timestamp: {text[:40]!r}...")
     try:
         stamp = dt.datetime.fromisoformat(text)
     except ValueError:
@@ -198,12 +281,22 @@ def parse_timestamp(value: str, zone: str) -> dt.datetime:
     return stamp.astimezone(dt.UTC)
 
 
-def _has_bad_utf8(text: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in text)
-
-
 def _clean(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _bad_text_error(value: str, column: str | None) -> _RowInvalid:
+    bad = _BAD_TEXT.search(value)
+    assert bad is not None  # noqa: S101 - only called after a match
+    ch = bad.group()
+    if "\udc80" <= ch <= "\udcff":
+        return _RowInvalid("invalid_utf8", "not valid UTF-8", column)
+    return _RowInvalid(
+        "control_character",
+        f"control character U+{ord(ch):04X} at offset {bad.start()} (only tab, CR and LF "
+        "are allowed in text)",
+        column,
+    )
 
 
 def build_conversation(values: Mapping[str, str], settings: ParseSettings) -> dict[str, Any]:
@@ -213,12 +306,18 @@ def build_conversation(values: Mapping[str, str], settings: ParseSettings) -> di
         raise _RowInvalid(
             "missing_id", "external interaction id is empty", "external_interaction_id"
         )
+    if len(ext) > MAX_ID_CHARS:
+        raise _RowInvalid(
+            "id_too_long",
+            f"external interaction id has {len(ext)} characters; the limit is {MAX_ID_CHARS}",
+            "external_interaction_id",
+        )
     channel = (values.get("channel") or settings.default_channel).strip().lower()
     if channel not in CHANNELS:
-        raise _RowInvalid("invalid_value", f"unknown channel {channel!r}", "channel")
+        raise _RowInvalid("invalid_value", f"unknown channel {channel[:40]!r}", "channel")
     direction = (values.get("direction") or "").strip().lower() or None
     if direction is not None and direction not in DIRECTIONS:
-        raise _RowInvalid("invalid_value", f"unknown direction {direction!r}", "direction")
+        raise _RowInvalid("invalid_value", f"unknown direction {direction[:40]!r}", "direction")
     stamps: dict[str, dt.datetime | None] = {}
     for name in ("started_at", "ended_at"):
         raw = (values.get(name) or "").strip()
@@ -253,6 +352,156 @@ def build_conversation(values: Mapping[str, str], settings: ParseSettings) -> di
 # -- CSV / TSV -----------------------------------------------------------------------------------
 
 
+class _LineTooLong(Exception):
+    """A physical line longer than the row limit; its text was drained into ``spool``."""
+
+    def __init__(self, spool: IO[bytes], size: int) -> None:
+        super().__init__(f"a line of {size} characters")
+        self.spool = spool
+        self.size = size
+
+
+class _RowOverrun(Exception):
+    """The row being read spans more lines or characters than allowed."""
+
+
+class _Lines:
+    """Physical lines for ``csv.reader``: numbered, bounded, and re-readable.
+
+    :meth:`begin` starts a row; :attr:`record` then holds the ``(line number, text)`` pairs the
+    reader consumed for it. :meth:`reread` puts lines back to be read again as new rows (after
+    an unbalanced quote swallowed them). A line longer than ``max_chars`` is never held whole:
+    it is drained into a temporary file and :class:`_LineTooLong` raised.
+    """
+
+    def __init__(self, text: io.TextIOBase, max_chars: int, max_lines: int) -> None:
+        self._text = text
+        self._max_chars = max_chars
+        self._max_lines = max_lines
+        self._again: deque[tuple[int, str]] = deque()
+        self.record: list[tuple[int, str]] = []
+        self._chars = 0
+        self.lines_read = 0
+
+    def __iter__(self) -> Self:
+        return self
+
+    def begin(self) -> None:
+        self.record = []
+        self._chars = 0
+
+    def reread(self, lines: list[tuple[int, str]]) -> None:
+        self._again.extendleft(reversed(lines))
+
+    def __next__(self) -> str:
+        if self.record and (len(self.record) >= self._max_lines or self._chars > self._max_chars):
+            raise _RowOverrun(
+                f"the row runs past {self._max_lines} lines or {self._max_chars} characters"
+            )
+        if self._again:
+            item = self._again.popleft()
+        else:
+            line = self._text.readline(self._max_chars + 1)
+            if not line:
+                raise StopIteration
+            self.lines_read += 1
+            if len(line) > self._max_chars and not line.endswith(_LINE_ENDS):
+                self._drain(line)
+            item = (self.lines_read, line)
+        self.record.append(item)
+        self._chars += len(item[1])
+        return item[1]
+
+    def _drain(self, head: str) -> None:
+        spool = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the caller, who closes it
+        for _no, text in self.record:
+            spool.write(text.encode("utf-8", "surrogateescape"))
+        size = len(head)
+        spool.write(head.encode("utf-8", "surrogateescape"))
+        while not head.endswith(_LINE_ENDS):
+            head = self._text.readline(1024 * 1024)
+            if not head:
+                break
+            size += len(head)
+            spool.write(head.encode("utf-8", "surrogateescape"))
+        spool.seek(0)
+        self.record.append((self.lines_read, ""))
+        raise _LineTooLong(spool, size)
+
+
+def _open_text(stream: BinaryIO) -> io.TextIOWrapper:
+    """Wrap ``stream`` as text: UTF-8 (BOM optional), or UTF-16/32 when a BOM says so."""
+    head = stream.read(4)
+    encoding, skip = "utf-8", 0
+    for bom, name in (
+        (codecs.BOM_UTF32_LE, "utf-32-le"),
+        (codecs.BOM_UTF32_BE, "utf-32-be"),
+        (codecs.BOM_UTF8, "utf-8"),
+        (codecs.BOM_UTF16_LE, "utf-16-le"),
+        (codecs.BOM_UTF16_BE, "utf-16-be"),
+    ):
+        if head.startswith(bom):
+            encoding, skip = name, len(bom)
+            break
+    raw = io.BufferedReader(_Prefixed(head[skip:], stream), buffer_size=256 * 1024)
+    errors = "surrogateescape" if encoding == "utf-8" else "replace"
+    return io.TextIOWrapper(raw, encoding=encoding, errors=errors, newline="")
+
+
+def _header(
+    reader: Any, lines: _Lines, delimiter: str, settings: ParseSettings
+) -> tuple[list[str], dict[str, int]]:
+    lines.begin()
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise FileRejected("missing_header", "the file is empty") from None
+    except _LineTooLong as exc:
+        exc.spool.close()
+        raise FileRejected(
+            "missing_header", f"the first line is longer than {settings.max_row_bytes} characters"
+        ) from None
+    except (csv.Error, _RowOverrun) as exc:
+        detail = str(exc) or "an unbalanced quote"
+        raise FileRejected("missing_header", f"unreadable header (line 1): {detail}") from None
+    if header and header[0].startswith("\ufeff"):  # a second BOM, or one inside UTF-16
+        header[0] = header[0][1:]
+    header_text = delimiter.join(header)
+    excerpt = _clean(header_text[:EXCERPT])
+    if "\x00" in header_text:
+        raise FileRejected(
+            "unsupported_encoding",
+            "the header holds NUL characters: UTF-16/32 without a byte-order mark? Save the "
+            "export as UTF-8",
+            excerpt,
+        )
+    if _BAD_TEXT.search(header_text):
+        bad = _bad_text_error(header_text, None).error
+        raise FileRejected(bad.reason, f"header: {bad.message}", excerpt)
+    if len(header) > settings.max_columns:
+        raise FileRejected(
+            "too_many_columns",
+            f"the header has {len(header)} columns; the limit is {settings.max_columns}",
+            excerpt,
+        )
+    names = [h.strip() for h in header]
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    dupes = sorted(n for n, k in counts.items() if n and k > 1)
+    if dupes:
+        shown = ", ".join(repr(d[:40]) for d in dupes[:5])
+        raise FileRejected("duplicate_header", f"the header repeats column(s) {shown}", excerpt)
+    columns = _resolve_columns(header, settings)
+    if "external_interaction_id" not in columns:
+        hint = ""
+        if len(header) == 1 and any(d in header[0] for d in ",;\t|"):
+            hint = f" (one column only: is the delimiter {delimiter!r} right?)"
+        wanted = settings.mapping.get("external_interaction_id", "external_interaction_id")
+        raise FileRejected("missing_header", f"header has no {wanted!r} column{hint}", excerpt)
+    return names, columns
+
+
 def _resolve_columns(header: list[str], settings: ParseSettings) -> dict[str, int]:
     lowered = {name.strip().lower(): i for i, name in enumerate(header)}
     exact = {name.strip(): i for i, name in enumerate(header)}
@@ -272,72 +521,133 @@ def _resolve_columns(header: list[str], settings: ParseSettings) -> dict[str, in
 
 
 def _parse_delimited(
-    stream: BinaryIO, delimiter: str, settings: ParseSettings
+    stream: BinaryIO, delimiter: str, settings: ParseSettings, stats: ParseStats
 ) -> Iterator[ParsedRow]:
-    head = stream.read(3)
-    prefix = b"" if head == codecs.BOM_UTF8 else head
-    raw = io.BufferedReader(_Prefixed(prefix, stream), buffer_size=256 * 1024)
-    text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
+    lines = _Lines(_open_text(stream), settings.max_row_bytes, settings.max_row_lines)
     csv.field_size_limit(settings.max_field_bytes)
-    reader = csv.reader(text, delimiter=delimiter, strict=False)
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
     try:
-        header = next(reader)
-    except StopIteration:
-        raise FileRejected("missing_header", "the file is empty") from None
-    except csv.Error as exc:
-        raise FileRejected("missing_header", f"unreadable header: {exc}") from None
-    header_text = delimiter.join(header)
-    if _has_bad_utf8(header_text):
-        raise FileRejected("invalid_utf8", "the header is not valid UTF-8", _clean(header_text))
-    columns = _resolve_columns(header, settings)
-    if "external_interaction_id" not in columns:
-        hint = ""
-        if len(header) == 1 and any(d in header[0] for d in ",;\t|"):
-            hint = f" (one column only: is the delimiter {delimiter!r} right?)"
-        wanted = settings.mapping.get("external_interaction_id", "external_interaction_id")
-        raise FileRejected(
-            "missing_header",
-            f"header has no {wanted!r} column{hint}",
-            header_text[:EXCERPT],
-        )
-    names = [h.strip() for h in header]
+        names, columns = _header(reader, lines, delimiter, settings)
+    finally:
+        stats.lines_read = lines.lines_read
+    stats.header_lines = len(lines.record)
     mapped = set(columns.values())
-    extra = [(i, names[i]) for i in range(len(names)) if i not in mapped and names[i]]
-    width = len(header)
+    extra = [(i, names[i] or f"column_{i + 1}") for i in range(len(names)) if i not in mapped]
+    width = len(names)
     row_no = 0
-    line = reader.line_num + 1
     while True:
+        lines.begin()
+        fields: list[str] | None = None
+        error: RowError | None = None
+        spool: IO[bytes] | None = None
         try:
             fields = next(reader)
         except StopIteration:
-            return
+            break
+        except _LineTooLong as exc:
+            spool = exc.spool
+            error = RowError(
+                "row_too_large",
+                f"{exc} exceeds the row limit of {settings.max_row_bytes} characters",
+            )
+        except _RowOverrun as exc:
+            error = RowError("unbalanced_quote", f"a quoted field is not closed: {exc}")
         except csv.Error as exc:
-            row_no += 1
             reason = "field_too_large" if "field limit" in str(exc) else "malformed_row"
-            yield ParsedRow(row_no, line, None, RowError(reason, str(exc)), "")
-            line = reader.line_num + 1
+            error = RowError(reason, str(exc))
+        finally:
+            stats.lines_read = lines.lines_read
+        record = lines.record
+        if fields is not None and not fields and len(record) == 1:
+            stats.blank_lines += 1
             continue
-        start, line = line, reader.line_num + 1
-        if not fields or fields == [""]:
-            continue  # blank line
+        first, last = record[0][0], record[-1][0]
+        raw = "".join(text for _no, text in record)
+        truncated = not record[-1][1].endswith(_LINE_ENDS) and spool is None
+        shaped = error is None and fields is not None and len(fields) == width
+        if len(record) > 1 and not shaped and not truncated and spool is None:
+            # A quote opened on `first` swallowed the lines after it: reject that line alone
+            # and read the others again as rows of their own.
+            lines.reread(record[1:])
+            row_no += 1
+            text = record[0][1]
+            yield ParsedRow(
+                row_no,
+                first,
+                None,
+                RowError(
+                    "unbalanced_quote",
+                    f"a quoted field opened on line {first} is not closed where its row ends; "
+                    f"the {len(record) - 1} line(s) after it are read again as rows",
+                ),
+                _clean(text[:EXCERPT]),
+                text,
+                first,
+            )
+            continue
         row_no += 1
-        excerpt = _clean(delimiter.join(fields))[:EXCERPT]
-        try:
-            if len(fields) != width:
-                raise _RowInvalid(
-                    "wrong_column_count", f"{len(fields)} columns, header has {width}"
+        excerpt = _clean(raw[:EXCERPT])
+        if error is None:
+            assert fields is not None  # noqa: S101 - no error means the reader returned a row
+            try:
+                yield ParsedRow(
+                    row_no,
+                    first,
+                    _conversation(fields, width, truncated, columns, extra, names, raw, settings),
+                    None,
+                    excerpt,
+                    raw,
+                    last,
                 )
-            for i, value in enumerate(fields):
-                if _has_bad_utf8(value):
-                    raise _RowInvalid("invalid_utf8", "not valid UTF-8", names[i] or str(i))
-            values = {field: fields[i] for field, i in columns.items()}
-            record = build_conversation(values, settings)
-            record["turns"] = []
-            record["metadata"] = {name: fields[i] for i, name in extra if fields[i] != ""}
-        except _RowInvalid as bad:
-            yield ParsedRow(row_no, start, None, bad.error, excerpt)
-            continue
-        yield ParsedRow(row_no, start, record, None, excerpt)
+                continue
+            except _RowInvalid as bad:
+                error = bad.error
+        elif truncated:
+            error = RowError("truncated_row", f"the last line ends inside a field: {error.message}")
+        yield ParsedRow(
+            row_no,
+            first,
+            None,
+            error,
+            excerpt,
+            "" if spool is not None else raw,
+            last,
+            truncated and error.reason == "truncated_row",
+            spool,
+        )
+
+
+def _conversation(
+    fields: list[str],
+    width: int,
+    truncated: bool,
+    columns: dict[str, int],
+    extra: list[tuple[int, str]],
+    names: list[str],
+    raw: str,
+    settings: ParseSettings,
+) -> dict[str, Any]:
+    if len(fields) != width:
+        if truncated and len(fields) < width:
+            raise _RowInvalid(
+                "truncated_row",
+                f"the last line has no line end and only {len(fields)} of {width} columns",
+            )
+        raise _RowInvalid("wrong_column_count", f"{len(fields)} columns, header has {width}")
+    if len(raw) > settings.max_row_bytes:
+        raise _RowInvalid(
+            "row_too_large",
+            f"the row has {len(raw)} characters; the limit is {settings.max_row_bytes}",
+        )
+    if _BAD_TEXT.search(raw):
+        for i, value in enumerate(fields):
+            if _BAD_TEXT.search(value):
+                raise _bad_text_error(value, names[i] or f"column_{i + 1}")
+    values = {field: fields[i] for field, i in columns.items()}
+    record = build_conversation(values, settings)
+    record["turns"] = []
+    record["metadata"] = {name: fields[i] for i, name in extra if fields[i] != ""}
+    return record
 
 
 class _Prefixed(io.RawIOBase):
@@ -365,24 +675,36 @@ class _Prefixed(io.RawIOBase):
 # -- chat transcripts ----------------------------------------------------------------------------
 
 
+def _decode_json(data: bytes) -> Any:
+    """Decode a JSON document (UTF-8/16/32, BOM optional) or raise FileRejected."""
+    excerpt = data[:EXCERPT].decode("utf-8", "replace")
+    try:
+        text = data.decode(json.detect_encoding(data)).lstrip("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise FileRejected("invalid_utf8", f"not valid UTF-8: {exc}", excerpt) from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise FileRejected("nesting_too_deep", "JSON nested too deep", excerpt) from None
+    except ValueError as exc:  # JSONDecodeError, and integers longer than Python allows
+        raise FileRejected("invalid_json", f"not JSON: {exc}", excerpt) from None
+
+
 def _parse_chat(stream: BinaryIO, path: str, settings: ParseSettings) -> ParsedRow:
     data = stream.read(settings.max_document_bytes + 1)
     if len(data) > settings.max_document_bytes:
         raise FileRejected("too_large", f"transcript exceeds {settings.max_document_bytes} bytes")
     excerpt = data[:EXCERPT].decode("utf-8", "replace")
-    try:
-        doc = json.loads(data.decode("utf-8-sig"))
-    except UnicodeDecodeError as exc:
-        raise FileRejected("invalid_utf8", f"not valid UTF-8: {exc}", excerpt) from None
-    except json.JSONDecodeError as exc:
-        raise FileRejected("invalid_json", f"not JSON: {exc}", excerpt) from None
+    raw = data.decode("utf-8", "surrogateescape")
+    doc = _decode_json(data)
     if isinstance(doc, list):
         doc = {"turns": doc}
     if not isinstance(doc, dict):
         raise FileRejected("invalid_json", "expected an object or a list of turns", excerpt)
     try:
+        _check_text(doc)
         turns = _turns(doc.get("turns"), settings)
-        values = {k: _scalar(doc.get(k)) for k in FIELDS if doc.get(k) is not None}
+        values = {k: _scalar(doc.get(k), k) for k in FIELDS if doc.get(k) is not None}
         values.setdefault("external_interaction_id", PurePosixPath(path).stem)
         values.setdefault("channel", "chat")
         stamps = [t["at"] for t in turns if t["at"] is not None]
@@ -392,22 +714,37 @@ def _parse_chat(stream: BinaryIO, path: str, settings: ParseSettings) -> ParsedR
             values["ended_at"] = max(stamps).isoformat()
         record = build_conversation(values, settings)
     except _RowInvalid as bad:
-        return ParsedRow(1, 1, None, bad.error, excerpt)
+        return ParsedRow(1, 1, None, bad.error, excerpt, raw, 1)
     record["turns"] = turns
     record["metadata"] = {
-        k: _scalar(v)
+        k: v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
         for k, v in doc.items()
-        if k not in FIELDS and k != "turns" and isinstance(v, str | int | float | bool)
+        if k not in FIELDS and k != "turns" and v is not None
     }
-    return ParsedRow(1, 1, record, None, excerpt)
+    return ParsedRow(1, 1, record, None, excerpt, raw, 1)
 
 
-def _scalar(value: Any) -> str:
+def _check_text(doc: Any) -> None:
+    """Reject control characters in any key or string of the document (iteratively)."""
+    stack = [doc]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _BAD_TEXT.search(item):
+                raise _bad_text_error(item, None)
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _scalar(value: Any, column: str) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, bool | int | float):
         return json.dumps(value)
-    raise _RowInvalid("invalid_value", f"expected a flat value, got {type(value).__name__}")
+    raise _RowInvalid("invalid_value", f"expected a flat value, got {type(value).__name__}", column)
 
 
 def _turns(raw: Any, settings: ParseSettings) -> list[dict[str, Any]]:
@@ -415,11 +752,15 @@ def _turns(raw: Any, settings: ParseSettings) -> list[dict[str, Any]]:
         return []
     if not isinstance(raw, list):
         raise _RowInvalid("invalid_value", "turns must be a list", "turns")
+    if len(raw) > settings.max_turns:
+        raise _RowInvalid(
+            "too_many_turns", f"{len(raw)} turns; the limit is {settings.max_turns}", "turns"
+        )
     turns = []
     for i, item in enumerate(raw):
         if not isinstance(item, dict):
             raise _RowInvalid("invalid_value", f"turn {i} is not an object", "turns")
-        speaker = str(item.get("speaker", "")).strip().lower()
+        speaker = str(item.get("speaker", ""))[:40].strip().lower()
         speaker = {"user": "customer", "visitor": "customer", "bot": "system"}.get(speaker, speaker)
         if speaker not in SPEAKERS:
             raise _RowInvalid("invalid_value", f"turn {i}: unknown speaker {speaker!r}", "turns")
@@ -429,6 +770,8 @@ def _turns(raw: Any, settings: ParseSettings) -> list[dict[str, Any]]:
         at = item.get("time", item.get("at"))
         stamp = None
         if at is not None:
+            if not isinstance(at, str | int | float) or isinstance(at, bool):
+                raise _RowInvalid("bad_timestamp", f"turn {i}: time is not a value", "turns")
             try:
                 stamp = parse_timestamp(str(at), settings.timezone)
             except (ValueError, OverflowError, OSError) as exc:

@@ -53,8 +53,10 @@ def outcome(**changes: Any) -> dict[str, Any]:
         "outcome": "invalid",
         "rows_accepted": 0,
         "rows_rejected": 12,
+        "rejected_by_reason": {"missing_header": 12},
         "reason": "bad_header",
         "decided_at": WHEN,
+        "lines_read": 13,
     }
     record.update(changes)
     return record
@@ -176,7 +178,9 @@ def test_file_arrival_round_trip(codec: AvroCodec, checksum: str | None) -> None
     "changes",
     [
         {},
-        {"outcome": "processed", "rows_accepted": 1_000_000, "rows_rejected": 3, "reason": None},
+        {"outcome": "processed", "rows_accepted": 1_000_000, "rows_rejected": 0, "reason": None},
+        {"outcome": "partial", "rows_rejected": 3, "rejected_by_reason": {"unbalanced_quote": 3}},
+        {"outcome": "incomplete", "reason": "truncated_row"},
     ],
 )
 def test_file_outcome_round_trip(codec: AvroCodec, changes: dict[str, Any]) -> None:

@@ -1,0 +1,101 @@
+"""Dead letters: a rejected row, record or file, with what is needed to fix and replay it.
+
+Contract: :meth:`DeadLetters.build` returns a ``callstream.DeadLetter`` record for the
+dead-letter topic that always fits the record limit. It carries the reason code, where the input
+came from (tenant, connector, file, row, line, column), a human message and excerpt, and the
+full raw input: inline in ``raw`` when it fits, otherwise stored in the media store and
+referenced by ``raw_ref`` (``raw_size`` says how big it was). Blocking when it writes to the
+media store: call it from a worker thread. Every dead letter is counted in
+``callstream_records_rejected_total`` by reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from typing import IO, Any
+
+from streams.codec import AvroCodec
+from streams.kafka import Record
+from streams.media import LocalMediaStore
+from streams.metrics import Metrics
+from streams.topics import Topics
+
+DEAD_LETTER = "callstream.DeadLetter"
+#: Room left in a record for everything but the raw input (message, excerpt, path, ids).
+_OVERHEAD = 16_384
+
+
+class DeadLetters:
+    """Builds dead-letter records (see the module doc)."""
+
+    def __init__(
+        self,
+        codec: AvroCodec,
+        topics: Topics,
+        metrics: Metrics,
+        media: LocalMediaStore,
+        max_record_bytes: int,
+    ) -> None:
+        self.codec = codec
+        self.topics = topics
+        self.metrics = metrics
+        self.media = media
+        self.raw_budget = max(0, max_record_bytes - _OVERHEAD)
+
+    def build(
+        self,
+        *,
+        tenant: str,
+        connector: str,
+        file_id: str,
+        path: str,
+        reason: str,
+        message: str,
+        stage: str,
+        row: int | None = None,
+        line: int | None = None,
+        column: str | None = None,
+        excerpt: str | None = None,
+        raw: bytes | None = None,
+        raw_spool: IO[bytes] | None = None,
+    ) -> Record:
+        """Return the dead-letter record (topic, key, value) for one rejected input."""
+        raw_ref: str | None = None
+        raw_size: int | None = None
+        if raw_spool is not None or (raw is not None and len(raw) > self.raw_budget):
+            key = f"{tenant}/dead-letters/{connector}/{file_id}/{row if row else 'file'}.raw"
+            if raw_spool is None:
+                spool: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
+                spool.write(raw or b"")
+            else:
+                spool = raw_spool
+            with spool:
+                raw_size = spool.seek(0, 2)
+                spool.seek(0)
+                raw_ref, _digest = self.media.put(key, spool)
+            raw = None
+        elif raw is not None:
+            raw_size = len(raw)
+        record: dict[str, Any] = {
+            "tenant": tenant,
+            "connector": connector,
+            "file_id": file_id,
+            "path": path,
+            "row": row,
+            "line": line,
+            "column": column[:200] if column else None,
+            "reason": reason,
+            "message": message[:2000],
+            "excerpt": excerpt[:512] if excerpt else None,
+            "stage": stage,
+            "raw": raw,
+            "raw_ref": raw_ref,
+            "raw_size": raw_size,
+            "occurred_at": dt.datetime.now(dt.UTC),
+        }
+        self.metrics.records_rejected.labels(
+            tenant=tenant, connector=connector, reason=reason
+        ).inc()
+        topic_key = f"{tenant}/{connector}/{path}".encode()
+        return (self.topics.dead_letter, topic_key, self.codec.encode(DEAD_LETTER, record))
