@@ -302,9 +302,9 @@ class Poller:
         if current.version_id != version_id:
             return CleanupAction.SUPERSEDED
         policy = self.config.cleanup
-        if policy == CleanupPolicy.KEEP:
+        if policy == CleanupPolicy.KEEP or outcome == Outcome.INCOMPLETE:
             return CleanupAction.KEPT
-        if outcome == Outcome.INVALID:
+        if outcome in (Outcome.INVALID, Outcome.PARTIAL):
             action, folder = CleanupAction.MOVED_INVALID, self.config.invalid_dir
         elif policy == CleanupPolicy.MOVE:
             action, folder = CleanupAction.MOVED_PROCESSED, self.config.processed_dir

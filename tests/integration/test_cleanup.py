@@ -33,8 +33,10 @@ def _outcome(event: dict, outcome: str) -> dict:
         "outcome": outcome,
         "rows_accepted": 10,
         "rows_rejected": 0,
+        "rejected_by_reason": {},
         "reason": None if outcome == "processed" else "missing_header",
         "decided_at": dt.datetime.now(dt.UTC),
+        "lines_read": 11,
     }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections import Counter
 from pathlib import Path
 
 import aiohttp
@@ -148,12 +149,17 @@ async def test_bad_rows_are_dead_lettered_with_reason_and_row_the_rest_flows(
     assert by_row[51]["column"] == "agent_id"  # the invalid UTF-8 field
     assert by_row[11]["column"] == "external_interaction_id"
     assert all(d["path"] == "exports/with-bad-rows.csv" and d["excerpt"] for d in dead.records)
+    assert all(
+        d["raw"] == bad[d["row"] - 1][0].encode("utf-8", "surrogateescape") for d in dead.records
+    )
     outcome = outcomes.records[0]
     assert (outcome["outcome"], outcome["rows_accepted"], outcome["rows_rejected"]) == (
-        "processed",
+        "partial",  # never "processed" while rows are missing
         990,
         10,
     )
+    assert outcome["rejected_by_reason"] == dict(Counter(reason for _line, reason in bad.values()))
+    assert outcome["lines_read"] == 1001
 
 
 async def test_reupload_opens_no_case_and_changed_rows_update_cases_and_results(
