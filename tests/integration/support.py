@@ -72,12 +72,14 @@ def settings_for(
     prefix: str,
     data_dir: Path,
     connectors: list[ConnectorSettings],
+    /,
     *,
     tenant: str = "acme",
     database_url: str | None = None,
     **extra: Any,
 ) -> Settings:
-    """Settings for an in-process service against the session's real servers."""
+    """Settings for an in-process service against the session's real servers; ``extra``
+    sections (``kafka={...}``, ``processors={...}``) merge into the defaults."""
     fields: dict[str, Any] = {
         "data_dir": data_dir,
         "kafka": {"bootstrap_servers": kafka, "topic_prefix": prefix, "partitions": 3},
