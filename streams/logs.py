@@ -9,11 +9,13 @@ count of the repeats in between, so a persistent problem is one readable line, n
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
 import re
 import sys
+import threading
 import time
 
 FRAMEWORK_LOGGERS = ("faust", "mode", "aiokafka", "kafka", "librdkafka", "paramiko")
@@ -75,8 +77,25 @@ class RepeatFilter(logging.Filter):
         return True
 
 
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    """Log an exception that ended a thread, in the configured format (not raw on stderr).
+
+    A thread ended by cancellation is shutting down (aiokafka's fetcher re-raises the
+    cancellation of its own requests when it is closed while the broker is gone): DEBUG.
+    """
+    name = args.thread.name if args.thread is not None else "?"
+    if args.exc_type is asyncio.CancelledError:
+        logging.getLogger(__name__).debug("thread %s ended by cancellation", name)
+        return
+    exc_info = (args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback)
+    logging.getLogger(__name__).error("thread %s failed", name, exc_info=exc_info)
+
+
 def configure(level: str = "INFO", fmt: str = "text") -> None:
-    """Send logs to stderr in the chosen format; frameworks at WARNING unless ``level`` is DEBUG."""
+    """Send logs to stderr in the chosen format; frameworks at WARNING unless ``level`` is DEBUG.
+
+    Exceptions that end a thread are logged through the same handler.
+    """
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
@@ -92,3 +111,4 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     framework_level = root.level if root.level <= logging.DEBUG else quiet
     for name in FRAMEWORK_LOGGERS:
         logging.getLogger(name).setLevel(framework_level)
+    threading.excepthook = _log_thread_exception

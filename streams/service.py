@@ -194,10 +194,11 @@ class Service:
         """Stop every started part, most recent first, within ``grace`` seconds in all
         (default: ``shutdown_grace_seconds``); return the parts abandoned on this call.
 
-        Each part gets what is left of the grace period (less the time kept for the managed
-        broker). A part still stopping then is abandoned: logged, listed in :attr:`unstopped`,
-        and never awaited again, so one stuck part cannot hold up the others or the exit. An
-        error while stopping a part is logged and the next part is stopped.
+        A part may use half of the time left (all of it when it is the last one), less the time
+        kept for the managed broker, so a stuck part leaves the parts after it their turn. A part
+        still stopping then is abandoned: logged, listed in :attr:`unstopped`, and never awaited
+        again, so it cannot hold up the others or the exit. An error while stopping a part is
+        logged and the next part is stopped.
         """
         loop = asyncio.get_running_loop()
         budget = self.settings.shutdown_grace_seconds if grace is None else grace
@@ -210,6 +211,8 @@ class Service:
                 left = self._stop_deadline - loop.time() + _BROKER_KILL_SECONDS
             else:
                 left = self._stop_deadline - reserve - loop.time()
+                if any(other != BROKER for other, _stop in self._stack):
+                    left /= 2
             if left <= 0:
                 late.append(name)
                 continue

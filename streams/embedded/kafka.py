@@ -643,7 +643,7 @@ class LocalKafka:
             atexit.register(self.stop)
             try:
                 self._wait_ready(started + timeout, timeout)
-                self._warm_up_producer_ids(max(1.0, started + timeout - time.monotonic()))
+                self._warm_up(max(1.0, started + timeout - time.monotonic()))
             except BaseException:
                 self.stop()
                 raise
@@ -693,28 +693,42 @@ class LocalKafka:
             last_error = "metadata lists no brokers yet"
             time.sleep(0.2)
 
-    def _warm_up_producer_ids(self, timeout: float) -> None:
-        """Have the broker allocate its first block of producer ids now.
+    def _warm_up(self, timeout: float) -> None:
+        """Have the broker ready what the first clients ask for, before any of them connects.
 
         A fresh KRaft broker answers the first idempotent producer with "coordinator load in
-        progress" until it has a block of producer ids from the controller; librdkafka retries
-        and logs a warning that alarms users on a healthy start. One transactional
-        initialisation (a fraction of a second) allocates the block before any client connects.
+        progress" until it has a block of producer ids, and the first consumer group with
+        "coordinator not available" until ``__consumer_offsets`` exists; the clients retry, but
+        log warnings and errors that alarm users on a healthy start. One transactional
+        initialisation and one committed-offsets lookup (under a second together) settle both.
+        Not fatal: a client that still finds them missing retries on its own.
         """
-        from confluent_kafka import KafkaException, Producer
+        from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
+        deadline = time.monotonic() + timeout
+        common = {"bootstrap.servers": self.bootstrap_servers, "log.connection.close": False}
         producer = Producer(
-            {
-                "bootstrap.servers": self.bootstrap_servers,
-                "transactional.id": "callstream-embedded-warm-up",
-                "log.connection.close": False,
-            },
-            logger=_ProbeLogger(),
+            {**common, "transactional.id": "callstream-embedded-warm-up"}, logger=_ProbeLogger()
         )
         try:
-            producer.init_transactions(timeout)
-        except KafkaException as exc:  # not fatal: clients retry on their own
+            producer.init_transactions(max(1.0, deadline - time.monotonic()))
+        except KafkaException as exc:
             LOG.debug("producer-id warm-up did not finish: %s", exc)
+        consumer = Consumer(
+            {**common, "group.id": "callstream-embedded-warm-up"}, logger=_ProbeLogger()
+        )
+        try:
+            while True:
+                try:
+                    consumer.committed([TopicPartition("__consumer_offsets", 0)], timeout=5)
+                    break
+                except KafkaException as exc:  # NOT_COORDINATOR while the topic is created
+                    if time.monotonic() > deadline:
+                        LOG.debug("group coordinator warm-up did not finish: %s", exc)
+                        break
+                    time.sleep(0.2)
+        finally:
+            consumer.close()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the broker: SIGTERM, wait up to ``timeout``, then SIGKILL; idempotent."""
