@@ -12,20 +12,20 @@ import signal
 import time
 from pathlib import Path
 
-from support import connector, conversations_csv, settings_for, start_service, write_config
+from support import (
+    connector,
+    conversations_csv,
+    settings_for,
+    start_service,
+    wait_for_log,
+    write_config,
+)
 
 from connectors.local import LocalConfig
 from streams.embedded.kafka import LocalKafka
 
 GRACE = 6.0
 MARGIN = 4.0  # interpreter exit and process reaping, well under the grace period itself
-
-
-def _wait_for(log: Path, text: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in log.read_text():
-        assert time.monotonic() < deadline, log.read_text()[-4000:]
-        time.sleep(0.3)
 
 
 def test_sigterm_stops_within_the_grace_period_when_the_broker_is_gone(
@@ -45,9 +45,9 @@ def test_sigterm_stops_within_the_grace_period_when_the_broker_is_gone(
     log = tmp_path / "service.log"
     proc = start_service(write_config(tmp_path / "callstream.yaml", settings), log)
     try:
-        _wait_for(log, "callstream is running", 120)
+        wait_for_log(log, "callstream is running", 120)
         (inbox / "calls.csv").write_bytes(conversations_csv(200))
-        _wait_for(log, "calls.csv: processed", 60)
+        wait_for_log(log, "calls.csv: processed", 60)
         broker.stop()  # the broker is gone for good
         (inbox / "more.csv").write_bytes(conversations_csv(200, start=200))
         time.sleep(5)  # the runner now retries its announcement against nothing
