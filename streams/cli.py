@@ -130,6 +130,10 @@ def run(config: Path | None, echo: bool | None) -> None:
             code = fail(EXIT_CONFIG, exc)
         except (CallstreamError, KafkaStartError) as exc:
             code = fail(EXIT_FAILED, exc)
+        if service.start_interrupted and not service.unstopped:
+            # A start-up call may still block a thread (a broker that does not answer): do not
+            # wait for it at exit.
+            _exit_now(code)
         if service.unstopped:
             # Abandoned parts may hold threads that would block a normal interpreter exit.
             _exit_now(

@@ -73,6 +73,8 @@ class Service:
         self._stop_deadline = 0.0
         self.unstopped: list[str] = []
         """Parts abandoned because they did not stop within the grace period."""
+        self.start_interrupted = False
+        """A stop came while starting; a blocking start-up call may still run in a thread."""
 
     async def start(self) -> None:
         """Start every part; on failure, stop what was started and re-raise."""
@@ -262,6 +264,7 @@ async def run_until_stopped(service: Service, stop: asyncio.Event) -> None:
         await asyncio.wait({starting, waiting}, return_when=asyncio.FIRST_COMPLETED)
         if not starting.done():
             service.say("stopping ...")
+            service.start_interrupted = True
             starting.cancel()  # Service.start stops what it had started, within the grace
             await asyncio.wait({starting}, timeout=service.settings.shutdown_grace_seconds + 5)
             if not starting.done():

@@ -75,12 +75,18 @@ async def test_a_file_goes_end_to_end_through_a_scram_only_listener(
     cases = TopicReader(plain, t.cases, "callstream.CaseEvent")
     outcomes = TopicReader(plain, t.file_outcomes, "callstream.FileOutcome")
     try:
-        async with running(settings):
+        async with running(settings) as service:
             (tmp_path / "inbox" / "calls.csv").write_bytes(conversations_csv(20))
             # results and cases come from the Faust agents, which log in through aiokafka
             await results.wait_for(lambda rs: len(rs) >= 20, 90)
             await cases.wait_for(lambda rs: len(rs) >= 20, 30)
             await outcomes.wait_for(lambda rs: len(rs) >= 1, 30)
+            # the lag monitor's consumer logged in too: it measured the processors' group
+            lag = service.metrics.registry.get_sample_value(
+                "callstream_consumer_lag_messages",
+                {"group": f"{prefix}-processors", "topic": t.file_arrivals},
+            )
+            assert lag is not None
     finally:
         results.close()
         cases.close()
