@@ -8,17 +8,44 @@ retry with back-off instead, so no event is skipped.
 
 from __future__ import annotations
 
-import faust
+from collections.abc import Mapping
 
+import faust
+from faust.auth import Credentials
+
+from streams import security
 from streams.settings import Settings
 from streams.topics import Topics
 
 
+def broker_credentials(client_config: Mapping[str, str]) -> Credentials | None:
+    """Translate ``kafka.client_config`` (librdkafka names, checked at config load by
+    :func:`streams.security.problems`) into Faust's credentials for aiokafka."""
+    sec = security.parse(client_config)
+    context = sec.ssl_context() if sec.uses_tls else None
+    if sec.uses_sasl:
+        return faust.SASLCredentials(
+            username=sec.username,
+            password=sec.password,
+            mechanism=sec.mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
 def create_app(settings: Settings, bootstrap: str, topics: Topics) -> faust.App:
-    """Create the processors' Faust app (no web server, topics created by callstream)."""
+    """Create the processors' Faust app (no web server, topics created by callstream).
+
+    The leader-election topic is disabled: callstream uses no leader-only timers or tables, and
+    with ``topic_allow_declare=False`` Faust would look for a topic nobody creates.
+    """
     return faust.App(
         f"{topics.prefix}-processors",
         broker=f"kafka://{bootstrap}",
+        broker_credentials=broker_credentials(settings.kafka.client_config),
+        topic_disable_leader=True,
         store="memory://",
         processing_guarantee="at_least_once",
         web_enabled=False,

@@ -8,18 +8,39 @@ fetches or runs the local broker used by the embedded stack and the tests.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import signal
 import sys
+import threading
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
-from streams import logs
+from streams import logs, security
 from streams.codec import AvroCodec
-from streams.errors import ConfigError, SchemaError
+from streams.errors import CallstreamError, ConfigError, SchemaError
 from streams.settings import Settings, load_settings
 
+EXIT_FAILED = 1
+"""``run``: the service could not start, or parts of it did not stop within the grace period."""
 EXIT_CONFIG = 2
+"""Invalid settings or schemas, or Kafka refused ``kafka.client_config``'s credentials."""
+WATCHDOG_MARGIN_SECONDS = 5.0
+"""How long past ``shutdown_grace_seconds`` the process may take to exit before it is ended."""
+
+log = logging.getLogger("streams.cli")
+
+
+def _exit_now(code: int, message: str | None = None) -> NoReturn:
+    """Exit at once, without waiting for threads that are stuck (they would block a normal exit)."""
+    if message:
+        log.error("%s", message)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _load(config: Path | None) -> Settings:
@@ -53,29 +74,73 @@ def cli(ctx: click.Context, config: Path | None) -> None:
 )
 @click.pass_obj
 def run(config: Path | None, echo: bool | None) -> None:
-    """Run every role (connector runner, HTTP /metrics) until Ctrl-C or SIGTERM."""
+    """Run every role (connectors, stream processors, HTTP /metrics) until Ctrl-C or SIGTERM.
+
+    A stop signal stops every part within shutdown_grace_seconds; parts that have not stopped
+    by then are named and the exit status is 1. A second signal exits at once.
+    """
+    from streams.embedded.kafka import KafkaStartError
     from streams.service import Service, run_until_stopped  # heavy imports only when running
 
     settings = _load(config)
     logs.configure(settings.log_level, settings.log_format)
     if echo is None:
         echo = settings.kafka.bootstrap_servers is None
+    grace = settings.shutdown_grace_seconds
 
     def say(line: str) -> None:
         click.echo(line)
 
-    async def main() -> None:
+    def fail(code: int, exc: BaseException) -> int:
+        click.echo(f"error: {exc}", err=True)
+        return code
+
+    try:
+        service = Service(settings, echo=echo, say=say)
+    except SchemaError as exc:
+        sys.exit(fail(EXIT_CONFIG, exc))
+
+    def on_signal(name: str, stop: asyncio.Event) -> None:
+        if stop.is_set():
+            _exit_now(EXIT_FAILED, f"{name} again: exiting without waiting for the rest to stop")
+        stop.set()
+        watchdog = threading.Timer(
+            grace + WATCHDOG_MARGIN_SECONDS,
+            _exit_now,
+            (
+                EXIT_FAILED,
+                f"shutdown: still running {grace + WATCHDOG_MARGIN_SECONDS:.0f}s after "
+                f"{name}; exiting",
+            ),
+        )
+        watchdog.daemon = True
+        watchdog.start()
+
+    async def main() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await run_until_stopped(Service(settings, echo=echo, say=say), stop)
+            loop.add_signal_handler(sig, on_signal, sig.name, stop)
+        try:
+            await run_until_stopped(service, stop)
+            code = 0
+        except ConfigError as exc:
+            code = fail(EXIT_CONFIG, exc)
+        except SchemaError as exc:
+            code = fail(EXIT_CONFIG, exc)
+        except (CallstreamError, KafkaStartError) as exc:
+            code = fail(EXIT_FAILED, exc)
+        if service.unstopped:
+            # Abandoned parts may hold threads that would block a normal interpreter exit.
+            _exit_now(
+                EXIT_FAILED,
+                f"stopped with parts still running after {grace:.0f}s: "
+                f"{', '.join(service.unstopped)}; their unacknowledged work is redelivered on "
+                "the next start",
+            )
+        return code
 
-    try:
-        asyncio.run(main())
-    except SchemaError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
+    sys.exit(asyncio.run(main()))
 
 
 @cli.command("check-config")
@@ -91,6 +156,7 @@ def check_config(config: Path | None) -> None:
     click.echo(f"schemas: {len(codec.names)} valid in {settings.schemas_dir}")
     kafka = settings.kafka.bootstrap_servers or "embedded local broker"
     click.echo(f"kafka: {kafka} (topic prefix {settings.kafka.topic_prefix!r})")
+    click.echo(f"kafka security: {security.describe(settings.kafka.client_config)}")
     db = settings.database.url.split("@")[-1] if settings.database.url else settings.database_url
     click.echo(f"database: {db}")
     for tenant in settings.tenants:

@@ -19,7 +19,10 @@ from fastavro.validation import ValidationError, validate
 from streams.avrocheck import Checker, compile_checker
 from streams.errors import SchemaError
 
-DEFAULT_SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "avro"
+DEFAULT_SCHEMAS_DIR = (Path(__file__).parent / "schemas").resolve()
+"""The schemas shipped with callstream: ``streams/schemas`` is a symlink to the checkout's
+``avro/`` (so this resolves to it in a checkout or editable install) and a real folder of the
+same files in an installed wheel."""
 
 
 class AvroCodec:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self
@@ -19,7 +20,8 @@ from typing import Any, Self
 from confluent_kafka import KafkaError, KafkaException, Message
 from confluent_kafka import Producer as _RdProducer
 
-from streams.errors import PublishError
+from streams import security
+from streams.errors import CallstreamError, ConfigError, PublishError
 
 Record = tuple[str, bytes, bytes]
 """(topic, key, value)"""
@@ -34,6 +36,61 @@ def client_config(bootstrap: str, extra: Mapping[str, str]) -> dict[str, Any]:
     librdkafka's own log lines go through the ``librdkafka`` Python logger instead of stderr.
     """
     return {"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOG, **extra}
+
+
+class KafkaUnreachable(CallstreamError):
+    """No broker answered a metadata request in time (network, address or broker down)."""
+
+    retriable = True
+
+
+# librdkafka reports a refused login or TLS handshake with these codes; retrying cannot help.
+_REFUSALS = {
+    KafkaError._AUTHENTICATION: "the broker refused the login",
+    KafkaError._SSL: "the TLS handshake failed",
+    KafkaError.SASL_AUTHENTICATION_FAILED: "the broker refused the login",
+}
+
+
+def check_connection(config: Mapping[str, Any], timeout: float = 30.0) -> None:
+    """Fetch metadata once with ``config``; fail fast and clearly if Kafka refuses us.
+
+    Raises :class:`~streams.errors.ConfigError` naming ``kafka.client_config`` as soon as the
+    broker refuses the credentials or the TLS handshake (instead of librdkafka retrying the
+    login every few hundred milliseconds), and :class:`KafkaUnreachable` when no broker answered
+    within ``timeout``. Blocking: run it in an executor.
+    """
+    from confluent_kafka.admin import AdminClient
+
+    refused: list[KafkaError] = []
+    admin_config: dict[str, Any] = {**config, "error_cb": refused.append}
+    admin = AdminClient(admin_config)
+    bootstrap = config.get("bootstrap.servers")
+    deadline = time.monotonic() + timeout
+    last: object = "no answer"
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            admin.list_topics(timeout=max(0.1, min(1.0, left)))
+            return
+        except KafkaException as exc:
+            last = exc.args[0].str() if exc.args else exc
+        admin.poll(0)  # serves error_cb
+        for err in refused:
+            if err.code() in _REFUSALS:
+                sec = security.parse({k: v for k, v in config.items() if isinstance(v, str)})
+                who = f" as {sec.username!r} ({sec.mechanism})" if sec.uses_sasl else ""
+                raise ConfigError(
+                    [
+                        f"kafka.client_config: {_REFUSALS[err.code()]} at {bootstrap}{who} "
+                        f"over {sec.protocol}: {err.str()}"
+                    ]
+                )
+        if left <= 0:
+            detail = refused[-1].str() if refused else last
+            raise KafkaUnreachable(
+                f"kafka: no broker at {bootstrap} answered within {timeout:.0f}s: {detail}"
+            )
 
 
 class Producer:

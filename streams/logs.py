@@ -1,11 +1,27 @@
-"""Logging set-up: readable text for people, one JSON object per line for production."""
+"""Logging set-up: readable text for people, one JSON object per line for production.
+
+The console shows callstream's own lines at the configured level and only warnings and errors
+from the frameworks underneath (Faust, mode, aiokafka, librdkafka, paramiko) unless the level is
+DEBUG. A framework line that repeats (librdkafka retrying a refused login every few hundred
+milliseconds, aiokafka reconnecting to a broker that is gone) is shown once per minute with a
+count of the repeats in between, so a persistent problem is one readable line, not a flood.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
+import re
 import sys
+import threading
+import time
+
+FRAMEWORK_LOGGERS = ("faust", "mode", "aiokafka", "kafka", "librdkafka", "paramiko")
+"""Loggers of the libraries callstream runs on: WARNING and above unless log_level is DEBUG."""
+
+_DIGITS = re.compile(r"\d+")
 
 
 class JsonFormatter(logging.Formatter):
@@ -24,8 +40,62 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False)
 
 
+def _is_framework(name: str) -> bool:
+    return any(name == f or name.startswith(f + ".") for f in FRAMEWORK_LOGGERS)
+
+
+class RepeatFilter(logging.Filter):
+    """Let a framework line through once per ``interval`` seconds; count the repeats.
+
+    Lines are the same when they differ only in numbers (timings, ports, counters). The first
+    line after a quiet spell carries how many were held back. callstream's own lines always pass.
+    """
+
+    def __init__(self, interval: float = 60.0, max_keys: int = 1000) -> None:
+        super().__init__()
+        self.interval = interval
+        self.max_keys = max_keys
+        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Return False for a repeat within the interval."""
+        if not _is_framework(record.name):
+            return True
+        message = record.getMessage()
+        key = (record.name, record.levelno, _DIGITS.sub("#", message))
+        now = time.monotonic()
+        last = self._seen.get(key)
+        if last is not None and now - last[0] < self.interval:
+            self._seen[key] = (last[0], last[1] + 1)
+            return False
+        if len(self._seen) >= self.max_keys:
+            self._seen.clear()
+        self._seen[key] = (now, 0)
+        if last is not None and last[1]:
+            record.msg = f"{message} ({last[1]} more like this in the last {self.interval:.0f}s)"
+            record.args = None
+        return True
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    """Log an exception that ended a thread, in the configured format (not raw on stderr).
+
+    A thread ended by cancellation is shutting down (aiokafka's fetcher re-raises the
+    cancellation of its own requests when it is closed while the broker is gone): DEBUG.
+    """
+    name = args.thread.name if args.thread is not None else "?"
+    if args.exc_type is asyncio.CancelledError:
+        logging.getLogger(__name__).debug("thread %s ended by cancellation", name)
+        return
+    exc_info = (args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback)
+    logging.getLogger(__name__).error("thread %s failed", name, exc_info=exc_info)
+
+
 def configure(level: str = "INFO", fmt: str = "text") -> None:
-    """Send logs to stderr in the chosen format."""
+    """Send logs to stderr in the chosen format; frameworks at WARNING unless ``level`` is DEBUG.
+
+    Exceptions that end a thread are logged through the same handler.
+    """
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
@@ -33,8 +103,12 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
         )
+    handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
-    logging.getLogger("paramiko").setLevel(max(logging.WARNING, root.level))
+    quiet = max(logging.WARNING, root.level)
+    framework_level = root.level if root.level <= logging.DEBUG else quiet
+    for name in FRAMEWORK_LOGGERS:
+        logging.getLogger(name).setLevel(framework_level)
+    threading.excepthook = _log_thread_exception

@@ -2,16 +2,23 @@
 
 Start order: the managed local Kafka broker (only when no ``kafka.bootstrap_servers`` is set),
 topics, the connector state database, the producer, the connector runner, the file-outcome
-consumer, the HTTP endpoint and, for the local stack, the live echo of events. Stop order is the
-reverse. :meth:`Service.start` raises on the first part that cannot start, naming it.
+consumer, the HTTP endpoint and, for the local stack, the live echo of events. Before any client
+starts, one metadata request checks that Kafka answers and accepts ``kafka.client_config``'s
+login, so wrong credentials fail the start with one clear error instead of every client
+retrying the login. :meth:`Service.start` raises on the first part that cannot start, naming it.
+
+Stop order is the reverse, bounded: :meth:`Service.stop` gives all parts together
+``shutdown_grace_seconds``; a part still stopping when its share runs out (a processor retrying
+against a broker that is gone, a producer flushing to nobody) is abandoned and named, and the
+managed broker is stopped in time kept for it, then killed. Abandoned work was not acknowledged,
+so it is redelivered on the next start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from confluent_kafka.admin import AdminClient
@@ -26,7 +33,7 @@ from streams.demo import seed
 from streams.echo import Echo
 from streams.embedded.kafka import LocalKafka
 from streams.ingest.files import FileProcessor
-from streams.kafka import Producer, client_config
+from streams.kafka import Producer, check_connection, client_config
 from streams.lag import LagMonitor
 from streams.media import LocalMediaStore
 from streams.metrics import Metrics
@@ -36,6 +43,9 @@ from streams.state import ConnectorState
 from streams.topics import Topics, check_record_limit, ensure_topics
 
 log = logging.getLogger(__name__)
+
+BROKER = "local Kafka broker"
+_BROKER_KILL_SECONDS = 2.0  # SIGKILL and reaping after the broker's own stop timeout
 
 
 class Service:
@@ -59,7 +69,10 @@ class Service:
         self.topics = Topics(settings.kafka.topic_prefix)
         self.kafka: LocalKafka | None = None
         self.http_url: str | None = None
-        self._stack: list[Callable[[], Any]] = []
+        self._stack: list[tuple[str, Callable[[], Awaitable[object]]]] = []
+        self._stop_deadline = 0.0
+        self.unstopped: list[str] = []
+        """Parts abandoned because they did not stop within the grace period."""
 
     async def start(self) -> None:
         """Start every part; on failure, stop what was started and re-raise."""
@@ -78,11 +91,12 @@ class Service:
             self.say("starting the local Kafka broker (first run fetches its jars with Maven) ...")
             self.kafka = LocalKafka(s.data_dir / "kafka", port=s.kafka.embedded_port)
             kafka = self.kafka
+            self._stack.append((BROKER, self._stop_broker))  # also when start is interrupted
             await loop.run_in_executor(None, kafka.start)
-            self._stack.append(lambda: loop.run_in_executor(None, kafka.stop))
             bootstrap = kafka.bootstrap_servers
             self.say(f"local Kafka is up at {bootstrap}")
         cfg = client_config(bootstrap, s.kafka.client_config)
+        await loop.run_in_executor(None, check_connection, cfg)
         admin = AdminClient(cfg)
         await loop.run_in_executor(
             None,
@@ -102,7 +116,7 @@ class Service:
 
         state = ConnectorState(s.database_url)
         await state.start()
-        self._stack.append(state.stop)
+        self._stack.append(("connector state", state.stop))
 
         producer = Producer(
             {
@@ -112,29 +126,29 @@ class Service:
             }
         )
         await producer.start()
-        self._stack.append(producer.stop)
+        self._stack.append(("producer", producer.stop))
 
         if self.echo_enabled:
             echo = Echo(cfg, self.topics, self.codec, self.say)
             await echo.start()
-            self._stack.append(echo.stop)
+            self._stack.append(("event echo", echo.stop))
 
         if s.processors.enabled:
             await self._start_processors(bootstrap, producer)
 
         self.runner = ConnectorRunner(s, producer, state, self.codec, self.metrics, self.topics)
         await self.runner.start()
-        self._stack.append(self.runner.stop)
+        self._stack.append(("connector runner", self.runner.stop))
 
         outcomes = OutcomeConsumer(self.runner, cfg, f"{self.topics.prefix}.connector-runner")
         await outcomes.start()
-        self._stack.append(outcomes.stop)
+        self._stack.append(("file-outcome consumer", outcomes.stop))
 
         app_runner = web.AppRunner(create_http_app(self.metrics, self.runner), access_log=None)
         await app_runner.setup()
         site = web.TCPSite(app_runner, s.http.host, s.http.port)
         await site.start()
-        self._stack.append(app_runner.cleanup)
+        self._stack.append(("HTTP endpoint", app_runner.cleanup))
         port = app_runner.addresses[0][1]
         self.http_url = f"http://{s.http.host}:{port}"
         n = len(self.runner.contexts)
@@ -146,14 +160,14 @@ class Service:
         s = self.settings
         cases = CaseStore(s.database_url, self.codec, self.topics, s.profiles_of)
         await cases.start()
-        self._stack.append(cases.stop)
+        self._stack.append(("case store", cases.stop))
         self.cases = cases
         relay = OutboxRelay(cases, producer, metrics=self.metrics)
         await relay.start()
-        self._stack.append(relay.stop)
+        self._stack.append(("outbox relay", relay.stop))
         media = LocalMediaStore(s.data_dir / "media")
         processor = FileProcessor(s, self.codec, self.topics, producer, self.metrics, cases, media)
-        self._stack.append(_async(processor.close))
+        self._stack.append(("file processor", _async(processor.close)))
         app = create_app(s, bootstrap, self.topics)
         files_agent.register(
             app, self.topics, self.codec, processor, producer, self.metrics, s.processors
@@ -162,8 +176,8 @@ class Service:
         cases_agent.register(
             app, self.topics, self.codec, writer, relay, self.metrics, s.processors
         )
+        self._stack.append(("stream processors", app.stop))  # also when start fails midway
         await app.start()
-        self._stack.append(app.stop)
         self.faust_app = app
         lag = LagMonitor(
             client_config(bootstrap, s.kafka.client_config),
@@ -174,19 +188,61 @@ class Service:
             },
         )
         await lag.start()
-        self._stack.append(lag.stop)
+        self._stack.append(("lag monitor", lag.stop))
 
-    async def stop(self) -> None:
-        """Stop every started part, most recent first."""
+    async def stop(self, grace: float | None = None) -> list[str]:
+        """Stop every started part, most recent first, within ``grace`` seconds in all
+        (default: ``shutdown_grace_seconds``); return the parts abandoned on this call.
+
+        A part may use half of the time left (all of it when it is the last one), less the time
+        kept for the managed broker, so a stuck part leaves the parts after it their turn. A part
+        still stopping then is abandoned: logged, listed in :attr:`unstopped`, and never awaited
+        again, so it cannot hold up the others or the exit. An error while stopping a part is
+        logged and the next part is stopped.
+        """
+        loop = asyncio.get_running_loop()
+        budget = self.settings.shutdown_grace_seconds if grace is None else grace
+        self._stop_deadline = loop.time() + budget
+        reserve = min(10.0, budget / 4) if self.kafka is not None else 0.0
+        late: list[str] = []
         while self._stack:
-            stop = self._stack.pop()
-            try:
-                await stop()
-            except Exception:  # keep stopping the rest; the error is logged with its traceback
-                log.exception("error while stopping")
+            name, stop = self._stack.pop()
+            if name == BROKER:
+                left = self._stop_deadline - loop.time() + _BROKER_KILL_SECONDS
+            else:
+                left = self._stop_deadline - reserve - loop.time()
+                if any(other != BROKER for other, _stop in self._stack):
+                    left /= 2
+            if left <= 0:
+                late.append(name)
+                continue
+            task = asyncio.ensure_future(stop())
+            done, _ = await asyncio.wait({task}, timeout=left)
+            if not done:
+                task.cancel()  # not awaited: it may not end promptly, and we cannot wait
+                late.append(name)
+            elif not task.cancelled() and (exc := task.exception()) is not None:
+                log.error("error while stopping the %s", name, exc_info=exc)
+        if late:
+            log.error(
+                "shutdown: did not stop within %.0fs (shutdown_grace_seconds), abandoned: %s",
+                budget,
+                ", ".join(late),
+            )
+        self.unstopped.extend(late)
+        return late
+
+    async def _stop_broker(self) -> None:
+        """Stop the managed broker in the time left before the stop deadline, then kill it."""
+        kafka = self.kafka
+        if kafka is None:
+            return
+        loop = asyncio.get_running_loop()
+        timeout = max(0.5, self._stop_deadline - loop.time())
+        await loop.run_in_executor(None, kafka.stop, timeout)
 
 
-def _async(fn: Callable[[], None]) -> Callable[[], Any]:
+def _async(fn: Callable[[], None]) -> Callable[[], Awaitable[None]]:
     async def call() -> None:
         await asyncio.get_running_loop().run_in_executor(None, fn)
 
@@ -194,10 +250,28 @@ def _async(fn: Callable[[], None]) -> Callable[[], Any]:
 
 
 async def run_until_stopped(service: Service, stop: asyncio.Event) -> None:
-    """Start ``service``, wait for ``stop``, then shut it down."""
-    await service.start()
+    """Start ``service``, wait for ``stop``, then shut it down within its grace period.
+
+    A stop requested while the service is still starting (a broker that does not answer, a
+    slow first fetch of the Kafka jars) interrupts the start, which stops what it had started.
+    A start failure is raised. Parts that did not stop in time are in ``service.unstopped``.
+    """
+    starting = asyncio.ensure_future(service.start())
+    waiting = asyncio.ensure_future(stop.wait())
     try:
-        await stop.wait()
+        await asyncio.wait({starting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            service.say("stopping ...")
+            starting.cancel()  # Service.start stops what it had started, within the grace
+            await asyncio.wait({starting}, timeout=service.settings.shutdown_grace_seconds + 5)
+            if not starting.done():
+                service.unstopped.append("start-up")
+            elif not starting.cancelled() and (exc := starting.exception()) is not None:
+                raise exc
+            return
+        starting.result()  # raises a start failure
+        await waiting
     finally:
-        service.say("stopping ...")
-        await service.stop()
+        waiting.cancel()
+    service.say("stopping ...")
+    await service.stop()

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -29,6 +37,7 @@ from pydantic_settings import (
 from connectors.local import LocalConfig
 from connectors.poller import PollConfig
 from connectors.sftp import SftpConfig
+from streams import security
 from streams.analysis.profiles import Profile
 from streams.codec import DEFAULT_SCHEMAS_DIR
 from streams.errors import ConfigError
@@ -56,7 +65,21 @@ class KafkaSettings(_Section):
     replication_factor: int = Field(1, ge=1, description="Replication for topics it creates.")
     client_config: dict[str, str] = Field(
         default_factory=dict,
-        description="Extra librdkafka properties (security.protocol, sasl.*, ...).",
+        repr=False,  # may hold sasl.password / ssl.key.password
+        description="Extra client properties in librdkafka's names. The security ones "
+        "(security.protocol, sasl.mechanism, sasl.username, sasl.password, ssl.ca.location, "
+        "ssl.certificate.location, ssl.key.location, ssl.key.password, "
+        "ssl.endpoint.identification.algorithm) reach every Kafka client, the stream "
+        "processors included; other security properties are refused; the rest go to the "
+        "librdkafka clients only. See streams/security.py.",
+        examples=[
+            {
+                "security.protocol": "SASL_SSL",
+                "sasl.mechanism": "SCRAM-SHA-512",
+                "sasl.username": "callstream",
+                "sasl.password": "secret",
+            }
+        ],
     )
     embedded_port: int | None = Field(None, description="Port of the managed local broker.")
     message_max_bytes: int = Field(
@@ -67,6 +90,14 @@ class KafkaSettings(_Section):
         "at start against the topics' max.message.bytes. A conversation or result that would "
         "exceed it is dead-lettered (record_too_large) instead of blocking its partition.",
     )
+
+    @field_validator("client_config")
+    @classmethod
+    def _clients_can_honour(cls, value: dict[str, str]) -> dict[str, str]:
+        found = security.problems(value)
+        if found:
+            raise PydanticCustomError("client_config", "{detail}", {"detail": "; ".join(found)})
+        return value
 
 
 class DatabaseSettings(_Section):
@@ -165,6 +196,15 @@ class Settings(BaseSettings):
     schemas_dir: Path = Field(DEFAULT_SCHEMAS_DIR, description="Folder of .avsc schemas.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = Field("text", description="json in production.")
+    shutdown_grace_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Longest time SIGTERM / Ctrl-C waits for every part to stop (work in "
+        "flight, a retrying processor, a broker that is gone). Whatever has not stopped by then "
+        "is named in the log and the process exits with status 1; unacknowledged work is "
+        "redelivered on the next start.",
+    )
     demo: bool | None = Field(
         None, description="Seed a demo tenant and sample files. Unset: only if no tenants."
     )

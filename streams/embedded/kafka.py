@@ -18,6 +18,10 @@ Contract:
   (``data_dir/broker.log``) when the JVM exits early or the timeout passes. ``stop()`` sends
   SIGTERM (clean shutdown, data flushed), then SIGKILL after the timeout; it is idempotent
   and is also registered with ``atexit`` while the broker runs.
+* ``LocalKafka(data_dir, scram_users={"name": "password"})`` adds a ``SASL_PLAINTEXT`` listener
+  (``sasl_bootstrap_servers``) that accepts SCRAM-SHA-256 and SCRAM-SHA-512 logins of those
+  users, beside the ``PLAINTEXT`` one (which brokers use among themselves and the readiness
+  probe uses). Users are created when the storage is first formatted.
 * ``main(argv)``: ``fetch`` (download jars, print progress) and
   ``run --data-dir D [--port P]`` (run a broker until Ctrl-C / SIGTERM).
 """
@@ -43,7 +47,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any
@@ -113,6 +117,7 @@ log4j.logger.org.apache.zookeeper=WARN
 """
 
 _process_lock = threading.Lock()
+_SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 class KafkaStartError(RuntimeError):
@@ -356,17 +361,27 @@ class LocalKafka:
         port: int | None = None,
         controller_port: int | None = None,
         heap: str = "1g",
+        scram_users: Mapping[str, str] | None = None,
     ) -> None:
         """Configure a broker for ``data_dir``; ports default to persisted or free ones."""
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.heap = heap
         self._heap_mb = _size_in_mb(heap)
+        self.scram_users = dict(scram_users or {})
         saved = self._saved_ports()
         self.port: int = port or saved.get("port") or _free_port()
+        taken = {self.port}
         chosen_cport = controller_port or saved.get("controller_port")
-        while chosen_cport is None or chosen_cport == self.port:
+        while chosen_cport is None or chosen_cport in taken:
             chosen_cport = _free_port()
         self.controller_port: int = chosen_cport
+        taken.add(chosen_cport)
+        self.sasl_port: int | None = None
+        if self.scram_users:
+            chosen_sport = saved.get("sasl_port")
+            while chosen_sport is None or chosen_sport in taken:
+                chosen_sport = _free_port()
+            self.sasl_port = chosen_sport
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_fh: IO[bytes] | None = None
         self._lock = threading.RLock()
@@ -377,6 +392,13 @@ class LocalKafka:
     def bootstrap_servers(self) -> str:
         """Return the PLAINTEXT bootstrap address, ``127.0.0.1:<port>``."""
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_bootstrap_servers(self) -> str:
+        """Return the SASL_PLAINTEXT (SCRAM) bootstrap address; only with ``scram_users``."""
+        if self.sasl_port is None:
+            raise KafkaStartError("this broker has no SASL listener (no scram_users given)")
+        return f"127.0.0.1:{self.sasl_port}"
 
     @property
     def log_path(self) -> Path:
@@ -416,21 +438,26 @@ class LocalKafka:
         return {
             k: v
             for k, v in raw.items()
-            if k in ("port", "controller_port") and isinstance(v, int) and 0 < v < 65536
+            if k in ("port", "controller_port", "sasl_port")
+            and isinstance(v, int)
+            and 0 < v < 65536
         }
 
     def _server_properties(self) -> str:
         """Return the server.properties text for this broker."""
+        listeners = [f"PLAINTEXT://127.0.0.1:{self.port}"]
+        protocols = ["PLAINTEXT:PLAINTEXT"]
+        if self.sasl_port is not None:
+            listeners.append(f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}")
+            protocols.append("SASL_PLAINTEXT:SASL_PLAINTEXT")
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "listeners": (
-                f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
-            ),
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "listeners": ",".join([*listeners, f"CONTROLLER://127.0.0.1:{self.controller_port}"]),
+            "advertised.listeners": ",".join(listeners),
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": ",".join([*protocols, "CONTROLLER:PLAINTEXT"]),
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(self._storage_dir),
             "offsets.topic.replication.factor": "1",
@@ -443,6 +470,12 @@ class LocalKafka:
             "auto.create.topics.enable": "false",
             "log.retention.hours": "168",
         }
+        if self.sasl_port is not None:
+            props["sasl.enabled.mechanisms"] = ",".join(_SCRAM_MECHANISMS)
+            for mechanism in _SCRAM_MECHANISMS:
+                props[f"listener.name.sasl_plaintext.{mechanism.lower()}.sasl.jaas.config"] = (
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+                )
         lines = ["# Generated by streams.embedded.kafka; rewritten on every start."]
         lines += [f"{key}={value}" for key, value in props.items()]
         return "\n".join(lines) + "\n"
@@ -461,7 +494,14 @@ class LocalKafka:
         """Persist ports and (re)write server.properties and log4j.properties."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._ports_file.write_text(
-            json.dumps({"port": self.port, "controller_port": self.controller_port}) + "\n",
+            json.dumps(
+                {
+                    "port": self.port,
+                    "controller_port": self.controller_port,
+                    **({"sasl_port": self.sasl_port} if self.sasl_port is not None else {}),
+                }
+            )
+            + "\n",
             encoding="utf-8",
         )
         self._properties_path.write_text(self._server_properties(), encoding="utf-8")
@@ -482,6 +522,11 @@ class LocalKafka:
             "-c",
             str(self._properties_path),
         ]
+        shown = " ".join(cmd)  # without the SCRAM passwords added below
+        for name, password in self.scram_users.items():
+            for mechanism in _SCRAM_MECHANISMS:
+                cmd += ["--add-scram", f"{mechanism}=[name={name},password={password}]"]
+                shown += f" --add-scram '{mechanism}=[name={name},password=***]'"
         LOG.info("formatting KRaft storage in %s (cluster id %s)", self._storage_dir, cluster_id)
         try:
             result = subprocess.run(
@@ -496,10 +541,13 @@ class LocalKafka:
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise KafkaStartError(f"Kafka storage format failed ({exc}): {' '.join(cmd)}") from exc
+            # not the exception text: a timeout repeats the command line, passwords included
+            raise KafkaStartError(
+                f"Kafka storage format failed ({type(exc).__name__}): {shown}"
+            ) from None
         if result.returncode != 0:
             raise KafkaStartError(
-                f"Kafka storage format failed (exit {result.returncode}): {' '.join(cmd)}\n"
+                f"Kafka storage format failed (exit {result.returncode}): {shown}\n"
                 f"{_tail_text(result.stdout) or '<no output>'}"
             )
 
@@ -546,7 +594,10 @@ class LocalKafka:
             self._close_log()
             libs = ensure_jars()
             self._reap_orphan()
-            for name, port in (("broker", self.port), ("controller", self.controller_port)):
+            ports = [("broker", self.port), ("controller", self.controller_port)]
+            if self.sasl_port is not None:
+                ports.append(("SASL listener", self.sasl_port))
+            for name, port in ports:
                 if not _port_is_free(port):
                     raise KafkaStartError(
                         f"cannot start Kafka in {self.data_dir}: {name} port {port} is already in "
@@ -592,6 +643,7 @@ class LocalKafka:
             atexit.register(self.stop)
             try:
                 self._wait_ready(started + timeout, timeout)
+                self._warm_up(max(1.0, started + timeout - time.monotonic()))
             except BaseException:
                 self.stop()
                 raise
@@ -640,6 +692,43 @@ class LocalKafka:
                 return
             last_error = "metadata lists no brokers yet"
             time.sleep(0.2)
+
+    def _warm_up(self, timeout: float) -> None:
+        """Have the broker ready what the first clients ask for, before any of them connects.
+
+        A fresh KRaft broker answers the first idempotent producer with "coordinator load in
+        progress" until it has a block of producer ids, and the first consumer group with
+        "coordinator not available" until ``__consumer_offsets`` exists; the clients retry, but
+        log warnings and errors that alarm users on a healthy start. One transactional
+        initialisation and one committed-offsets lookup (under a second together) settle both.
+        Not fatal: a client that still finds them missing retries on its own.
+        """
+        from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+
+        deadline = time.monotonic() + timeout
+        common = {"bootstrap.servers": self.bootstrap_servers, "log.connection.close": False}
+        producer = Producer(
+            {**common, "transactional.id": "callstream-embedded-warm-up"}, logger=_ProbeLogger()
+        )
+        try:
+            producer.init_transactions(max(1.0, deadline - time.monotonic()))
+        except KafkaException as exc:
+            LOG.debug("producer-id warm-up did not finish: %s", exc)
+        consumer = Consumer(
+            {**common, "group.id": "callstream-embedded-warm-up"}, logger=_ProbeLogger()
+        )
+        try:
+            while True:
+                try:
+                    consumer.committed([TopicPartition("__consumer_offsets", 0)], timeout=5)
+                    break
+                except KafkaException as exc:  # NOT_COORDINATOR while the topic is created
+                    if time.monotonic() > deadline:
+                        LOG.debug("group coordinator warm-up did not finish: %s", exc)
+                        break
+                    time.sleep(0.2)
+        finally:
+            consumer.close()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the broker: SIGTERM, wait up to ``timeout``, then SIGKILL; idempotent."""

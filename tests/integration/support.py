@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -72,12 +72,14 @@ def settings_for(
     prefix: str,
     data_dir: Path,
     connectors: list[ConnectorSettings],
+    /,
     *,
     tenant: str = "acme",
     database_url: str | None = None,
     **extra: Any,
 ) -> Settings:
-    """Settings for an in-process service against the session's real servers."""
+    """Settings for an in-process service against the session's real servers; ``extra``
+    sections (``kafka={...}``, ``processors={...}``) merge into the defaults."""
     fields: dict[str, Any] = {
         "data_dir": data_dir,
         "kafka": {"bootstrap_servers": kafka, "topic_prefix": prefix, "partitions": 3},
@@ -244,20 +246,40 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def write_config(path: Path, settings: Settings) -> Path:
-    """Write ``settings`` as the YAML file a separate ``callstream run`` process reads."""
-    path.write_text(yaml.safe_dump(_plain(settings.model_dump())))
+def write_config(path: Path, settings: Settings, exclude: frozenset[str] = frozenset()) -> Path:
+    """Write ``settings`` as the YAML file a separate ``callstream run`` process reads, less the
+    top-level fields in ``exclude`` (the process then uses its own defaults for them)."""
+    path.write_text(yaml.safe_dump(_plain(settings.model_dump(exclude=set(exclude)))))
     return path
 
 
+CALLSTREAM = (sys.executable, "-m", "streams")
+"""The ``callstream`` command of this checkout."""
+
+
 def start_service(
-    config: Path, log: Path, env: dict[str, str] | None = None
+    config: Path,
+    log: Path,
+    env: dict[str, str] | None = None,
+    *,
+    command: Sequence[str] = CALLSTREAM,
+    cwd: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start ``callstream run`` as its own process (as in production), logging to ``log``."""
+    """Start ``callstream run`` as its own process (as in production), logging to ``log``;
+    ``command`` is another installation's ``callstream`` executable."""
     with log.open("ab") as out:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
-            [sys.executable, "-m", "streams", "--config", str(config), "run", "--no-echo"],
+            [*command, "--config", str(config), "run", "--no-echo"],
             stdout=out,
             stderr=subprocess.STDOUT,
+            cwd=cwd,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
+
+
+def wait_for_log(log: Path, text: str, timeout: float) -> None:
+    """Wait until ``text`` appears in a service's log; fail with the log's tail on timeout."""
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, log.read_text(errors="replace")[-4000:]
+        time.sleep(0.3)
