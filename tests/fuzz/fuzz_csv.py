@@ -37,6 +37,10 @@ def seeds(delimiter: str) -> list[bytes]:
         f"external_interaction_id{d}started_at{d}ended_at\nE-1{d}2026-11-20T10:00:00+02:00"
         f"{d}2026-11-20T07:00:00Z\n",  # ends before it starts
     ]
+    texts += [
+        header.replace("campaign", "x" * 1100),  # a header field over the limit
+        header + rows[0].replace("winter", "w" * 1100),  # a field over the limit
+    ]
     return [t.encode() for t in texts] + [header.encode() + b"C\xff\xfe" + d.encode() + b"x\n"]
 
 
@@ -55,6 +59,8 @@ TOKENS = [
     b"2026-11-20T09:00:00Z",
     b"2026-11-20 09:00:00+05:30",
     b"1763629272.5",
+    b"CallID",
+    b"Call Start",
 ]
 
 if __name__ == "__main__":

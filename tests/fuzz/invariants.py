@@ -38,8 +38,15 @@ MAX_REASON = 32
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 #: An accepted id must fit the case store's column (a longer one fails the whole batch).
 MAX_EXTERNAL_ID = cast(String, cases.c.external_interaction_id.type).length or 0
-#: Small limits, so that short inputs reach the size checks.
+#: Small limits, so that short inputs reach the size checks (CSV and chat).
 SETTINGS = ParseSettings(max_field_bytes=1024, max_document_bytes=64 * 1024)
+#: TSV goes through the other code paths: a column mapping and a local zone.
+MAPPED = ParseSettings(
+    source_system="five9",
+    mapping={"external_interaction_id": "CallID", "started_at": "Call Start"},
+    timezone="America/New_York",
+    max_field_bytes=1024,
+)
 ANNOUNCED = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
 #: Store roots ``join`` is checked against: none, the file-system root, absolute, relative.
 ROOTS = ("", "/", "/srv/inbox", "/srv/inbox/", "data/in")
@@ -77,7 +84,7 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
-def check_conversation(row: ParsedRow, path: str) -> None:
+def check_conversation(row: ParsedRow, path: str, settings: ParseSettings) -> None:
     """An accepted conversation is clean text, fits the case store and encodes as files.py does."""
     conv = row.conversation
     if conv is None:
@@ -93,7 +100,7 @@ def check_conversation(row: ParsedRow, path: str) -> None:
     record = {
         **conv,
         "tenant": "fuzz",
-        "source_system": SETTINGS.source_system,
+        "source_system": settings.source_system,
         "source": {
             "file_id": "0" * 32,
             "connector": "fuzz",
@@ -108,11 +115,11 @@ def check_conversation(row: ParsedRow, path: str) -> None:
         raise InvariantBroken("encode_failed", f"row {row.row}: {exc}") from exc
 
 
-def check_parse(data: bytes, path: str) -> None:
+def check_parse(data: bytes, path: str, settings: ParseSettings = SETTINGS) -> None:
     """Parse ``data`` as the file ``path`` to the end and check every row (see module doc)."""
     previous = 0
     try:
-        for row in parse(io.BytesIO(data), path, SETTINGS):
+        for row in parse(io.BytesIO(data), path, settings):
             if not isinstance(row, ParsedRow):
                 raise InvariantBroken("not_a_row", repr(row)[:80])
             if (row.conversation is None) == (row.error is None):
@@ -124,7 +131,7 @@ def check_parse(data: bytes, path: str) -> None:
             if row.line < 1:
                 raise InvariantBroken("line_number", f"row {row.row} on line {row.line}")
             previous = row.row
-            check_conversation(row, path)
+            check_conversation(row, path, settings)
     except FileRejected as exc:
         if not _reason_ok(exc.reason):
             raise InvariantBroken("unbounded_reason", repr(exc.reason)[:80]) from exc
@@ -173,7 +180,7 @@ def _strictly_below(root: str, joined: str) -> bool:
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "csv": lambda data: check_parse(data, "x.csv"),
-    "tsv": lambda data: check_parse(data, "x.tsv"),
+    "tsv": lambda data: check_parse(data, "x.tsv", MAPPED),
     "chat": lambda data: check_parse(data, "x.json"),
     "paths": check_paths,
 }
