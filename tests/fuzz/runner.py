@@ -12,10 +12,11 @@ executions, executions/s, coverage edges (libFuzzer's ``cov:``), crashes. Exits 
 harness crashed (a new finding, a timeout or running out of memory), else 0.
 
 Known findings: a saved input in ``tests/fuzz/crashes/`` that still fails today marks its
-signature (:func:`invariants.signature`) as known; a harness counts a known finding and goes on,
-so a run reaches its executions while the fix is pending, and a new kind of failure still stops
-it. Once the code is fixed, the saved input passes, its signature is no longer known, and the
-regression test (``tests/unit/streams/test_fuzz_regressions.py``, xfail strict) reports it.
+signature (:func:`invariants.signature`) as known; a harness reports the first hit of each known
+finding and goes on, so a run reaches its executions while the fix is pending, and a new kind of
+failure still stops it. Once the code is fixed, the saved input passes, its signature is no
+longer known, and its regression test (``tests/unit/streams/test_fuzz_regressions.py``, xfail
+strict) reports XPASS.
 ``FUZZ_STRICT=1`` makes every finding a crash.
 """
 
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
+import atheris
 from invariants import REPO, TARGETS, saved_crashes, signature
 
 HERE = Path(__file__).resolve().parent
@@ -71,11 +73,9 @@ def dictionary(tokens: Iterable[bytes]) -> str:
 def fuzz_main(target: str, seeds: Iterable[bytes], tokens: Iterable[bytes] = ()) -> NoReturn:
     """Fuzz ``invariants.TARGETS[target]`` with libFuzzer's command line in ``sys.argv``.
 
-    ``seeds`` are written into the first corpus folder (a temporary one if none is given);
-    ``tokens`` become libFuzzer's dictionary unless the command line names one (``-dict=``).
+    ``seeds`` are written into the first corpus folder (``var/fuzz/corpus/<target>`` if none is
+    given); ``tokens`` become libFuzzer's dictionary unless the command line names one.
     """
-    import atheris  # here, not at the top: the supervisor runs without it in its own process
-
     check = TARGETS[target]
     known = known_findings(target)
     for sig, name in known.items():
@@ -83,13 +83,16 @@ def fuzz_main(target: str, seeds: Iterable[bytes], tokens: Iterable[bytes] = ())
     flags = [a for a in sys.argv[1:] if a.startswith("-")]
     inputs = [a for a in sys.argv[1:] if not a.startswith("-")]
     if not inputs:
-        inputs = [tempfile.mkdtemp(prefix=f"fuzz-{target}-")]
+        corpus = OUT / "corpus" / target
+        corpus.mkdir(parents=True, exist_ok=True)
+        inputs = [str(corpus)]
     if Path(inputs[0]).is_dir():
         for i, seed in enumerate(seeds):
             (Path(inputs[0]) / f"seed-{i:03d}").write_bytes(seed)
     tokens = list(tokens)
     if tokens and not any(f.startswith("-dict=") for f in flags):
-        words = Path(tempfile.mkdtemp(prefix=f"fuzz-{target}-dict-")) / f"{target}.dict"
+        OUT.mkdir(parents=True, exist_ok=True)
+        words = OUT / f"{target}.dict"
         words.write_text(dictionary(tokens))
         flags.append(f"-dict={words}")
     seen: set[str] = set()
