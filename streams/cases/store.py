@@ -26,6 +26,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -494,6 +495,7 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._since_purge = 0
+        self._last_purge = float("-inf")  # purge on the first publish, then every 10 minutes
 
     def wake(self) -> None:
         """Publish soon: new rows were committed."""
@@ -584,8 +586,8 @@ class OutboxRelay:
                     announced = announced.replace(tzinfo=dt.UTC)
                 self.metrics.end_to_end_latency.observe((now - announced).total_seconds())
         self._since_purge += len(rows)
-        if self._since_purge >= 50_000:
-            self._since_purge = 0
+        if self._since_purge >= 50_000 or time.monotonic() - self._last_purge >= 600:
+            self._since_purge, self._last_purge = 0, time.monotonic()
             cutoff = utcnow() - dt.timedelta(hours=1)
             async with engine.begin() as conn:
                 await conn.execute(delete(outbox).where(outbox.c.published_at < cutoff))

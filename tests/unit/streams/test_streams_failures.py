@@ -182,33 +182,3 @@ async def test_redelivered_older_content_creates_no_version(tmp_path: Path) -> N
         late = await store.apply([a])  # the older content alone, out of order
         assert late.duplicates["acme"] == 1 and not late.updated
         assert await store.count_current_results() == 1
-
-
-class RefusingProducer(FakeProducer):
-    """Refuses any batch that holds the value ``b'too big'``, as librdkafka does."""
-
-    async def send_batch(self, records: list[Record]) -> None:
-        if any(value == b"too big" for _topic, _key, value in records):
-            raise PublishError("refused", retriable=False, code="MSG_SIZE_TOO_LARGE")
-        await super().send_batch(records)
-
-
-async def test_a_record_kafka_refuses_for_good_does_not_stall_the_outbox(tmp_path: Path) -> None:
-    from streams.cases.store import OutboxRelay, outbox
-
-    url = f"sqlite+aiosqlite:///{tmp_path / 'cases.db'}"
-    async with CaseStore(url, CODEC, Topics("t"), lambda _t: ()) as store:
-        now = dt.datetime.now(dt.UTC)
-        rows = [
-            {"topic": "t.x", "key": b"k", "value": v, "created_at": now, "published_at": None}
-            for v in (b"one", b"too big", b"three")
-        ]
-        async with store.engine.begin() as conn:
-            await conn.execute(outbox.insert(), rows)
-        producer = RefusingProducer()
-        metrics = Metrics()
-        relay = OutboxRelay(store, producer, metrics=metrics)  # type: ignore[arg-type]
-        assert await relay.publish_once() == 3
-        assert [value for _t, _k, value in producer.records] == [b"one", b"three"]
-        assert await relay.publish_once() == 0
-        assert metrics.poison_records.labels(stage="outbox")._value.get() == 1

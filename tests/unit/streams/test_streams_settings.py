@@ -358,7 +358,11 @@ def test_a_full_file_is_loaded(tmp_path: Path) -> None:
         log_format: json
         kafka:
           bootstrap_servers: kafka-1:9092,kafka-2:9092
-          client_config: {{security.protocol: SASL_SSL}}
+          client_config:
+            security.protocol: SASL_SSL
+            sasl.mechanism: SCRAM-SHA-512
+            sasl.username: acme
+            sasl.password: secret
         tenants:
           - id: acme
             connectors:
@@ -383,7 +387,8 @@ def test_a_full_file_is_loaded(tmp_path: Path) -> None:
     assert s.data_dir == tmp_path / "state"
     assert s.log_format == "json"
     assert s.kafka.bootstrap_servers == "kafka-1:9092,kafka-2:9092"
-    assert s.kafka.client_config == {"security.protocol": "SASL_SSL"}
+    assert s.kafka.client_config["security.protocol"] == "SASL_SSL"
+    assert s.kafka.client_config["sasl.mechanism"] == "SCRAM-SHA-512"
     sftp, local = s.tenants[0].connectors
     assert isinstance(sftp.store, SftpConfig)
     assert sftp.store.root == "/upload"
