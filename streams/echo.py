@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 
 from streams.codec import AvroCodec
 from streams.errors import SchemaError
@@ -92,9 +92,20 @@ class Echo:
         self._task: asyncio.Task[None] | None = None
 
     def _from_start_time(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            tp.offset = self._started_ms
-        found = consumer.offsets_for_times(partitions, timeout=10)
+        # Topics created a moment ago may not have leaders yet (NOT_LEADER_FOR_PARTITION): try
+        # again for a while. An exception must not escape: it would end the consumer's thread.
+        wanted = [TopicPartition(tp.topic, tp.partition, self._started_ms) for tp in partitions]
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                found = consumer.offsets_for_times(wanted, timeout=10)
+                break
+            except KafkaException as exc:
+                if time.monotonic() > deadline:
+                    log.warning("echo: %s; showing events from now on", exc)
+                    found = [TopicPartition(tp.topic, tp.partition, OFFSET_END) for tp in wanted]
+                    break
+                time.sleep(0.2)
         consumer.assign(found)
 
     async def start(self) -> None:

@@ -87,7 +87,19 @@ def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
     if args.exc_type is asyncio.CancelledError:
         logging.getLogger(__name__).debug("thread %s ended by cancellation", name)
         return
-    exc_info = (args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback)
+    value = args.exc_value
+    if not isinstance(value, BaseException):
+        logging.getLogger(__name__).error("thread %s failed: %r", name, value)
+        return
+    seen: set[int] = set()
+    link: BaseException | None = value
+    while link is not None and id(link) not in seen:  # C extensions may chain non-exceptions
+        seen.add(id(link))
+        for attr in ("__cause__", "__context__"):
+            if not isinstance(getattr(link, attr, None), BaseException | None):
+                setattr(link, attr, None)
+        link = link.__cause__ or link.__context__
+    exc_info = (args.exc_type, value, args.exc_traceback)
     logging.getLogger(__name__).error("thread %s failed", name, exc_info=exc_info)
 
 

@@ -10,6 +10,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+ECHO = re.compile(r"^(file announced|case \w+|result|dead letter)\s")
+"""The lines that show events flowing (the point of the quickstart), not status or logs."""
+QUIET_LIMIT = 30
+"""Most other lines on a healthy start: callstream's own status lines, no framework chatter."""
 SAMPLES = {
     "2026-11-20_conversations.csv",
     "chats/CHAT-2001.json",
@@ -58,6 +62,8 @@ def test_readme_first_command_announces_the_sample_files(tmp_path: Path) -> None
                 assert proc.poll() is None, log.read_text()
                 assert time.monotonic() < deadline, log.read_text()[-4000:]
                 time.sleep(0.5)
+        time.sleep(3)  # let the samples' clean-up and any late log lines show
+        healthy_start = log.read_text()
         # a file the user drops into the inbox is announced too
         dropped = tmp_path / "var/inbox/demo/2026-11-21_conversations.csv"
         dropped.write_text("external_interaction_id\nCALL-9\n")
@@ -69,6 +75,12 @@ def test_readme_first_command_announces_the_sample_files(tmp_path: Path) -> None
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does
         proc.wait(60)  # make itself reports the interrupt with a non-zero status, as on a terminal
     text = log.read_text()
+    # a healthy start is quiet: no errors, and little besides the events themselves
+    assert not [line for line in healthy_start.splitlines() if " ERROR " in line], healthy_start
+    other = [line for line in healthy_start.splitlines() if not ECHO.match(line)]
+    print(f"healthy start: {len(other)} lines besides the events:\n" + "\n".join(other))
+    assert len(other) <= QUIET_LIMIT, healthy_start
+    assert not [line for line in text.splitlines() if " ERROR " in line], text[-3000:]
     assert "callstream is running" in text
     assert "stopping Kafka" in text, text[-3000:]
     assert "Traceback" not in text, text[-3000:]
