@@ -1,7 +1,7 @@
 # The two commands of the README's quickstart, plus the pieces they are made of.
 # Every target installs what it needs first (scripts/bootstrap.sh is idempotent).
 
-.PHONY: run test lint unit integration bench bootstrap
+.PHONY: run test lint unit integration bench fuzz fuzz-ci bootstrap
 
 run: bootstrap          ## run the service on its embedded defaults (local Kafka, SQLite, demo tenant)
 	.venv/bin/callstream run
@@ -20,6 +20,12 @@ integration: bootstrap
 
 bench: bootstrap        ## benchmarks: print figures, assert nothing about speed
 	.venv/bin/pytest tests/benchmarks -q -s -m benchmark
+
+fuzz: bootstrap         ## every fuzz harness for 1,000,000 executions: figures, exit 1 on a crash
+	.venv/bin/python tests/fuzz/runner.py --runs 1000000
+
+fuzz-ci: bootstrap      ## every fuzz harness for FUZZ_SECONDS (30) s, as CI runs them
+	.venv/bin/python tests/fuzz/runner.py --seconds $${FUZZ_SECONDS:-30}
 
 bootstrap:
 	@scripts/bootstrap.sh

@@ -46,6 +46,7 @@ class SkipReason(StrEnum):
     TOO_YOUNG = "too_young"
     UNSTABLE = "unstable"
     AWAITING_MARKER = "awaiting_marker"
+    STALE_MARKER = "stale_marker"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +76,12 @@ class FileStore(Protocol):
       or unsafe name. It never follows symlinks.
     - ``open`` returns a binary file object for a streaming read of a regular file, refusing
       symlinks and anything outside the root; the caller closes it.
-    - ``move`` renames within the root, creating parent folders and replacing the target;
-      ``delete`` removes a file. Both are used only by the poller's clean-up.
+    - ``move`` renames within the root, creating parent folders and replacing the target (with
+      ``replace=False`` it raises :class:`~connectors.errors.TargetExists` instead, atomically
+      where the store can); ``delete`` removes a file. Both are used only by the poller's
+      clean-up.
+    - Names with a control character and paths longer than
+      :data:`~connectors.paths.MAX_PATH_CHARS` are listed as ``unsafe_name`` skipped entries.
     """
 
     description: str
@@ -92,6 +97,6 @@ class FileStore(Protocol):
 
     def open(self, path: str) -> BinaryIO: ...
 
-    def move(self, src: str, dst: str) -> None: ...
+    def move(self, src: str, dst: str, *, replace: bool = True) -> None: ...
 
     def delete(self, path: str) -> None: ...

@@ -8,7 +8,8 @@
      ├── HostKeyMismatch            the server's host key is not the pinned one
      ├── UnsafePath                 a name that would leave the connector's root
      ├── NotARegularFile            a symlink, FIFO, device or folder where a file was expected
-     └── FileVanished               the file went away between listing and use
+     ├── FileVanished               the file went away between listing and use
+     └── TargetExists               a move that must not replace found its target taken
 
 The connector runner backs off and retries every ``ConnectorError``: credentials and host keys
 get fixed by operators while the service keeps running. ``kind`` is a short, bounded label for
@@ -68,3 +69,10 @@ class FileVanished(ConnectorError):
 
     retriable = False
     kind = "vanished"
+
+
+class TargetExists(ConnectorError):
+    """A move with ``replace=False`` found something at the target path already."""
+
+    retriable = False
+    kind = "target_exists"

@@ -1,12 +1,18 @@
 """Local-folder file store: a directory on this machine (or a mounted share).
 
-Symlinks are never followed: listings use ``lstat`` and ``open`` uses ``O_NOFOLLOW`` after
-checking that the resolved path is still inside the root, so a link planted in the folder can
-not expose other files.
+Symlinks are never followed, and there is no check-then-use: every operation walks from the
+root one component at a time with ``openat(O_DIRECTORY | O_NOFOLLOW)`` and then acts relative to
+the folder descriptor it holds (``fstatat``, ``openat(O_NOFOLLOW)``, ``renameat``, ``unlinkat``,
+``linkat``). A symlinked folder planted anywhere on the path, before or during the call, makes
+the call fail with :class:`~connectors.errors.UnsafePath` instead of reaching outside the root.
+Listings read folders through descriptors opened the same way. The configured root itself is
+trusted (operators may point it at a link).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import stat as stat_mod
 from collections.abc import Iterator
@@ -22,8 +28,12 @@ from connectors.errors import (
     FileVanished,
     NotARegularFile,
     StoreUnavailable,
+    TargetExists,
     UnsafePath,
 )
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV, errno.EMLINK}
 
 
 class LocalConfig(BaseModel):
@@ -34,6 +44,10 @@ class LocalConfig(BaseModel):
     type: Literal["local"] = "local"
     root: Path = Field(description="Folder files arrive in.", examples=["/var/lib/callstream/in"])
     create: bool = Field(False, description="Create the folder if it does not exist.")
+
+
+class _Missing(Exception):
+    """A folder on the way to a path does not exist (or is a regular file)."""
 
 
 class LocalStore:
@@ -61,13 +75,60 @@ class LocalStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _full(self, path: str) -> Path:
-        full = self._root / paths.normalize(path)
-        real_parent = os.path.realpath(full.parent)
-        real_root = os.path.realpath(self._root)
-        if os.path.commonpath([real_parent, real_root]) != real_root:
-            raise UnsafePath(f"{path!r} resolves outside {str(self._root)!r}")
-        return full
+    # -- resolution beneath the root -----------------------------------------------------------
+
+    def _open_root(self) -> int:
+        try:
+            return os.open(self._root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise StoreUnavailable(f"opening folder {str(self._root)!r}: {exc}") from exc
+
+    def _open_child(self, fd: int, name: str, rel: str, *, create: bool) -> int:
+        """Open folder ``name`` beneath ``fd`` without following a link (creating it if asked)."""
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=fd)
+        except FileNotFoundError:
+            if not create:
+                raise _Missing(rel) from None
+        except NotADirectoryError:  # a link (O_NOFOLLOW) or a file where a folder should be
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if stat_mod.S_ISLNK(st.st_mode):
+                raise UnsafePath(
+                    f"{rel!r} in {self._root} is a symbolic link; links are never followed"
+                ) from None
+            if create:
+                raise ConnectorError(f"{rel!r} in {self._root} is a file, not a folder") from None
+            raise _Missing(rel) from None
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, dir_fd=fd)
+        return self._open_child(fd, name, rel, create=False)
+
+    def _open_folder(self, folder: str, *, create: bool = False) -> int:
+        """Return a descriptor of ``folder`` ('' = the root), walked one component at a time."""
+        fd = self._open_root()
+        walked: list[str] = []
+        try:
+            for part in folder.split("/") if folder else []:
+                walked.append(part)
+                child = self._open_child(fd, part, "/".join(walked), create=create)
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    @contextlib.contextmanager
+    def _parent(self, path: str, *, create: bool = False) -> Iterator[tuple[int, str]]:
+        """Yield (descriptor of the folder holding ``path``, its last name)."""
+        norm = paths.normalize(path)
+        fd = self._open_folder(paths.parent(norm), create=create)
+        try:
+            yield fd, norm.rsplit("/", 1)[-1]
+        finally:
+            os.close(fd)
+
+    # -- listing -------------------------------------------------------------------------------
 
     def iter_entries(self, prune: Prune | None = None) -> Iterator[RemoteFile | SkippedEntry]:
         """Walk the tree under the root without following links (see the protocol)."""
@@ -75,23 +136,17 @@ class LocalStore:
         while stack:
             folder = stack.pop()
             try:
-                with os.scandir(self._root / folder if folder else self._root) as it:
-                    entries = sorted(it, key=lambda e: e.name)
-            except FileNotFoundError:
-                if folder:
-                    continue
-                raise StoreUnavailable(f"folder {str(self._root)!r} does not exist") from None
-            except OSError as exc:
-                raise StoreUnavailable(f"listing {folder or '.'!r} in {self._root}: {exc}") from exc
+                listed = self._list(folder)
+            except _Missing:
+                continue  # removed (or replaced by a file) while we walked
+            except UnsafePath:  # replaced by a link while we walked
+                yield SkippedEntry(folder, SkipReason.SYMLINK, "symbolic link")
+                continue
             subfolders = []
-            for entry in entries:
-                rel = f"{folder}/{entry.name}" if folder else entry.name
-                if not paths.is_safe_name(entry.name):
-                    yield SkippedEntry(rel, SkipReason.UNSAFE_NAME, "unsafe name")
-                    continue
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
+            for name, st in listed:
+                rel = f"{folder}/{name}" if folder else name
+                if not paths.is_safe_name(name) or len(rel) > paths.MAX_PATH_CHARS:
+                    yield SkippedEntry(rel, SkipReason.UNSAFE_NAME, paths.unsafe_reason(rel))
                     continue
                 if stat_mod.S_ISLNK(st.st_mode):
                     yield SkippedEntry(rel, SkipReason.SYMLINK, "symbolic link")
@@ -104,11 +159,37 @@ class LocalStore:
                     yield SkippedEntry(rel, SkipReason.SPECIAL_FILE, f"mode {st.st_mode:o}")
             stack.extend(reversed(subfolders))
 
+    def _list(self, folder: str) -> list[tuple[str, os.stat_result]]:
+        """Return a folder's entries with their own (never followed) status, sorted by name."""
+        try:
+            fd = self._open_folder(folder)
+        except _Missing:
+            if folder:
+                raise
+            raise StoreUnavailable(f"folder {str(self._root)!r} does not exist") from None
+        except OSError as exc:
+            raise StoreUnavailable(f"listing {folder or '.'!r} in {self._root}: {exc}") from exc
+        out: list[tuple[str, os.stat_result]] = []
+        try:
+            with os.scandir(fd) as it:
+                for entry in it:
+                    with contextlib.suppress(FileNotFoundError):  # removed since readdir
+                        out.append((entry.name, entry.stat(follow_symlinks=False)))
+        except OSError as exc:
+            raise StoreUnavailable(f"listing {folder or '.'!r} in {self._root}: {exc}") from exc
+        finally:
+            os.close(fd)
+        out.sort(key=lambda item: item[0])
+        return out
+
+    # -- single files --------------------------------------------------------------------------
+
     def stat(self, path: str) -> RemoteFile | None:
         """Return the current version of a regular file, or None if it is gone."""
         try:
-            st = os.lstat(self._full(path))
-        except (FileNotFoundError, NotADirectoryError):
+            with self._parent(path) as (fd, name):
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except (_Missing, FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
             raise ConnectorError(f"stat {path!r} in {self._root}: {exc}") from exc
@@ -117,11 +198,11 @@ class LocalStore:
         return RemoteFile(paths.normalize(path), st.st_size, st.st_mtime)
 
     def open(self, path: str) -> BinaryIO:
-        """Open a regular file for reading, refusing symlinks."""
-        full = self._full(path)
+        """Open a regular file for reading, refusing symlinks anywhere on the path."""
         try:
-            fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except FileNotFoundError as exc:
+            with self._parent(path) as (dir_fd, name):
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+        except (_Missing, FileNotFoundError) as exc:
             raise FileVanished(f"{path!r} is no longer in {self._root}") from exc
         except OSError as exc:  # ELOOP: the last component is a symlink
             raise NotARegularFile(f"opening {path!r} in {self._root}: {exc}") from exc
@@ -131,22 +212,51 @@ class LocalStore:
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb", buffering=1024 * 1024)
 
-    def move(self, src: str, dst: str) -> None:
-        """Rename ``src`` to ``dst`` inside the root, creating folders, replacing ``dst``."""
-        source, target = self._full(src), self._full(dst)
+    def move(self, src: str, dst: str, *, replace: bool = True) -> None:
+        """Rename ``src`` to ``dst`` inside the root, creating folders (see the protocol)."""
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(source, target)
-        except FileNotFoundError as exc:
+            with (
+                self._parent(src) as (src_fd, src_name),
+                self._parent(dst, create=True) as (
+                    dst_fd,
+                    dst_name,
+                ),
+            ):
+                if replace:
+                    os.rename(src_name, dst_name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+                else:
+                    _move_no_replace(src_fd, src_name, dst_fd, dst_name)
+        except (_Missing, FileNotFoundError) as exc:
             raise FileVanished(f"{src!r} is no longer in {self._root}") from exc
+        except FileExistsError as exc:
+            raise TargetExists(f"{dst!r} already exists in {self._root}") from exc
+        except ConnectorError:
+            raise
         except OSError as exc:
             raise ConnectorError(f"moving {src!r} to {dst!r} in {self._root}: {exc}") from exc
 
     def delete(self, path: str) -> None:
         """Remove a file inside the root."""
         try:
-            os.unlink(self._full(path))
-        except FileNotFoundError:
+            with self._parent(path) as (fd, name):
+                os.unlink(name, dir_fd=fd)
+        except (_Missing, FileNotFoundError):
             return
         except OSError as exc:
             raise ConnectorError(f"deleting {path!r} in {self._root}: {exc}") from exc
+
+
+def _move_no_replace(src_fd: int, src: str, dst_fd: int, dst: str) -> None:
+    """Rename without replacing: link then unlink (atomic), or check-then-rename without links."""
+    try:
+        os.link(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        try:  # a file system without hard links: as OpenSSH's sftp-server does, racy
+            os.stat(dst, dir_fd=dst_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            os.rename(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+            return
+        raise FileExistsError(errno.EEXIST, "target exists", dst) from exc
+    os.unlink(src, dir_fd=src_fd)

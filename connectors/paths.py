@@ -1,21 +1,34 @@
 """Connector-relative paths: one normal form, and no way out of the root.
 
 Every path that crosses the store protocol is POSIX, relative to the connector's root, with no
-empty, ``.`` or ``..`` component. :func:`normalize` enforces that for names that come from
-configuration or from events; :func:`is_safe_name` screens single names returned by a listing.
+empty, ``.`` or ``..`` component and no control character. :func:`normalize` enforces that for
+names that come from configuration or from events; :func:`is_safe_name` screens single names
+returned by a listing and :func:`is_safe_path` whole listed paths (which must also fit the state
+table's ``path`` column, :data:`MAX_PATH_CHARS`).
 """
 
 from __future__ import annotations
 
 import posixpath
+import re
 
 from connectors.errors import UnsafePath
+
+MAX_PATH_CHARS = 1024
+"""Longest connector-relative path served: the width of ``connector_files.path``."""
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def has_control_character(text: str) -> bool:
+    """Tell whether ``text`` contains a C0 control character or DEL (newline included)."""
+    return _CONTROL.search(text) is not None
 
 
 def normalize(path: str) -> str:
     """Return ``path`` in normal form or raise :class:`UnsafePath`."""
-    if not path or "\x00" in path:
-        raise UnsafePath(f"empty path or NUL byte in {path!r}")
+    if not path or has_control_character(path):
+        raise UnsafePath(f"empty path or control character in {path!r}")
     if path.startswith("/"):
         raise UnsafePath(f"absolute path {path!r}: paths are relative to the connector root")
     parts = [p for p in path.split("/") if p not in ("", ".")]
@@ -30,8 +43,29 @@ def join(root: str, path: str) -> str:
 
 
 def is_safe_name(name: str) -> bool:
-    """Tell whether a single directory-entry name is safe to use as a path component."""
-    return bool(name) and name not in (".", "..") and "/" not in name and "\x00" not in name
+    """Tell whether a single directory-entry name is safe to use as a path component.
+
+    Refused: empty, ``.``, ``..``, a ``/``, and any C0 control character or DEL (a newline in a
+    name would split log lines and Kafka keys; NUL cannot be stored in PostgreSQL text).
+    """
+    return (
+        bool(name)
+        and name not in (".", "..")
+        and "/" not in name
+        and not has_control_character(name)
+    )
+
+
+def is_safe_path(path: str) -> bool:
+    """Tell whether a listed connector-relative path may be announced: safe names, short enough."""
+    return len(path) <= MAX_PATH_CHARS and all(is_safe_name(p) for p in path.split("/"))
+
+
+def unsafe_reason(path: str) -> str:
+    """Say why :func:`is_safe_path` refuses ``path`` (for the skip detail)."""
+    if len(path) > MAX_PATH_CHARS:
+        return f"path longer than {MAX_PATH_CHARS} characters"
+    return "name contains a control character, '/' or NUL, or is '.' or '..'"
 
 
 def parent(path: str) -> str:

@@ -5,6 +5,10 @@ changed key raises :class:`~connectors.errors.HostKeyMismatch` whose message sho
 fingerprint the server presented, so an operator can check it out of band and pin it. There is no
 trust-on-first-use. Listings use ``lstat`` semantics (OpenSSH's ``readdir`` reports the link
 itself), so symlinks, FIFOs and devices are reported as skipped entries and never followed.
+Every wait is bounded: the handshake by ``connect_timeout_seconds`` (a watchdog closes the
+transport, so no paramiko phase can hang), every reply afterwards by ``operation_timeout_seconds``
+(the channel timeout); a timed-out session is closed and the call raises
+:class:`~connectors.errors.StoreUnavailable`. SSH keepalives keep idle sessions through NATs.
 Reads are pipelined: requests of the size the server advertises (``limits@openssh.com``, 255 KiB
 on OpenSSH, else 32 KiB) are kept in flight up to :attr:`SftpConfig.read_window_bytes`, in order,
 from the reading thread. Two paramiko costs are avoided (measured in
@@ -24,7 +28,7 @@ import socket
 import stat as stat_mod
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, Self
 
@@ -43,6 +47,7 @@ from connectors.errors import (
     HostKeyMismatch,
     NotARegularFile,
     StoreUnavailable,
+    TargetExists,
 )
 
 log = logging.getLogger(__name__)
@@ -74,7 +79,24 @@ class SftpConfig(BaseModel):
         examples=["SHA256:7Kx0mI6n0Jc9bZ4x0YpJ2b2w7pQ4o0n1m6Yl7b3d5ZQ"],
     )
     root: str = Field("/", description="Remote folder files arrive in.", examples=["/upload"])
-    connect_timeout_seconds: float = Field(10.0, gt=0, description="TCP and SSH handshake limit.")
+    connect_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Limit for the TCP connection, and for the whole SSH handshake after it "
+        "(banner, key exchange, authentication, starting SFTP).",
+    )
+    keepalive_seconds: float = Field(
+        15.0,
+        ge=0,
+        description="Send an SSH keepalive after this much idle time, so NATs and firewalls "
+        "keep the session open (0: never).",
+    )
+    operation_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Longest wait for any reply from the server (a listing, a stat, a read); "
+        "a half-open link then fails with 'store unavailable' and the session is reopened.",
+    )
     read_window_bytes: int = Field(
         4 * 1024 * 1024,
         ge=_CHUNK,
@@ -175,6 +197,12 @@ class SftpStore:
             transport = paramiko.Transport(
                 sock, default_window_size=64 * 1024 * 1024, default_max_packet_size=256 * 1024
             )
+            limit = cfg.connect_timeout_seconds
+            transport.banner_timeout = transport.handshake_timeout = limit
+            transport.auth_timeout = transport.channel_timeout = limit
+            watchdog = threading.Timer(limit, transport.close)
+            watchdog.daemon = True
+            watchdog.start()
             try:
                 opts = transport.get_security_options()
                 opts.ciphers = tuple(c for c in _GCM if c in opts.ciphers) + tuple(
@@ -192,17 +220,21 @@ class SftpStore:
                         fingerprint=seen,
                     )
                 self._authenticate(transport, where)
-                sftp = _open_sftp(transport)
+                sftp = _open_sftp(transport, limit, cfg.operation_timeout_seconds)
                 self._read_size = negotiated_read_length(sftp)
-            except HostKeyMismatch:
+            except (paramiko.SSHException, OSError, EOFError, ConnectorError) as exc:
+                watchdog.cancel()
                 transport.close()
-                raise
-            except AuthenticationFailed:
-                transport.close()
-                raise
-            except (paramiko.SSHException, OSError, EOFError) as exc:
-                transport.close()
+                if watchdog.finished.is_set() and not isinstance(exc, HostKeyMismatch):
+                    raise StoreUnavailable(
+                        f"SSH handshake with {where} timed out after {limit:g}s"
+                    ) from exc
+                if isinstance(exc, ConnectorError):
+                    raise
                 raise StoreUnavailable(f"SSH handshake with {where}: {exc}") from exc
+            watchdog.cancel()
+            if cfg.keepalive_seconds:
+                transport.set_keepalive(max(1, round(cfg.keepalive_seconds)))
             self._transport, self._sftp = transport, sftp
 
     def _authenticate(self, transport: paramiko.Transport, where: str) -> None:
@@ -221,11 +253,13 @@ class SftpStore:
     def close(self) -> None:
         """Close the session; safe to call at any time."""
         with self._lock:
+            # The transport first: on a half-open link a polite SFTP close could block forever
+            # on a full send buffer; once the transport is closed it returns at once.
+            if self._transport is not None:
+                self._transport.close()
             if self._sftp is not None:
                 with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
                     self._sftp.close()
-            if self._transport is not None:
-                self._transport.close()
             self._sftp = self._transport = None
 
     def __enter__(self) -> Self:
@@ -268,8 +302,8 @@ class SftpStore:
                     if name in (".", ".."):
                         continue
                     rel = f"{folder}/{name}" if folder else name
-                    if not paths.is_safe_name(name):
-                        yield SkippedEntry(rel, SkipReason.UNSAFE_NAME, "name contains '/' or NUL")
+                    if not paths.is_safe_name(name) or len(rel) > paths.MAX_PATH_CHARS:
+                        yield SkippedEntry(rel, SkipReason.UNSAFE_NAME, paths.unsafe_reason(rel))
                         continue
                     mode = attr.st_mode or 0
                     if stat_mod.S_ISLNK(mode):
@@ -311,23 +345,50 @@ class SftpStore:
             except (OSError, EOFError, paramiko.SSHException) as exc:
                 raise StoreUnavailable(f"opening {path!r} on {self.description}: {exc}") from exc
             depth = max(1, self.config.read_window_bytes // self._read_size)
-            reader = _PipelinedReader(self._client(), handle, current.size, self._read_size, depth)
+            reader = _PipelinedReader(
+                self._client(), handle, current.size, self._read_size, depth, self._broken
+            )
             return io.BufferedReader(reader, buffer_size=1024 * 1024)
+
+    def _broken(self, what: str, exc: BaseException) -> StoreUnavailable:
+        """Close a session that failed mid-conversation; return the error to raise."""
+        self.close()
+        return StoreUnavailable(f"{what} on {self.description}: {exc or type(exc).__name__}")
 
     # -- clean-up ------------------------------------------------------------------------------
 
-    def move(self, src: str, dst: str) -> None:
-        """Rename ``src`` to ``dst`` inside the root, creating folders, replacing ``dst``."""
+    def move(self, src: str, dst: str, *, replace: bool = True) -> None:
+        """Rename ``src`` to ``dst`` inside the root, creating folders (see the protocol).
+
+        ``replace=False`` uses the plain SFTP rename, which servers refuse when the target
+        exists (OpenSSH links then unlinks: atomic).
+        """
         with self._lock:
             sftp = self._client()
             target = self._remote(dst)
             self._makedirs(posixpath.dirname(target))
             try:
-                sftp.posix_rename(self._remote(src), target)
+                if replace:
+                    sftp.posix_rename(self._remote(src), target)
+                else:
+                    sftp.rename(self._remote(src), target)
             except FileNotFoundError as exc:
                 raise FileVanished(f"{src!r} is no longer on {self.description}") from exc
-            except (OSError, EOFError, paramiko.SSHException) as exc:
+            except OSError as exc:
+                if not replace and self._exists(target):
+                    raise TargetExists(f"{dst!r} already exists on {self.description}") from exc
                 raise StoreUnavailable(f"moving {src!r} to {dst!r}: {exc}") from exc
+            except (EOFError, paramiko.SSHException) as exc:
+                raise StoreUnavailable(f"moving {src!r} to {dst!r}: {exc}") from exc
+
+    def _exists(self, remote: str) -> bool:
+        try:
+            self._client().lstat(remote)
+        except FileNotFoundError:
+            return False
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise StoreUnavailable(f"stat {remote!r} on {self.description}: {exc}") from exc
+        return True
 
     def delete(self, path: str) -> None:
         """Remove a file inside the root."""
@@ -355,10 +416,16 @@ class SftpStore:
                 sftp.mkdir(folder)
 
 
-def _open_sftp(transport: paramiko.Transport) -> paramiko.SFTPClient:
-    """Open the sftp subsystem on a channel whose receive buffer is a :class:`_ByteArrayPipe`."""
-    channel = transport.open_session()
+def _open_sftp(
+    transport: paramiko.Transport, open_timeout: float, reply_timeout: float
+) -> paramiko.SFTPClient:
+    """Open the sftp subsystem on a channel whose receive buffer is a :class:`_ByteArrayPipe`.
+
+    Every later wait for a reply on the channel is bounded by ``reply_timeout``.
+    """
+    channel = transport.open_session(timeout=open_timeout)
     channel.in_buffer = _ByteArrayPipe()  # before any data can arrive
+    channel.settimeout(reply_timeout)
     channel.invoke_subsystem("sftp")
     return paramiko.SFTPClient(channel)
 
@@ -404,9 +471,16 @@ class _ReadPipeline:
     """
 
     def __init__(
-        self, sftp: paramiko.SFTPClient, handle: Any, end: int, request: int, depth: int
+        self,
+        sftp: paramiko.SFTPClient,
+        handle: Any,
+        end: int,
+        request: int,
+        depth: int,
+        broken: Callable[[str, BaseException], StoreUnavailable],
     ) -> None:
         self._sftp: Any = sftp  # paramiko's request API is not in its type stubs
+        self._broken = broken
         self._handle = handle
         self._next = 0
         self._end = end
@@ -438,15 +512,23 @@ class _ReadPipeline:
         return self._replies.pop(num)
 
     def next_block(self) -> bytes | None:
-        """Return the next bytes in order, or None at the end."""
-        while len(self._inflight) < self._depth and self._next < self._end:
-            length = min(self._request, self._end - self._next)
-            self._send(self._next, length)
-            self._next += length
-        if not self._inflight:
-            return None
-        num, offset, length = self._inflight.popleft()
-        reply = self._wait(num)
+        """Return the next bytes in order, or None at the end.
+
+        A session failure (no reply within the channel timeout, the connection dropped) closes
+        the session and raises :class:`~connectors.errors.StoreUnavailable`.
+        """
+        try:
+            while len(self._inflight) < self._depth and self._next < self._end:
+                length = min(self._request, self._end - self._next)
+                self._send(self._next, length)
+                self._next += length
+            if not self._inflight:
+                return None
+            num, offset, length = self._inflight.popleft()
+            reply = self._wait(num)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            self._inflight.clear()  # the session is gone: nothing left to drain
+            raise self._broken(f"reading at offset {self._next}", exc) from exc
         if isinstance(reply, EOFError):
             raise FileVanished(f"file ended at {offset}, before its listed size {self._end}")
         if isinstance(reply, BaseException):
@@ -454,7 +536,11 @@ class _ReadPipeline:
         if not reply:
             raise FileVanished(f"empty read at offset {offset}: the file shrank")
         if len(reply) < length:
-            self._send(offset + len(reply), length - len(reply), front=True)
+            try:
+                self._send(offset + len(reply), length - len(reply), front=True)
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                self._inflight.clear()
+                raise self._broken(f"reading at offset {offset}", exc) from exc
         return reply
 
     def drain(self) -> None:
@@ -473,9 +559,10 @@ class _PipelinedReader(io.RawIOBase):
         size: int,
         request: int,
         depth: int,
+        broken: Callable[[str, BaseException], StoreUnavailable],
     ) -> None:
         self._handle = handle
-        self._pipeline = _ReadPipeline(sftp, handle.handle, size, request, depth)
+        self._pipeline = _ReadPipeline(sftp, handle.handle, size, request, depth, broken)
         self._pending = memoryview(b"")
 
     def readable(self) -> bool:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: lint and types, unit tests, integration tests against
-# real servers (Kafka, OpenSSH sftp, PostgreSQL: started by the suite itself), then the
-# benchmarks, which print figures. Exits non-zero on any failure.
+# real servers (Kafka, OpenSSH sftp, PostgreSQL: started by the suite itself), 30 s of each
+# fuzz harness, then the benchmarks, which print figures. Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +12,9 @@ echo "==> ruff and mypy"
 
 echo "==> unit and integration tests"
 .venv/bin/pytest tests/unit tests/integration -q --timeout=600
+
+echo "==> fuzzing: each harness for ${FUZZ_SECONDS:-30} s (fails on a crash)"
+.venv/bin/python tests/fuzz/runner.py --seconds "${FUZZ_SECONDS:-30}"
 
 echo "==> benchmarks (figures only)"
 .venv/bin/pytest tests/benchmarks -q -s -m benchmark --timeout=900

@@ -1,25 +1,30 @@
 """The database: one SQLAlchemy metadata for every table, engines for SQLite and PostgreSQL.
 
 SQLite (the embedded default) and PostgreSQL (production) run the same code; the few
-dialect-specific statements (upserts) are built here.
+dialect-specific statements (upserts) are built here. Engines are created with
+``hide_parameters=True``: a failing statement's error never shows its bound values (phone
+numbers, transcripts), only the SQL.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any, Self
 
-from sqlalchemy import Connection, MetaData, Table, event, func, inspect, select
+from sqlalchemy import MetaData, Table, event, func, inspect, select, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+log = logging.getLogger(__name__)
 
 metadata = MetaData()
 
 
 def create_engine(url: str) -> AsyncEngine:
-    """Create an async engine; SQLite gets WAL and a busy timeout for concurrent processes."""
+    """Create an async engine that never logs bound values; SQLite gets WAL and a busy timeout."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -29,11 +34,17 @@ def create_engine(url: str) -> AsyncEngine:
             cur.close()
 
         return engine
-    return create_async_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
+    return create_async_engine(
+        url, pool_size=5, max_overflow=5, pool_pre_ping=True, hide_parameters=True
+    )
 
 
-def _insert(engine: AsyncEngine, table: Table) -> Any:
+def dialect_insert(engine: AsyncEngine, table: Table) -> Any:
+    """An INSERT with the dialect's ``on_conflict_*`` methods (PostgreSQL or SQLite)."""
     return (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+_insert = dialect_insert
 
 
 def upsert(engine: AsyncEngine, table: Table, keys: Sequence[str], columns: Sequence[str]) -> Any:
@@ -45,29 +56,32 @@ def upsert(engine: AsyncEngine, table: Table, keys: Sequence[str], columns: Sequ
     )
 
 
+async def add_missing_columns(conn: AsyncConnection, table: Table) -> list[str]:
+    """Add ``table``'s nullable columns that an existing database lacks; return their names.
+
+    ``create_all`` creates missing tables but never alters existing ones: this keeps a database
+    from an earlier release usable when a table gains optional columns.
+    """
+
+    def existing(sync_conn: Any) -> set[str]:
+        return {c["name"] for c in inspect(sync_conn).get_columns(table.name)}
+
+    present = await conn.run_sync(existing)
+    added = []
+    for column in table.columns:
+        if column.name in present:
+            continue
+        if not column.nullable:
+            raise RuntimeError(f"table {table.name} lacks the required column {column.name}")
+        kind = column.type.compile(dialect=conn.dialect)
+        await conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+        added.append(column.name)
+    return added
+
+
 def insert_ignore(engine: AsyncEngine, table: Table, keys: Sequence[str]) -> Any:
     """INSERT ... ON CONFLICT (keys) DO NOTHING, for either dialect."""
     return _insert(engine, table).on_conflict_do_nothing(index_elements=list(keys))
-
-
-def _add_missing_columns(conn: Connection) -> None:
-    """Add nullable columns a newer release declares to tables an older one created.
-
-    A stop-gap until the control plane brings Alembic migrations: only nullable columns without
-    defaults are ever added this way, which both SQLite and PostgreSQL do in place.
-    """
-    inspector = inspect(conn)
-    for table in metadata.sorted_tables:
-        if not inspector.has_table(table.name):
-            continue
-        present = {c["name"] for c in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in present:
-                continue
-            if not column.nullable:
-                raise RuntimeError(f"table {table.name} lacks the required column {column.name}")
-            kind = column.type.compile(dialect=conn.dialect)
-            conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
 
 
 class Database:
@@ -86,7 +100,10 @@ class Database:
         self._engine = create_engine(self.url)
         async with self._engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
-            await conn.run_sync(_add_missing_columns)
+            for table in metadata.sorted_tables:
+                added = await add_missing_columns(conn, table)
+                if added:
+                    log.info("%s: added columns %s", table.name, ", ".join(added))
 
     async def stop(self) -> None:
         """Close the connection pool."""

@@ -14,8 +14,12 @@ Any failure (unreachable host, wrong password, changed host key, Kafka or databa
 logged with what was being done, counted in ``callstream_connector_poll_errors_total`` and
 retried with exponential back-off for that connector alone.
 
-:class:`OutcomeConsumer` reads ``<prefix>.file-outcomes.v1`` and applies each connector's
-clean-up policy; its offsets are committed only after the clean-up is done.
+:class:`OutcomeConsumer` reads ``<prefix>.file-outcomes.v1``, records each verdict durably in
+:class:`~streams.state.ConnectorState` (then commits its offsets) and hands it to the connector.
+It never touches a store, so a slow or unreachable store never holds up other outcomes. The
+connector's own poll cycle then takes the clean-up steps that are due (see
+:mod:`connectors.poller`) in its own thread and records each one; after a restart the recorded
+state resumes them.
 """
 
 from __future__ import annotations
@@ -34,17 +38,18 @@ from typing import Any, TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException
 from sqlalchemy.exc import SQLAlchemyError
 
+from connectors import paths
 from connectors.base import FileStore, SkipReason
 from connectors.errors import ConnectorError
 from connectors.local import LocalConfig, LocalStore
-from connectors.poller import Candidate, Outcome, Poller
+from connectors.poller import Candidate, CleanupAction, CleanupStep, Outcome, Poller
 from connectors.sftp import SftpStore
 from streams.codec import AvroCodec
 from streams.errors import PublishError, SchemaError
 from streams.kafka import Producer, Record
 from streams.metrics import Metrics
 from streams.settings import ConnectorSettings, Settings, StoreConfig
-from streams.state import ConnectorState
+from streams.state import ConnectorState, OutcomeRecord
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -103,9 +108,22 @@ class ConnectorStatus:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class OutcomeNotice:
+    """A verdict recorded durably, waiting for the connector's poll cycle to note it."""
+
+    path: str
+    version_id: str
+    outcome: Outcome
+    decided_at: float
+
+
 @dataclass
 class ConnectorContext:
-    """Everything the runner keeps for one connector."""
+    """Everything the runner keeps for one connector.
+
+    ``outcomes`` and ``announcing`` are touched only from the event loop.
+    """
 
     tenant: str
     settings: ConnectorSettings
@@ -115,6 +133,8 @@ class ConnectorContext:
     status: ConnectorStatus = field(default_factory=ConnectorStatus)
     connected: bool = False
     reported_skips: set[str] = field(default_factory=set)
+    outcomes: list[OutcomeNotice] = field(default_factory=list)
+    announcing: dict[str, asyncio.Event] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -136,6 +156,10 @@ class ConnectorContext:
         """Run a store operation in this connector's thread, connecting first if needed."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, self._connected_call, fn, *args)
+
+    async def local(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a poller call that needs no store in this connector's thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def disconnect(self) -> None:
         """Drop the session so the next call reconnects."""
@@ -240,7 +264,7 @@ class ConnectorRunner:
                 await self._failed(ctx, "kafka", f"publishing file arrivals: {exc}", backoff)
                 continue
             except SQLAlchemyError as exc:
-                await self._failed(ctx, "database", f"recording announced files: {exc}", backoff)
+                await self._failed(ctx, "database", f"recording connector state: {exc}", backoff)
                 continue
             except Exception as exc:  # a connector must never die silently: log, count, retry
                 log.exception("connector %s/%s: unexpected error", ctx.tenant, ctx.name)
@@ -267,7 +291,12 @@ class ConnectorRunner:
         await self._sleep(delay)
 
     async def poll_once(self, ctx: ConnectorContext) -> int:
-        """Run one poll cycle for ``ctx``; return how many versions were announced."""
+        """Run one poll cycle for ``ctx``; return how many versions were announced.
+
+        The cycle notes the verdicts recorded since the last one, polls and announces, then
+        takes the clean-up steps that are due.
+        """
+        await self._note_outcomes(ctx)
         started = time.perf_counter()
         result = await ctx.call(ctx.poller.poll)
         self.metrics.poll_duration.labels(**ctx.labels).observe(time.perf_counter() - started)
@@ -289,6 +318,7 @@ class ConnectorRunner:
         size = self.settings.runner.announce_batch_size
         for i in range(0, len(result.ready), size):
             announced += await self._announce(ctx, result.ready[i : i + size])
+        await self._clean_up(ctx)
         st = ctx.status
         st.state, st.last_success, st.consecutive_failures = "ok", utcnow(), 0
         st.last_error = st.last_error_kind = None
@@ -304,7 +334,37 @@ class ConnectorRunner:
             )
         return announced
 
+    async def _note_outcomes(self, ctx: ConnectorContext) -> None:
+        notices, ctx.outcomes = ctx.outcomes, []
+        for n in notices:
+            action = await ctx.local(
+                ctx.poller.note_outcome, n.path, n.version_id, n.outcome, n.decided_at
+            )
+            if action is not None:
+                self.metrics.cleanups.labels(**ctx.labels, action=str(action)).inc()
+
+    async def _clean_up(self, ctx: ConnectorContext) -> None:
+        """Take the due clean-up steps, recording each before the next."""
+        for path in await ctx.local(ctx.poller.due_cleanups):
+            step: CleanupStep | None = await ctx.call(ctx.poller.cleanup_step, path)
+            if step is None:
+                continue
+            await self.state.record_cleanup(ctx.tenant, ctx.name, step)
+            self.metrics.cleanups.labels(**ctx.labels, action=str(step.action)).inc()
+            log.info("connector %s/%s: %s %r", ctx.tenant, ctx.name, step.action, path)
+
     async def _announce(self, ctx: ConnectorContext, batch: Sequence[Candidate]) -> int:
+        for c in batch:
+            ctx.announcing.setdefault(c.file.version_id, asyncio.Event())
+        try:
+            return await self._publish_and_record(ctx, batch)
+        finally:
+            for c in batch:
+                event = ctx.announcing.pop(c.file.version_id, None)
+                if event is not None:
+                    event.set()
+
+    async def _publish_and_record(self, ctx: ConnectorContext, batch: Sequence[Candidate]) -> int:
         now = utcnow()
         records: list[Record] = []
         ids: list[tuple[Candidate, str]] = []
@@ -330,9 +390,7 @@ class ConnectorRunner:
             ids.append((c, fid))
         await self.producer.send_batch(records)
         await self.state.record_announced(ctx.tenant, ctx.name, ids, now)
-        await asyncio.get_running_loop().run_in_executor(
-            ctx.executor, ctx.poller.mark_announced, batch
-        )
+        await ctx.local(ctx.poller.mark_announced, batch)
         self.metrics.files_announced.labels(**ctx.labels).inc(len(batch))
         ctx.status.announced_total += len(batch)
         return len(batch)
@@ -421,58 +479,47 @@ class OutcomeConsumer:
                 raise
 
     async def _apply(self, value: bytes | None) -> None:
+        """Record one verdict durably and hand it to its connector (no store call here)."""
         runner = self.runner
         try:
             outcome = runner.codec.decode(FILE_OUTCOME, value or b"")
         except SchemaError as exc:
             log.error("file-outcomes: undecodable record skipped: %s", exc)
             return
-        ctx = runner.contexts.get((outcome["tenant"], outcome["connector"]))
+        tenant, connector = outcome["tenant"], outcome["connector"]
+        ctx = runner.contexts.get((tenant, connector))
         if ctx is None:
             log.warning(
                 "file-outcomes: no running connector %s/%s for %r; clean-up skipped",
-                outcome["tenant"],
-                outcome["connector"],
+                tenant,
+                connector,
                 outcome["path"],
             )
             return
-        backoff = Backoff(
-            runner.settings.runner.backoff_initial_seconds,
-            runner.settings.runner.backoff_max_seconds,
+        try:
+            path = paths.normalize(outcome["path"])
+        except ConnectorError as exc:
+            log.error("file-outcomes: %s/%s: %s; skipped", tenant, connector, exc)
+            return
+        kind = Outcome(outcome["outcome"])
+        version_id, decided_at = outcome["version_id"], outcome["decided_at"]
+        record = await runner.state.record_outcome(
+            tenant, connector, path, version_id, kind, decided_at
         )
-        while True:
-            try:
-                action = await ctx.call(
-                    ctx.poller.cleanup,
-                    outcome["path"],
-                    outcome["version_id"],
-                    Outcome(outcome["outcome"]),
-                )
-                break
-            except ConnectorError as exc:
-                if not exc.retriable:
-                    log.error(
-                        "connector %s/%s: cannot clean up %r: %s; the file stays where it is",
-                        ctx.tenant,
-                        ctx.name,
-                        outcome["path"],
-                        exc,
-                    )
-                    runner.metrics.cleanups.labels(**ctx.labels, action="failed").inc()
-                    return
-                delay = backoff.next()
-                log.error(
-                    "connector %s/%s: cleaning up %r failed: %s; retrying in %.1fs",
-                    ctx.tenant,
-                    ctx.name,
-                    outcome["path"],
-                    exc,
-                    delay,
-                )
-                await ctx.disconnect()
-                await asyncio.sleep(delay)
-        await runner.state.record_cleanup(
-            ctx.tenant, ctx.name, outcome["path"], outcome["version_id"], action, utcnow()
-        )
-        runner.metrics.cleanups.labels(**ctx.labels, action=str(action)).inc()
-        log.info("connector %s/%s: %s %r", ctx.tenant, ctx.name, action, outcome["path"])
+        if record == OutcomeRecord.NOT_CURRENT and version_id in ctx.announcing:
+            # Processed before the announcement was recorded: wait for it, then try again.
+            await ctx.announcing[version_id].wait()
+            record = await runner.state.record_outcome(
+                tenant, connector, path, version_id, kind, decided_at
+            )
+        if record == OutcomeRecord.RECORDED:
+            ctx.outcomes.append(OutcomeNotice(path, version_id, kind, decided_at.timestamp()))
+        elif record == OutcomeRecord.NOT_CURRENT:
+            runner.metrics.cleanups.labels(**ctx.labels, action=str(CleanupAction.SUPERSEDED)).inc()
+            log.info(
+                "connector %s/%s: %s outcome for an older version of %r; nothing to clean up",
+                tenant,
+                connector,
+                kind,
+                path,
+            )

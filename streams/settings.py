@@ -14,6 +14,7 @@ are ``SecretStr`` and are never printed. :func:`load_settings` raises
 from __future__ import annotations
 
 import os
+import posixpath
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
 
@@ -238,6 +239,27 @@ class Settings(BaseSettings):
             raise ValueError(f"duplicate tenant id(s): {', '.join(dupes)}")
         return self
 
+    @model_validator(mode="after")
+    def _no_overlapping_stores(self) -> Self:
+        """Refuse two connectors (of any tenants) whose folders are the same or nested."""
+        seen: list[tuple[str, tuple[object, ...], str]] = []
+        problems = []
+        for tenant in self.tenants:
+            for conn in tenant.connectors:
+                label = f"{tenant.id}/{conn.name}"
+                account, root = store_scope(conn.store)
+                for other, other_account, other_root in seen:
+                    if account == other_account and _nested(root, other_root):
+                        problems.append(
+                            f"connectors {other} and {label} watch overlapping folders "
+                            f"({other_root!r} and {root!r} on the same {account[0]} store): "
+                            "each would announce and clean up the other's files"
+                        )
+                seen.append((label, account, root))
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -268,6 +290,21 @@ class Settings(BaseSettings):
     def demo_enabled(self) -> bool:
         """Whether to seed the demo tenant."""
         return self.demo if self.demo is not None else not self.tenants
+
+
+def store_scope(store: SftpConfig | LocalConfig) -> tuple[tuple[object, ...], str]:
+    """Return (the account a store lives in, its root folder in a comparable form)."""
+    if isinstance(store, LocalConfig):
+        return ("local",), os.path.realpath(store.root)
+    root = posixpath.normpath(store.root) if store.root else "."
+    return ("sftp", store.host.lower(), store.port, store.username), root
+
+
+def _nested(a: str, b: str) -> bool:
+    """Tell whether one folder is the other or contains it (relative roots: ``.`` is home)."""
+    if a == b or ("." in (a, b) and not (a.startswith("/") or b.startswith("/"))):
+        return True
+    return a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")
 
 
 def _format_errors(exc: ValidationError) -> list[str]:

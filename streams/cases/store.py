@@ -26,6 +26,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -55,6 +56,8 @@ from streams.analysis.engine import analyse
 from streams.analysis.profiles import Profile, select_profile
 from streams.codec import AvroCodec
 from streams.db import Database, insert_ignore, metadata, upsert
+from streams.errors import PublishError
+from streams.failures import Failure, classify
 from streams.kafka import Producer, Record
 from streams.metrics import Metrics
 from streams.topics import Topics
@@ -492,6 +495,7 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._since_purge = 0
+        self._last_purge = float("-inf")  # purge on the first publish, then every 10 minutes
 
     def wake(self) -> None:
         """Publish soon: new rows were committed."""
@@ -524,6 +528,20 @@ class OutboxRelay:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.idle_sleep * 10)
 
+    async def _isolate(self, rows: Sequence[Any], records: list[Record]) -> None:
+        """Publish one by one; a record Kafka refuses for good is logged, counted and passed
+        over (its case and result stay in the database), so it cannot stall the relay."""
+        for row, record in zip(rows, records, strict=True):
+            try:
+                await self.producer.send_batch([record])
+            except PublishError as exc:
+                if classify(exc) is not Failure.PERMANENT:
+                    raise
+                self.metrics.poison_records.labels(stage="outbox").inc()
+                log.error(
+                    "outbox row %d (%s) refused by Kafka for good: %s", row.id, row.topic, exc
+                )
+
     async def publish_once(self) -> int:
         """Publish one batch of unpublished rows; return how many."""
         engine = self.store.engine
@@ -545,7 +563,12 @@ class OutboxRelay:
         if not rows:
             return 0
         records: list[Record] = [(r.topic, bytes(r.key), bytes(r.value)) for r in rows]
-        await self.producer.send_batch(records)
+        try:
+            await self.producer.send_batch(records)
+        except PublishError as exc:
+            if classify(exc) is not Failure.PERMANENT:
+                raise
+            await self._isolate(rows, records)
         async with engine.begin() as conn:
             await conn.execute(
                 update(outbox)
@@ -563,8 +586,8 @@ class OutboxRelay:
                     announced = announced.replace(tzinfo=dt.UTC)
                 self.metrics.end_to_end_latency.observe((now - announced).total_seconds())
         self._since_purge += len(rows)
-        if self._since_purge >= 50_000:
-            self._since_purge = 0
+        if self._since_purge >= 50_000 or time.monotonic() - self._last_purge >= 600:
+            self._since_purge, self._last_purge = 0, time.monotonic()
             cutoff = utcnow() - dt.timedelta(hours=1)
             async with engine.begin() as conn:
                 await conn.execute(delete(outbox).where(outbox.c.published_at < cutoff))

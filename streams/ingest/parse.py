@@ -95,8 +95,9 @@ ALIASES: dict[str, tuple[str, ...]] = {
 }
 FIELDS = tuple(ALIASES)
 
-#: C0 controls other than tab, LF and CR, and the surrogates that stand for invalid UTF-8 bytes.
-_BAD_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\udc80-\udcff]")
+#: C0 controls other than tab, LF and CR, and surrogates: invalid UTF-8 bytes (surrogateescape)
+#: or lone surrogates from JSON escapes, which no UTF-8 encoder accepts.
+_BAD_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
 _LINE_ENDS = ("\n", "\r")
 
 
@@ -289,8 +290,8 @@ def _bad_text_error(value: str, column: str | None) -> _RowInvalid:
     bad = _BAD_TEXT.search(value)
     assert bad is not None  # noqa: S101 - only called after a match
     ch = bad.group()
-    if "\udc80" <= ch <= "\udcff":
-        return _RowInvalid("invalid_utf8", "not valid UTF-8", column)
+    if "\ud800" <= ch <= "\udfff":
+        return _RowInvalid("invalid_utf8", "not valid UTF-8 (or a lone surrogate escape)", column)
     return _RowInvalid(
         "control_character",
         f"control character U+{ord(ch):04X} at offset {bad.start()} (only tab, CR and LF "

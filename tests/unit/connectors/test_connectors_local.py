@@ -13,6 +13,7 @@ from connectors.errors import (
     FileVanished,
     NotARegularFile,
     StoreUnavailable,
+    TargetExists,
     UnsafePath,
 )
 from connectors.local import LocalConfig, LocalStore
@@ -343,6 +344,125 @@ def test_delete_refuses_paths_outside_the_root(outside: Path, store: LocalStore)
     assert (outside / "secret.txt").exists()
 
 
+# -- resolution beneath the root ----------------------------------------------------------------
+
+
+@pytest.fixture
+def linked_folder(root: Path, outside: Path) -> Path:
+    """``root/in`` is a real folder whose subfolder ``deep`` is a link to a folder outside."""
+    write(root, "in/real/a.csv", b"inside")
+    (root / "in" / "deep").symlink_to(outside, target_is_directory=True)
+    return root / "in" / "deep"
+
+
+def test_a_symlinked_intermediate_folder_is_refused_by_every_operation(
+    root: Path, outside: Path, store: LocalStore, linked_folder: Path
+) -> None:
+    with pytest.raises(UnsafePath, match="symbolic link"):
+        store.open("in/deep/secret.txt")
+    with pytest.raises(UnsafePath):
+        store.stat("in/deep/secret.txt")
+    with pytest.raises(UnsafePath):
+        store.move("in/deep/secret.txt", "processed/secret.txt")
+    with pytest.raises(UnsafePath):
+        store.move("in/real/a.csv", "in/deep/a.csv")
+    with pytest.raises(UnsafePath):
+        store.delete("in/deep/secret.txt")
+    assert (outside / "secret.txt").read_bytes() == b"not yours"
+    assert (root / "in" / "real" / "a.csv").read_bytes() == b"inside"
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
+
+
+def test_a_symlinked_folder_pointing_inside_the_root_is_refused_too(
+    root: Path, store: LocalStore
+) -> None:
+    write(root, "real/a.csv")
+    (root / "alias").symlink_to(root / "real", target_is_directory=True)
+    with pytest.raises(UnsafePath):
+        store.open("alias/a.csv")
+
+
+def test_a_folder_swapped_for_a_link_during_the_call_is_refused(
+    root: Path, outside: Path, store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The link appears after the path was checked and before it is used: still refused."""
+    write(root, "sub/secret.txt", b"ours")
+    real_open = os.open
+    swapped: list[str] = []
+
+    def racing_open(
+        path: object, flags: int, mode: int = 0o777, *, dir_fd: int | None = None
+    ) -> int:
+        if not swapped:  # the first descriptor opened: any check is behind us
+            swapped.append(str(path))
+            (root / "sub").rename(root / "sub-moved")
+            (root / "sub").symlink_to(outside, target_is_directory=True)
+        return real_open(path, flags, mode, dir_fd=dir_fd)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", racing_open)
+    with pytest.raises(UnsafePath):
+        store.open("sub/secret.txt")
+    assert swapped
+
+
+def test_a_folder_replaced_by_a_link_while_listing_is_skipped_not_followed(
+    root: Path, outside: Path, store: LocalStore
+) -> None:
+    write(root, "a/one.csv")
+    write(root, "b/two.csv")
+    seen: list[str] = []
+    for entry in store.iter_entries():
+        seen.append(entry.path)
+        if entry.path == "a/one.csv":  # 'b' is listed next: swap it for a link first
+            (root / "b").rename(root / "b-moved")
+            (root / "b").symlink_to(outside, target_is_directory=True)
+    assert "b/secret.txt" not in seen
+    assert seen == ["a/one.csv", "b"]
+
+
+# -- unsafe names -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["two\nlines.csv", "bell\x07.csv", "del\x7f.csv", "cr\r.csv"])
+def test_names_with_control_characters_are_skipped_as_unsafe(
+    root: Path, store: LocalStore, name: str
+) -> None:
+    write(root, f"in/{name}")
+    write(root, "in/ok.csv")
+    files, skipped = listing(store)
+    assert [f.path for f in files] == ["in/ok.csv"]
+    assert [(e.path, e.reason) for e in skipped] == [(f"in/{name}", SkipReason.UNSAFE_NAME)]
+
+
+def test_paths_longer_than_the_state_column_are_skipped_as_unsafe(
+    root: Path, store: LocalStore
+) -> None:
+    folder = "/".join(["f" * 250] * 4)  # 1003 characters
+    write(root, f"{folder}/{'s' * 21}")  # 1025: one too many
+    write(root, f"{folder}/{'k' * 20}")  # 1024: fits
+    files, skipped = listing(store)
+    assert [len(f.path) for f in files] == [1024]
+    assert [(len(e.path), e.reason) for e in skipped] == [(1025, SkipReason.UNSAFE_NAME)]
+    assert "longer than 1024" in skipped[0].detail
+
+
+# -- move without replacing ---------------------------------------------------------------------
+
+
+def test_move_without_replace_refuses_a_taken_target(root: Path, store: LocalStore) -> None:
+    write(root, "processed/a.csv", b"moved earlier")
+    write(root, "a.csv", b"new upload")
+    with pytest.raises(TargetExists):
+        store.move("processed/a.csv", "a.csv", replace=False)
+    assert (root / "a.csv").read_bytes() == b"new upload"
+    assert (root / "processed" / "a.csv").read_bytes() == b"moved earlier"
+
+    (root / "a.csv").unlink()
+    store.move("processed/a.csv", "a.csv", replace=False)
+    assert (root / "a.csv").read_bytes() == b"moved earlier"
+    assert not (root / "processed" / "a.csv").exists()
+
+
 # -- with the poller ----------------------------------------------------------------------------
 
 
@@ -352,8 +472,8 @@ def test_poller_over_a_local_folder_announces_moves_and_prunes(
     write(root, "calls/a.csv", b"a,b\n")
     write(root, "calls/a.csv.tmp", b"partial")
     (root / "link.csv").symlink_to(root / "calls" / "a.csv")
-    now = os.stat(root / "calls" / "a.csv").st_mtime + 3600
-    poller = Poller(store, PollConfig(cleanup="move"), clock=lambda: now)
+    now = [os.stat(root / "calls" / "a.csv").st_mtime + 3600]
+    poller = Poller(store, PollConfig(cleanup="move"), clock=lambda: now[0])
 
     first = poller.poll()
     assert first.ready == []
@@ -363,12 +483,41 @@ def test_poller_over_a_local_folder_announces_moves_and_prunes(
     assert (c.file.path, c.version) == ("calls/a.csv", 1)
     poller.mark_announced([c])
 
-    assert poller.cleanup("calls/a.csv", c.file.version_id, Outcome.PROCESSED) is (
-        CleanupAction.MOVED_PROCESSED
-    )
+    poller.note_outcome("calls/a.csv", c.file.version_id, Outcome.PROCESSED, now[0])
+    now[0] += 5
+    (due,) = poller.due_cleanups()
+    step = poller.cleanup_step(due)
+    assert step is not None and step.action is CleanupAction.MOVED_PROCESSED
     assert (root / "processed" / "calls" / "a.csv").read_bytes() == b"a,b\n"
     for _ in range(2):
         assert poller.poll().ready == []  # processed/ is never listed
+
+
+def test_a_writer_resuming_into_a_moved_local_file_gets_it_back(
+    root: Path, store: LocalStore
+) -> None:
+    with (root / "a.csv").open("wb") as writer:
+        writer.write(b"h\n1\n")
+        writer.flush()
+        now = [os.stat(root / "a.csv").st_mtime + 60]
+        poller = Poller(store, PollConfig(cleanup="move"), clock=lambda: now[0])
+        poller.poll()
+        (c,) = poller.poll().ready
+        poller.mark_announced([c])
+        poller.note_outcome("a.csv", c.file.version_id, Outcome.PROCESSED, now[0])
+        now[0] += 5
+        assert [poller.cleanup_step(p).action for p in poller.due_cleanups()] == [  # type: ignore[union-attr]
+            CleanupAction.MOVED_PROCESSED
+        ]
+        writer.write(b"2\n")  # the writer still holds the moved file open
+        writer.flush()
+    os.utime(root / "processed" / "a.csv", (now[0] + 1, now[0] + 1))
+    now[0] += 5
+    assert [poller.cleanup_step(p).action for p in poller.due_cleanups()] == [  # type: ignore[union-attr]
+        CleanupAction.MOVED_BACK
+    ]
+    assert (root / "a.csv").read_bytes() == b"h\n1\n2\n"
+    assert not (root / "processed" / "a.csv").exists()
 
 
 def test_cleanup_does_not_touch_a_file_replaced_by_a_symlink(
@@ -376,14 +525,15 @@ def test_cleanup_does_not_touch_a_file_replaced_by_a_symlink(
 ) -> None:
     write(root, "a.csv")
     now = os.stat(root / "a.csv").st_mtime + 3600
-    poller = Poller(store, PollConfig(cleanup="delete"), clock=lambda: now)
+    poller = Poller(store, PollConfig(cleanup="delete", min_age_seconds=0), clock=lambda: now)
     poller.poll()
     (c,) = poller.poll().ready
+    poller.mark_announced([c])
     (root / "a.csv").unlink()
     (root / "a.csv").symlink_to(outside / "secret.txt")
 
-    assert poller.cleanup("a.csv", c.file.version_id, Outcome.PROCESSED) is (
-        CleanupAction.SUPERSEDED
-    )
+    poller.note_outcome("a.csv", c.file.version_id, Outcome.PROCESSED, now)
+    steps = [poller.cleanup_step(p) for p in poller.due_cleanups()]
+    assert [s.action for s in steps if s] == [CleanupAction.SUPERSEDED]
     assert (root / "a.csv").is_symlink()
     assert (outside / "secret.txt").exists()

@@ -14,11 +14,19 @@ from typing import BinaryIO
 import pytest
 
 from connectors.base import FileStore, Prune, RemoteFile, SkippedEntry, SkipReason
-from connectors.errors import FileVanished, NotARegularFile, UnsafePath
+from connectors.errors import (
+    ConnectorError,
+    FileVanished,
+    NotARegularFile,
+    StoreUnavailable,
+    TargetExists,
+    UnsafePath,
+)
 from connectors.poller import (
     Candidate,
     CleanupAction,
     CleanupPolicy,
+    CleanupStep,
     KnownFile,
     Outcome,
     PollConfig,
@@ -93,9 +101,11 @@ class MemoryStore:
             raise FileVanished(path)
         return io.BytesIO(b"x" * self.files[path].size)
 
-    def move(self, src: str, dst: str) -> None:
+    def move(self, src: str, dst: str, *, replace: bool = True) -> None:
         if src not in self.files:
             raise FileVanished(src)
+        if not replace and dst in self.files:
+            raise TargetExists(dst)
         f = self.files.pop(src)
         self.files[dst] = RemoteFile(dst, f.size, f.mtime, f.etag)
 
@@ -247,6 +257,23 @@ def test_without_its_marker_a_file_is_never_ready(store: MemoryStore, clock: Clo
         clock.advance(60)
 
     store.put("a.csv.done", size=0)
+    assert ready_paths(poller.poll()) == ["a.csv"]
+
+
+def test_a_marker_older_than_its_file_does_not_count(store: MemoryStore, clock: Clock) -> None:
+    """Yesterday's X.done beside today's half-uploaded X: X is not complete."""
+    store.put("a.csv", size=10, mtime=T0 - 5)
+    store.put("a.csv.done", size=0, mtime=T0 - 86_400)
+    poller = make_poller(store, clock, done_marker_suffix=".done")
+
+    for _ in range(3):
+        result = poller.poll()
+        assert result.ready == []
+        assert result.skipped[SkipReason.STALE_MARKER] == 1
+        assert result.pending == 1
+        clock.advance(60)
+
+    store.put("a.csv.done", size=0, mtime=T0 - 5)  # written in the same second as the file
     assert ready_paths(poller.poll()) == ["a.csv"]
 
 
@@ -449,6 +476,39 @@ def test_skipped_entries_are_counted_by_reason(store: MemoryStore, clock: Clock)
     assert result.pending == 2
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "in/two\nlines.csv",
+        "in/bell\x07.csv",
+        "in/del\x7f.csv",
+        "tab\there/a.csv",
+        "in/" + "x" * 1022,  # 1025 characters: longer than the state table's path column
+    ],
+)
+def test_a_path_with_a_control_character_or_too_long_is_never_announced(
+    store: MemoryStore, clock: Clock, path: str
+) -> None:
+    store.put(path)
+    store.put("in/ok.csv")
+    poller = make_poller(store, clock)
+    poller.poll()
+    clock.advance(10)
+    result = poller.poll()
+    assert ready_paths(result) == ["in/ok.csv"]
+    assert result.skipped[SkipReason.UNSAFE_NAME] == 1
+    assert [e.path for e in result.skipped_entries] == [path]
+
+
+def test_a_path_of_exactly_the_column_width_is_announced(store: MemoryStore, clock: Clock) -> None:
+    path = "in/" + "x" * 1021
+    assert len(path) == 1024
+    store.put(path)
+    poller = make_poller(store, clock)
+    poller.poll()
+    assert ready_paths(poller.poll()) == [path]
+
+
 def test_include_globs_select_what_is_announced(store: MemoryStore, clock: Clock) -> None:
     for path in ["a.csv", "x/b.csv", "recordings/r.wav", "recordings/2024/r.wav", "r.wav", "n.txt"]:
         store.put(path)
@@ -465,38 +525,95 @@ def test_include_globs_select_what_is_announced(store: MemoryStore, clock: Clock
 
 
 # -- clean-up -----------------------------------------------------------------------------------
+#
+# Clean-up never acts on the verdict alone: it waits until the file has been quiet for
+# min_age_seconds after the decision (5 s here; delete: the settle window, 4 x min_age = 20 s),
+# re-checks the file, and after a move watches the moved file for the settle window.
+
+
+def judge(
+    poller: Poller, c: Candidate, outcome: Outcome | str, clock: Clock
+) -> CleanupAction | None:
+    """Deliver downstream's verdict on an announced candidate, decided now."""
+    return poller.note_outcome(c.file.path, c.file.version_id, Outcome(outcome), clock())
+
+
+def run_due(poller: Poller) -> list[CleanupAction]:
+    """Take every clean-up step that is due now; return their actions."""
+    steps = [poller.cleanup_step(path) for path in poller.due_cleanups()]
+    return [s.action for s in steps if s is not None]
+
+
+def clean_up(
+    poller: Poller, c: Candidate, outcome: Outcome | str, clock: Clock
+) -> list[CleanupAction]:
+    """Judge, then let the quiet period and the settle window pass; return every action."""
+    judge(poller, c, outcome, clock)
+    actions: list[CleanupAction] = []
+    for _ in range(6):
+        clock.advance(5)
+        actions += run_due(poller)
+    return actions
 
 
 @pytest.mark.parametrize(
-    ("policy", "outcome", "action", "where"),
+    ("policy", "outcome", "actions", "where"),
     [
-        ("keep", "processed", CleanupAction.KEPT, "in/a.csv"),
-        ("keep", "invalid", CleanupAction.KEPT, "in/a.csv"),
-        ("move", "processed", CleanupAction.MOVED_PROCESSED, "processed/in/a.csv"),
-        ("move", "invalid", CleanupAction.MOVED_INVALID, "invalid/in/a.csv"),
-        ("delete", "processed", CleanupAction.DELETED, None),
-        ("delete", "invalid", CleanupAction.MOVED_INVALID, "invalid/in/a.csv"),
+        ("keep", "processed", [CleanupAction.KEPT], "in/a.csv"),
+        ("keep", "partial", [CleanupAction.KEPT], "in/a.csv"),
+        ("keep", "invalid", [CleanupAction.KEPT], "in/a.csv"),
+        (
+            "move",
+            "processed",
+            [CleanupAction.MOVED_PROCESSED, CleanupAction.SETTLED],
+            "processed/in/a.csv",
+        ),
+        (
+            "move",
+            "partial",
+            [CleanupAction.MOVED_INVALID, CleanupAction.SETTLED],
+            "invalid/in/a.csv",
+        ),
+        (
+            "move",
+            "invalid",
+            [CleanupAction.MOVED_INVALID, CleanupAction.SETTLED],
+            "invalid/in/a.csv",
+        ),
+        ("delete", "processed", [CleanupAction.DELETED], None),
+        (
+            "delete",
+            "partial",
+            [CleanupAction.MOVED_INVALID, CleanupAction.SETTLED],
+            "invalid/in/a.csv",
+        ),
+        (
+            "delete",
+            "invalid",
+            [CleanupAction.MOVED_INVALID, CleanupAction.SETTLED],
+            "invalid/in/a.csv",
+        ),
     ],
 )
-def test_cleanup_applies_the_policy(
+def test_cleanup_applies_the_policy_and_never_deletes_rejected_rows(
     store: MemoryStore,
     clock: Clock,
     policy: str,
     outcome: str,
-    action: CleanupAction,
+    actions: list[CleanupAction],
     where: str | None,
 ) -> None:
     store.put("in/a.csv", size=42)
     store.put("in/other.csv")
     poller = make_poller(store, clock, cleanup=policy)
     announced = {c.file.path: c for c in announce(poller, clock)}
-    version_id = announced["in/a.csv"].file.version_id
 
-    assert poller.cleanup("in/a.csv", version_id, Outcome(outcome)) is action
+    assert clean_up(poller, announced["in/a.csv"], outcome, clock) == actions
     expected = {"in/other.csv"} | ({where} if where else set())
     assert set(store.files) == expected
     if where:
         assert store.files[where].size == 42
+    assert poller.due_cleanups() == []
 
 
 @pytest.mark.parametrize(
@@ -509,8 +626,141 @@ def test_cleanup_accepts_plain_strings_for_outcome(
     store.put("a.csv")
     poller = make_poller(store, clock, cleanup=policy)
     (c,) = announce(poller, clock)
-    poller.cleanup("a.csv", c.file.version_id, "invalid")  # type: ignore[arg-type]
+    poller.note_outcome("a.csv", c.file.version_id, "invalid", clock())  # type: ignore[arg-type]
+    clock.advance(5)
+    run_due(poller)
     assert set(store.files) == {where}
+
+
+def test_nothing_is_moved_before_the_file_was_quiet_for_min_age_after_the_verdict(
+    store: MemoryStore, clock: Clock
+) -> None:
+    store.put("a.csv")
+    poller = make_poller(store, clock, cleanup="move", min_age_seconds=30)
+    (c,) = announce(poller, clock)
+    clock.advance(30)
+
+    assert judge(poller, c, "processed", clock) is CleanupAction.DEFERRED
+    for _ in range(5):
+        clock.advance(5.9)  # 29.5 s after the decision at most
+        assert run_due(poller) == []
+        assert set(store.files) == {"a.csv"}
+    clock.advance(0.5)
+    assert run_due(poller) == [CleanupAction.MOVED_PROCESSED]
+    assert set(store.files) == {"processed/a.csv"}
+
+
+def test_a_writer_resuming_before_the_move_makes_a_new_version_instead(
+    store: MemoryStore, clock: Clock
+) -> None:
+    store.put("a.csv", size=10)
+    poller = make_poller(store, clock, cleanup="move")
+    (v1,) = announce(poller, clock)
+    judge(poller, v1, "processed", clock)
+    clock.advance(3)
+    store.put("a.csv", size=20, mtime=clock())  # the paused upload goes on
+    clock.advance(2)
+
+    assert run_due(poller) == [CleanupAction.SUPERSEDED]
+    assert set(store.files) == {"a.csv"}
+    clock.advance(10)
+    poller.poll()
+    clock.advance(10)
+    assert [(c.file.size, c.version) for c in poller.poll().ready] == [(20, 2)]
+
+
+def test_a_writer_resuming_into_the_moved_file_gets_it_moved_back_and_announced(
+    store: MemoryStore, clock: Clock
+) -> None:
+    store.put("in/a.csv", size=10)
+    poller = make_poller(store, clock, cleanup="move")
+    (v1,) = announce(poller, clock)
+    judge(poller, v1, "processed", clock)
+    clock.advance(5)
+    assert run_due(poller) == [CleanupAction.MOVED_PROCESSED]
+
+    clock.advance(5)
+    assert run_due(poller) == []  # unchanged so far: still settling
+    store.put("processed/in/a.csv", size=25, mtime=clock())  # the writer had it open
+    clock.advance(5)
+    assert run_due(poller) == [CleanupAction.MOVED_BACK]
+    assert set(store.files) == {"in/a.csv"}
+    assert store.files["in/a.csv"].size == 25
+
+    ready: list[Candidate] = []
+    for _ in range(2):
+        clock.advance(10)
+        ready = poller.poll().ready
+    assert [(c.file.path, c.file.size, c.version) for c in ready] == [("in/a.csv", 25, 2)]
+
+
+def test_a_moved_file_that_changes_when_its_path_is_taken_stays_and_is_reported(
+    store: MemoryStore, clock: Clock
+) -> None:
+    store.put("a.csv", size=10)
+    poller = make_poller(store, clock, cleanup="move")
+    (v1,) = announce(poller, clock)
+    judge(poller, v1, "processed", clock)
+    clock.advance(5)
+    run_due(poller)
+    store.put("processed/a.csv", size=11, mtime=clock())
+    store.put("a.csv", size=99, mtime=clock())  # a new upload under the same name
+
+    clock.advance(5)
+    assert run_due(poller) == [CleanupAction.MOVE_BACK_BLOCKED]
+    assert (store.files["a.csv"].size, store.files["processed/a.csv"].size) == (99, 11)
+    clock.advance(60)
+    assert run_due(poller) == []  # reported once
+
+
+def test_a_moved_file_unchanged_for_the_settle_window_is_settled(
+    store: MemoryStore, clock: Clock
+) -> None:
+    store.put("a.csv")
+    poller = make_poller(store, clock, cleanup="move", cleanup_settle_seconds=60)
+    (c,) = announce(poller, clock)
+    judge(poller, c, "processed", clock)
+    clock.advance(5)
+    assert run_due(poller) == [CleanupAction.MOVED_PROCESSED]
+    for _ in range(11):
+        clock.advance(5)
+        assert run_due(poller) == []
+    clock.advance(5)
+    assert run_due(poller) == [CleanupAction.SETTLED]
+    assert poller.due_cleanups() == []
+    store.put("processed/a.csv", size=1, mtime=clock())  # no longer watched
+    clock.advance(60)
+    assert run_due(poller) == []
+    assert set(store.files) == {"processed/a.csv"}
+
+
+def test_delete_waits_for_the_settle_window_after_the_verdict(
+    store: MemoryStore, clock: Clock
+) -> None:
+    store.put("a.csv")
+    poller = make_poller(store, clock, cleanup="delete", cleanup_settle_seconds=60)
+    (c,) = announce(poller, clock)
+    judge(poller, c, "processed", clock)
+    clock.advance(59)
+    assert run_due(poller) == []
+    assert set(store.files) == {"a.csv"}
+    clock.advance(1)
+    assert run_due(poller) == [CleanupAction.DELETED]
+    assert store.files == {}
+
+
+def test_delete_of_a_file_changed_within_the_settle_window_is_superseded(
+    store: MemoryStore, clock: Clock
+) -> None:
+    store.put("a.csv", size=10)
+    poller = make_poller(store, clock, cleanup="delete")
+    (c,) = announce(poller, clock)
+    judge(poller, c, "processed", clock)
+    clock.advance(15)
+    store.put("a.csv", size=30, mtime=clock())
+    clock.advance(5)
+    assert run_due(poller) == [CleanupAction.SUPERSEDED]
+    assert store.files["a.csv"].size == 30
 
 
 @pytest.mark.parametrize(
@@ -519,7 +769,7 @@ def test_cleanup_accepts_plain_strings_for_outcome(
         ("move", "processed", {"processed/a.csv", "processed/a.csv.done"}),
         ("move", "invalid", {"invalid/a.csv", "invalid/a.csv.done"}),
         ("delete", "processed", set()),
-        ("delete", "invalid", {"invalid/a.csv", "invalid/a.csv.done"}),
+        ("delete", "partial", {"invalid/a.csv", "invalid/a.csv.done"}),
         ("keep", "processed", {"a.csv", "a.csv.done"}),
     ],
 )
@@ -532,7 +782,7 @@ def test_cleanup_takes_the_done_marker_along(
     (c,) = poller.poll().ready
     poller.mark_announced([c])
 
-    poller.cleanup("a.csv", c.file.version_id, Outcome(outcome))
+    clean_up(poller, c, outcome, clock)
     assert set(store.files) == remaining
 
 
@@ -547,8 +797,8 @@ def test_cleanup_succeeds_when_the_done_marker_is_already_gone(
     poller.mark_announced([c])
     del store.files["a.csv.done"]
 
-    action = poller.cleanup("a.csv", c.file.version_id, Outcome.PROCESSED)
-    assert action in {CleanupAction.MOVED_PROCESSED, CleanupAction.DELETED}
+    actions = clean_up(poller, c, "processed", clock)
+    assert actions[0] in {CleanupAction.MOVED_PROCESSED, CleanupAction.DELETED}
     assert "a.csv" not in store.files
 
 
@@ -561,14 +811,26 @@ def test_cleanup_leaves_a_newer_version_alone(
     (old,) = announce(poller, clock)
     store.put("a.csv", size=99, mtime=clock() - 30)  # re-uploaded before the outcome arrived
 
-    action = poller.cleanup("a.csv", old.file.version_id, Outcome.PROCESSED)
-    assert action is CleanupAction.SUPERSEDED
+    assert clean_up(poller, old, "processed", clock) == [CleanupAction.SUPERSEDED]
     assert set(store.files) == {"a.csv"}
     assert store.files["a.csv"].size == 99
 
     poller.poll()
     clock.advance(10)
     assert [c.version for c in poller.poll().ready] == [2]  # and the new version is announced
+
+
+def test_a_verdict_on_an_older_version_is_ignored(store: MemoryStore, clock: Clock) -> None:
+    store.put("a.csv", size=10)
+    poller = make_poller(store, clock, cleanup="move")
+    (v1,) = announce(poller, clock)
+    store.put("a.csv", size=20, mtime=clock() - 30)
+    assert [c.version for c in announce(poller, clock)] == [2]
+
+    assert judge(poller, v1, "processed", clock) is None
+    clock.advance(60)
+    assert run_due(poller) == []
+    assert set(store.files) == {"a.csv"}
 
 
 def test_cleanup_of_a_path_that_is_no_longer_a_regular_file_is_superseded(
@@ -579,13 +841,11 @@ def test_cleanup_of_a_path_that_is_no_longer_a_regular_file_is_superseded(
     (c,) = announce(poller, clock)
     store.not_regular.add("a.csv")
 
-    assert poller.cleanup("a.csv", c.file.version_id, Outcome.PROCESSED) is (
-        CleanupAction.SUPERSEDED
-    )
+    assert clean_up(poller, c, "processed", clock) == [CleanupAction.SUPERSEDED]
     assert "a.csv" in store.files
 
 
-@pytest.mark.parametrize("policy", ["keep", "move", "delete"])
+@pytest.mark.parametrize("policy", ["move", "delete"])
 def test_cleanup_of_a_missing_file_reports_missing(
     store: MemoryStore, clock: Clock, policy: str
 ) -> None:
@@ -594,7 +854,7 @@ def test_cleanup_of_a_missing_file_reports_missing(
     (c,) = announce(poller, clock)
     del store.files["a.csv"]
 
-    assert poller.cleanup("a.csv", c.file.version_id, Outcome.PROCESSED) is CleanupAction.MISSING
+    assert clean_up(poller, c, "processed", clock) == [CleanupAction.MISSING]
 
 
 def test_cleanup_reports_missing_when_the_file_vanishes_during_the_move(
@@ -604,17 +864,47 @@ def test_cleanup_reports_missing_when_the_file_vanishes_during_the_move(
     poller = make_poller(store, clock, cleanup="move")
     (c,) = announce(poller, clock)
 
-    def vanish(src: str, dst: str) -> None:
+    def vanish(src: str, dst: str, *, replace: bool = True) -> None:
         raise FileVanished(src)
 
     monkeypatch.setattr(store, "move", vanish)
-    assert poller.cleanup("a.csv", c.file.version_id, Outcome.PROCESSED) is CleanupAction.MISSING
+    assert clean_up(poller, c, "processed", clock) == [CleanupAction.MISSING]
 
 
-def test_cleanup_refuses_a_path_outside_the_root(store: MemoryStore, clock: Clock) -> None:
+def test_a_store_error_fails_that_clean_up_only_and_an_outage_is_retried(
+    store: MemoryStore, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.put("a.csv")
+    store.put("b.csv")
+    poller = make_poller(store, clock, cleanup="move")
+    a, b = announce(poller, clock)
+    judge(poller, a, "processed", clock)
+    judge(poller, b, "processed", clock)
+    clock.advance(5)
+    real_move = store.move
+
+    def refuse(src: str, dst: str, *, replace: bool = True) -> None:
+        if src == "a.csv":
+            raise ConnectorError("permission denied")
+        raise StoreUnavailable("connection reset")
+
+    monkeypatch.setattr(store, "move", refuse)
+    assert poller.cleanup_step("a.csv") == CleanupStep(
+        "a.csv", a.file.version_id, CleanupAction.FAILED, None, None, None
+    )
+    with pytest.raises(StoreUnavailable):
+        poller.cleanup_step("b.csv")
+    assert poller.due_cleanups() == ["b.csv"]  # still pending: tried again on the next poll
+
+    monkeypatch.setattr(store, "move", real_move)
+    assert run_due(poller) == [CleanupAction.MOVED_PROCESSED]
+    assert set(store.files) == {"a.csv", "processed/b.csv"}
+
+
+def test_note_outcome_refuses_a_path_outside_the_root(store: MemoryStore, clock: Clock) -> None:
     poller = make_poller(store, clock, cleanup="delete")
     with pytest.raises(UnsafePath):
-        poller.cleanup("../etc/passwd", "0" * 32, Outcome.PROCESSED)
+        poller.note_outcome("../etc/passwd", "0" * 32, Outcome.PROCESSED, clock())
 
 
 def test_cleanup_accepts_a_non_normal_path_for_the_same_file(
@@ -623,9 +913,9 @@ def test_cleanup_accepts_a_non_normal_path_for_the_same_file(
     store.put("in/a.csv")
     poller = make_poller(store, clock, cleanup="move")
     (c,) = announce(poller, clock)
-    assert poller.cleanup("./in//a.csv", c.file.version_id, Outcome.PROCESSED) is (
-        CleanupAction.MOVED_PROCESSED
-    )
+    poller.note_outcome("./in//a.csv", c.file.version_id, Outcome.PROCESSED, clock())
+    clock.advance(5)
+    assert run_due(poller) == [CleanupAction.MOVED_PROCESSED]
     assert set(store.files) == {"processed/in/a.csv"}
 
 
@@ -636,7 +926,9 @@ def test_a_file_reappearing_after_cleanup_is_a_new_version(
     store.put("a.csv", size=10, mtime=T0 - 60)
     poller = make_poller(store, clock, cleanup=policy)
     (v1,) = announce(poller, clock)
-    poller.cleanup("a.csv", v1.file.version_id, Outcome.PROCESSED)
+    clean_up(poller, v1, "processed", clock)
+    if policy == "move":
+        del store.files["processed/a.csv"]
 
     store.put("a.csv", size=10, mtime=T0 - 60)  # byte-for-byte the same upload again
     assert store.files["a.csv"].version_id == v1.file.version_id
@@ -657,7 +949,7 @@ def test_after_keep_cleanup_the_file_is_still_never_announced_twice(
     store.put("a.csv")
     poller = make_poller(store, clock, cleanup=CleanupPolicy.KEEP)
     (c,) = announce(poller, clock)
-    assert poller.cleanup("a.csv", c.file.version_id, Outcome.PROCESSED) is CleanupAction.KEPT
+    assert clean_up(poller, c, "processed", clock) == [CleanupAction.KEPT]
 
     for _ in range(3):
         assert poller.poll().ready == []
@@ -671,7 +963,9 @@ def test_moved_files_are_not_announced_from_the_processed_folder(
     store.put("b.csv")
     poller = make_poller(store, clock, cleanup="move")
     for c in announce(poller, clock):
-        poller.cleanup(c.file.path, c.file.version_id, Outcome.PROCESSED)
+        judge(poller, c, "processed", clock)
+    clock.advance(5)
+    run_due(poller)
     assert set(store.files) == {"processed/a.csv", "processed/b.csv"}
 
     for _ in range(3):
@@ -679,6 +973,120 @@ def test_moved_files_are_not_announced_from_the_processed_folder(
         assert result.ready == []
         assert result.listed == 0
         clock.advance(10)
+
+
+# -- incomplete files ---------------------------------------------------------------------------
+
+
+def test_an_incomplete_file_is_not_cleaned_up_and_is_announced_again_after_the_grace(
+    store: MemoryStore, clock: Clock
+) -> None:
+    store.put("a.csv", size=10, mtime=T0 - 60)
+    poller = make_poller(store, clock, cleanup="delete", incomplete_grace_seconds=300)
+    (v1,) = announce(poller, clock)  # clock: T0 + 20
+
+    assert judge(poller, v1, "incomplete", clock) is CleanupAction.INCOMPLETE
+    while clock() < T0 + 235:  # mtime + grace = T0 + 240
+        assert poller.poll().ready == []
+        assert run_due(poller) == []
+        clock.advance(10)
+    assert set(store.files) == {"a.csv"}
+    clock.advance(5)
+    (again,) = poller.poll().ready
+    assert (again.file, again.version, again.recheck) == (v1.file, 1, True)
+    poller.mark_announced([again])
+    clock.advance(10)
+    assert poller.poll().ready == []  # once, until downstream says otherwise
+
+    assert clean_up(poller, again, "partial", clock)[0] is CleanupAction.MOVED_INVALID
+    assert set(store.files) == {"invalid/a.csv"}
+
+
+def test_an_incomplete_file_that_grows_is_a_new_version_at_once(
+    store: MemoryStore, clock: Clock
+) -> None:
+    store.put("a.csv", size=10, mtime=T0 - 60)
+    poller = make_poller(store, clock, cleanup="move", incomplete_grace_seconds=3600)
+    (v1,) = announce(poller, clock)
+    judge(poller, v1, "incomplete", clock)
+    store.put("a.csv", size=40, mtime=clock())
+    clock.advance(10)
+    poller.poll()
+    clock.advance(10)
+    assert [(c.file.size, c.version, c.recheck) for c in poller.poll().ready] == [(40, 2, False)]
+
+
+def test_a_repeated_incomplete_verdict_is_not_rechecked_in_a_tight_loop(
+    store: MemoryStore, clock: Clock
+) -> None:
+    """A downstream clock running ahead says 'incomplete' again: wait min_age each time."""
+    store.put("a.csv", mtime=T0 - 600)
+    poller = make_poller(store, clock, incomplete_grace_seconds=300, min_age_seconds=30)
+    (v1,) = announce(poller, clock)
+    judge(poller, v1, "incomplete", clock)
+    clock.advance(20)
+    assert poller.poll().ready == []
+    clock.advance(10)
+    assert [c.recheck for c in poller.poll().ready] == [True]
+
+
+# -- restarts -----------------------------------------------------------------------------------
+
+
+def _restarted(poller: Poller, store: MemoryStore, clock: Clock) -> Poller:
+    """A new poller over what the old one would have recorded durably."""
+    known = {
+        path: KnownFile(
+            k.version_id,
+            k.version,
+            k.size,
+            k.mtime,
+            outcome=k.outcome,
+            decided_at=k.decided_at,
+            stage=k.stage,
+            cleaned_at=k.cleaned_at,
+            moved_to=k.moved_to,
+        )
+        for path, k in poller.known.items()
+    }
+    return Poller(store, poller.config, known=known, clock=clock)
+
+
+def test_pending_settling_and_recheck_survive_a_restart(store: MemoryStore, clock: Clock) -> None:
+    for name in ("pending.csv", "settling.csv", "recheck.csv"):
+        store.put(name, mtime=T0 - 60)
+    poller = make_poller(store, clock, cleanup="move", incomplete_grace_seconds=120)
+    by_path = {c.file.path: c for c in announce(poller, clock)}
+    judge(poller, by_path["settling.csv"], "processed", clock)
+    clock.advance(5)
+    assert run_due(poller) == [CleanupAction.MOVED_PROCESSED]
+    judge(poller, by_path["pending.csv"], "invalid", clock)
+    judge(poller, by_path["recheck.csv"], "incomplete", clock)
+
+    poller = _restarted(poller, store, clock)
+    store.put("processed/settling.csv", size=7, mtime=clock())  # a writer resumed meanwhile
+    assert run_due(poller) == [CleanupAction.MOVED_BACK]  # looked at once after the restart
+    clock.advance(5)
+    assert run_due(poller) == [CleanupAction.MOVED_INVALID]
+    clock.advance(40)  # mtime + grace passed
+    assert [(c.file.path, c.recheck) for c in poller.poll().ready] == [("recheck.csv", True)]
+    assert set(store.files) == {"invalid/pending.csv", "recheck.csv", "settling.csv"}
+
+
+def test_a_move_done_before_a_crash_but_not_recorded_is_recognised(
+    store: MemoryStore, clock: Clock
+) -> None:
+    store.put("a.csv", size=10)
+    poller = make_poller(store, clock, cleanup="move")
+    (c,) = announce(poller, clock)
+    judge(poller, c, "processed", clock)
+    clock.advance(5)
+    store.move("a.csv", "processed/a.csv")  # done, then the process died before recording it
+
+    assert run_due(poller) == [CleanupAction.MOVED_PROCESSED]
+    store.put("processed/a.csv", size=12, mtime=clock())
+    clock.advance(5)
+    assert run_due(poller) == [CleanupAction.MOVED_BACK]  # and it is watched as usual
 
 
 @pytest.mark.parametrize("bad", ["../out", "/srv/processed", ""])

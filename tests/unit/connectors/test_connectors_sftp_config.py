@@ -226,3 +226,32 @@ def test_validation_errors_do_not_echo_the_password(key_line: str) -> None:
     with pytest.raises(ValidationError) as info:
         config(key_line, password=PASSWORD, private_key=PRIVATE_KEY)
     assert PASSWORD not in error_messages(info.value)
+
+
+# -- keepalive and timeouts ---------------------------------------------------------------------
+
+
+def test_every_wait_is_bounded_by_default(key_line: str) -> None:
+    cfg = config(key_line, password=PASSWORD)
+    assert cfg.connect_timeout_seconds == 10
+    assert cfg.keepalive_seconds == 15
+    assert cfg.operation_timeout_seconds == 30
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"operation_timeout_seconds": 0},
+        {"operation_timeout_seconds": -1},
+        {"connect_timeout_seconds": 0},
+        {"keepalive_seconds": -5},
+    ],
+)
+def test_unbounded_or_negative_waits_are_refused(key_line: str, field: dict[str, float]) -> None:
+    with pytest.raises(ValidationError) as info:
+        config(key_line, password=PASSWORD, **field)
+    assert [e["loc"] for e in info.value.errors()] == [(next(iter(field)),)]
+
+
+def test_keepalive_zero_turns_it_off(key_line: str) -> None:
+    assert config(key_line, password=PASSWORD, keepalive_seconds=0).keepalive_seconds == 0
