@@ -35,6 +35,13 @@ CODEC = AvroCodec()
 FAST_POLL = PollConfig(interval_seconds=0.3, min_age_seconds=0)
 
 
+def free_port() -> int:
+    """Return a loopback TCP port that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def unique_prefix() -> str:
     """Return a topic prefix no other test uses."""
     return f"t{uuid.uuid4().hex[:10]}"
