@@ -173,8 +173,9 @@ class TopicReader:
             if left <= 0:
                 break
             for msg in self._consumer.consume(500, min(left, 0.2)):
-                if msg.error() is None:
-                    new.append(CODEC.decode(self.schema, msg.value()))
+                value = msg.value()
+                if msg.error() is None and value is not None:
+                    new.append(CODEC.decode(self.schema, value))
         self.records.extend(new)
         return new
 
