@@ -1,7 +1,7 @@
 # The two commands of the README's quickstart, plus the pieces they are made of.
 # Every target installs what it needs first (scripts/bootstrap.sh is idempotent).
 
-.PHONY: run test lint unit integration bench bootstrap
+.PHONY: run test lint unit integration bench hostile hostile-ci bootstrap
 
 run: bootstrap          ## run the service on its embedded defaults (local Kafka, SQLite, demo tenant)
 	.venv/bin/callstream run
@@ -20,6 +20,12 @@ integration: bootstrap
 
 bench: bootstrap        ## benchmarks: print figures, assert nothing about speed
 	.venv/bin/pytest tests/benchmarks -q -s -m benchmark
+
+hostile: bootstrap      ## 10,000 hostile files through a running service: fails on crash, stall, lost row
+	.venv/bin/python tests/hostile/run.py --count 10000
+
+hostile-ci: bootstrap   ## the 1,000-file slice CI runs (tests/integration/test_hostile.py)
+	.venv/bin/python tests/hostile/run.py --count 1000
 
 bootstrap:
 	@scripts/bootstrap.sh
