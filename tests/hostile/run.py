@@ -73,9 +73,9 @@ from streams.topics import Topics, ensure_topics
 
 TENANT, CONNECTOR = "hostile", "inbox"
 FINAL = ("processed", "partial", "invalid")
-#: Dead letters written before a row became a Conversation (parse, validate, produce); later
-#: stages reject rows that were already counted as accepted.
-INGEST_STAGES = (None, "parse", "validate", "produce")
+#: Dead letters of stages after ingest reject rows already counted as accepted (DeadLetter.stage:
+#: parse, validate, produce, cases); every other stage accounts for a row of the file.
+DOWNSTREAM_STAGES = ("cases", "analysis")
 EXAMPLES = 8
 STOP_GRACE = 40.0  # the issue asks for a bounded shutdown (default 30 s)
 
@@ -160,7 +160,7 @@ class TopicsReader:
         return len(rows) > before
 
     def _dead(self, r: dict[str, Any]) -> bool:
-        if r.get("stage") not in INGEST_STAGES:
+        if r.get("stage") in DOWNSTREAM_STAGES:
             self.seen.downstream_dead[f"{r['stage']}:{r['reason']}"] += 1
             return True
         rows = self.seen.dead[r["file_id"]]
