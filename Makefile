@@ -1,7 +1,7 @@
 # The two commands of the README's quickstart, plus the pieces they are made of.
 # Every target installs what it needs first (scripts/bootstrap.sh is idempotent).
 
-.PHONY: run test lint unit integration bench fuzz fuzz-ci bootstrap
+.PHONY: run test lint unit integration bench fuzz fuzz-ci hostile hostile-ci bootstrap
 
 run: bootstrap          ## run the service on its embedded defaults (local Kafka, SQLite, demo tenant)
 	.venv/bin/callstream run
@@ -26,6 +26,12 @@ fuzz: bootstrap         ## every fuzz harness for 1,000,000 executions: figures,
 
 fuzz-ci: bootstrap      ## every fuzz harness for FUZZ_SECONDS (30) s, as CI runs them
 	.venv/bin/python tests/fuzz/runner.py --seconds $${FUZZ_SECONDS:-30}
+
+hostile: bootstrap      ## 10,000 hostile files through a running service: fails on crash, stall, lost row
+	.venv/bin/python tests/hostile/run.py --count 10000
+
+hostile-ci: bootstrap   ## the 1,000-file slice CI runs (tests/integration/test_hostile.py)
+	.venv/bin/python tests/hostile/run.py --count 1000
 
 bootstrap:
 	@scripts/bootstrap.sh

@@ -35,6 +35,13 @@ CODEC = AvroCodec()
 FAST_POLL = PollConfig(interval_seconds=0.3, min_age_seconds=0)
 
 
+def free_port() -> int:
+    """Return a loopback TCP port that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def unique_prefix() -> str:
     """Return a topic prefix no other test uses."""
     return f"t{uuid.uuid4().hex[:10]}"
@@ -168,8 +175,9 @@ class TopicReader:
             if left <= 0:
                 break
             for msg in self._consumer.consume(500, min(left, 0.2)):
-                if msg.error() is None:
-                    new.append(CODEC.decode(self.schema, msg.value()))
+                value = msg.value()
+                if msg.error() is None and value is not None:
+                    new.append(CODEC.decode(self.schema, value))
         self.records.extend(new)
         return new
 

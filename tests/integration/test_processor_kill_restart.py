@@ -11,7 +11,6 @@ import asyncio
 import random
 import re
 import signal
-import socket
 import time
 import urllib.request
 from pathlib import Path
@@ -23,6 +22,7 @@ from support import (
     TopicReader,
     connector,
     conversations_csv,
+    free_port,
     settings_for,
     sftp_config,
     sftp_session,
@@ -36,12 +36,6 @@ from streams.codec import AvroCodec
 from streams.topics import Topics
 
 ROWS = 20_000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_sigkill_three_times_during_a_20000_row_file(
@@ -69,7 +63,7 @@ def test_sigkill_three_times_during_a_20000_row_file(
     results = TopicReader(kafka, topics.analysis_results, "callstream.AnalysisResult")
     rng = random.Random()
     kill_points = sorted(rng.sample(range(1_000, ROWS - 2_000), 3))
-    port = _free_port()
+    port = free_port()
     worker = start_service(config, log, {"CALLSTREAM_HTTP__PORT": str(port)})
     kills = 0
     killed_at: list[int] = []
@@ -86,7 +80,7 @@ def test_sigkill_three_times_during_a_20000_row_file(
                 worker.wait(10)
                 kills += 1
                 killed_at.append(len(results.records))
-                port = _free_port()
+                port = free_port()
                 worker = start_service(config, log, {"CALLSTREAM_HTTP__PORT": str(port)})
         results.poll(3.0)
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
