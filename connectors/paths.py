@@ -17,11 +17,14 @@ from connectors.errors import UnsafePath
 MAX_PATH_CHARS = 1024
 """Longest connector-relative path served: the width of ``connector_files.path``."""
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: C0 controls, DEL, and surrogates: a name that is not valid UTF-8 (decoded with
+#: surrogateescape) could not be hashed, logged or stored as text.
+_CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 def has_control_character(text: str) -> bool:
-    """Tell whether ``text`` contains a C0 control character or DEL (newline included)."""
+    """Tell whether ``text`` has a C0 control character or DEL (newline included), or bytes
+    that are not UTF-8."""
     return _CONTROL.search(text) is not None
 
 
@@ -65,7 +68,9 @@ def unsafe_reason(path: str) -> str:
     """Say why :func:`is_safe_path` refuses ``path`` (for the skip detail)."""
     if len(path) > MAX_PATH_CHARS:
         return f"path longer than {MAX_PATH_CHARS} characters"
-    return "name contains a control character, '/' or NUL, or is '.' or '..'"
+    return (
+        "name contains a control character, '/', NUL or bytes that are not UTF-8, or is '.' or '..'"
+    )
 
 
 def parent(path: str) -> str:

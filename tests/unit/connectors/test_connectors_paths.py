@@ -89,3 +89,8 @@ def test_is_safe_name_refuses_unusable_names(name: str) -> None:
 @pytest.mark.parametrize(("path", "expected"), [("a/b/c.csv", "a/b"), ("c.csv", ""), ("a/b", "a")])
 def test_parent_is_the_containing_folder(path: str, expected: str) -> None:
     assert paths.parent(path) == expected
+
+
+def test_a_name_that_is_not_utf8_is_unsafe() -> None:
+    # os.scandir decodes undecodable bytes as surrogates: such a name cannot be hashed or stored
+    assert not paths.is_safe_name("x\udced\udca0.csv")
