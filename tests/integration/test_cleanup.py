@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import time
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from support import (
 )
 
 from connectors.local import LocalConfig
+from connectors.poller import CleanupStage
+from streams.state import ConnectorState
 from streams.topics import Topics
 
 
@@ -33,8 +36,10 @@ def _outcome(event: dict, outcome: str) -> dict:
         "outcome": outcome,
         "rows_accepted": 10,
         "rows_rejected": 0,
+        "rejected_by_reason": {},
         "reason": None if outcome == "processed" else "missing_header",
         "decided_at": dt.datetime.now(dt.UTC),
+        "lines_read": 0,
     }
 
 
@@ -112,3 +117,96 @@ async def test_cleanup_waits_for_outcome_and_moves_or_deletes(
     # files moved to processed/ or invalid/ are never announced again
     assert not [r for r in reader.records if r["path"].startswith(("processed/", "invalid/"))]
     assert len(reader.records) == 6
+
+
+def _verdict(kafka: str, prefix: str, event: dict, outcome: str) -> None:
+    publish(
+        kafka,
+        Topics(prefix).file_outcomes,
+        "callstream.FileOutcome",
+        f"{event['tenant']}/{event['connector']}/{event['path']}",
+        _outcome(event, outcome),
+    )
+
+
+async def test_pending_settling_and_recheck_clean_ups_survive_a_restart(
+    kafka: str, prefix: str, tmp_path: Path
+) -> None:
+    """Stop the service with a move pending, a moved file settling and an incomplete file
+    waiting for its grace period: the next start carries on with each from the database."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    now = time.time()
+    for name, age in (("pending.csv", 60), ("settling.csv", 60), ("recheck.csv", 5)):
+        (inbox / name).write_text(f"{name}\n")
+        os.utime(inbox / name, (now - age, now - age))
+    local = connector(
+        "local",
+        LocalConfig(root=inbox),
+        cleanup="move",
+        min_age_seconds=4,
+        cleanup_settle_seconds=600,
+        incomplete_grace_seconds=20,  # recheck.csv: due 15 s from now, after the restart
+    )
+    settings = settings_for(
+        kafka, prefix, tmp_path / "data", [local], processors={"enabled": False}
+    )
+    reader = TopicReader(kafka, Topics(prefix).file_arrivals)
+    state = ConnectorState(settings.database_url)
+    try:
+        async with running(settings):
+            await reader.wait_for(lambda rs: len(rs) >= 3)
+            first = {r["path"]: r for r in reader.records}
+            _verdict(kafka, prefix, first["settling.csv"], "processed")
+            _verdict(kafka, prefix, first["recheck.csv"], "incomplete")
+            await _until(lambda: (inbox / "processed/settling.csv").exists())
+            _verdict(kafka, prefix, first["pending.csv"], "partial")
+            await state.start()
+            stages: dict[str, object] = {}
+            deadline = time.monotonic() + 20
+            while stages.get("pending.csv") != CleanupStage.PENDING:
+                assert time.monotonic() < deadline, f"verdict not recorded: {stages}"
+                await asyncio.sleep(0.1)
+                known = await state.load_known("acme", "local")
+                stages = {path: k.stage for path, k in known.items()}
+        # stopped within the 4 s quiet period of pending.csv
+        assert stages == {
+            "pending.csv": CleanupStage.PENDING,
+            "settling.csv": CleanupStage.SETTLING,
+            "recheck.csv": CleanupStage.RECHECK,
+        }
+        assert sorted(p.name for p in inbox.iterdir() if p.is_file()) == [
+            "pending.csv",
+            "recheck.csv",
+        ]
+        with (inbox / "processed/settling.csv").open("a") as late_writer:
+            late_writer.write("written after the move\n")  # a writer that resumed meanwhile
+        os.utime(inbox / "processed/settling.csv", (now - 30, now - 30))
+
+        async with running(settings):
+            await _until(lambda: (inbox / "invalid/pending.csv").exists())
+            await _until(lambda: (inbox / "settling.csv").exists())
+            await reader.wait_for(
+                lambda rs: (
+                    [r["path"] for r in rs].count("settling.csv") >= 2
+                    and [r["path"] for r in rs].count("recheck.csv") >= 2
+                ),
+                timeout=40,
+            )
+    finally:
+        reader.close()
+        await state.stop()
+
+    by_path: dict[str, list[dict]] = {}
+    for r in reader.records:
+        by_path.setdefault(r["path"], []).append(r)
+    settling_v1, settling_v2 = by_path["settling.csv"]
+    assert (settling_v1["version"], settling_v2["version"]) == (1, 2)
+    assert settling_v2["size"] > settling_v1["size"]
+    assert (inbox / "settling.csv").read_text().endswith("written after the move\n")
+    recheck_v1, recheck_again = by_path["recheck.csv"]
+    assert recheck_again["file_id"] == recheck_v1["file_id"]  # the same, unchanged version
+    assert (recheck_again["version"], recheck_again["version_id"]) == (1, recheck_v1["version_id"])
+    assert recheck_again["announced_at"] >= recheck_v1["mtime"] + dt.timedelta(seconds=20)
+    assert len(by_path["pending.csv"]) == 1
+    assert (inbox / "recheck.csv").exists()
