@@ -34,7 +34,8 @@ class Metrics:
         self.files_skipped = Counter(
             "callstream_connector_files_skipped_total",
             "Listed entries not announced on a poll, by reason "
-            "(symlink, special_file, unsafe_name, excluded, too_young, unstable, awaiting_marker).",
+            "(symlink, special_file, unsafe_name, excluded, too_young, unstable, awaiting_marker, "
+            "stale_marker).",
             [*conn, "reason"],
             registry=r,
         )
@@ -59,7 +60,9 @@ class Metrics:
         )
         self.cleanups = Counter(
             "callstream_connector_cleanups_total",
-            "Clean-up actions applied after downstream outcomes.",
+            "Clean-up after downstream outcomes, by action: deferred, incomplete, kept, "
+            "moved_processed, moved_invalid, deleted, settled, moved_back, move_back_blocked, "
+            "superseded, missing, failed.",
             [*conn, "action"],
             registry=r,
         )
