@@ -200,7 +200,7 @@ async def test_wrong_host_key_and_wrong_password_fail_clearly_others_keep_workin
     bad_key = connector("bad-host-key", sftp_config(sftp_server, host_key=wrong_pin))
     bad_pw = connector(  # its own folder: two connectors may not watch the same one
         "bad-password",
-        sftp_config(sftp_server, password="not-the-password", root="/upload/elsewhere"),
+        sftp_config(sftp_server, password="not-the-password", root="/elsewhere"),
     )
     key_upload = sftp_server.upload_dir("cs_key")
     (key_upload / "keep-working.csv").write_text("still flowing\n")
