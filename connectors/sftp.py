@@ -200,7 +200,13 @@ class SftpStore:
             limit = cfg.connect_timeout_seconds
             transport.banner_timeout = transport.handshake_timeout = limit
             transport.auth_timeout = transport.channel_timeout = limit
-            watchdog = threading.Timer(limit, transport.close)
+            fired = threading.Event()
+
+            def give_up() -> None:  # unblocks whichever handshake phase is waiting
+                fired.set()
+                transport.close()
+
+            watchdog = threading.Timer(limit, give_up)
             watchdog.daemon = True
             watchdog.start()
             try:
@@ -225,7 +231,7 @@ class SftpStore:
             except (paramiko.SSHException, OSError, EOFError, ConnectorError) as exc:
                 watchdog.cancel()
                 transport.close()
-                if watchdog.finished.is_set() and not isinstance(exc, HostKeyMismatch):
+                if fired.is_set() and not isinstance(exc, HostKeyMismatch):
                     raise StoreUnavailable(
                         f"SSH handshake with {where} timed out after {limit:g}s"
                     ) from exc
@@ -366,8 +372,9 @@ class SftpStore:
         with self._lock:
             sftp = self._client()
             target = self._remote(dst)
-            self._makedirs(posixpath.dirname(target))
+            what = f"moving {src!r} to {dst!r} on {self.description}"
             try:
+                self._makedirs(posixpath.dirname(target))
                 if replace:
                     sftp.posix_rename(self._remote(src), target)
                 else:
@@ -375,11 +382,23 @@ class SftpStore:
             except FileNotFoundError as exc:
                 raise FileVanished(f"{src!r} is no longer on {self.description}") from exc
             except OSError as exc:
-                if not replace and self._exists(target):
+                if self._refused(exc) and not replace and self._exists(target):
                     raise TargetExists(f"{dst!r} already exists on {self.description}") from exc
-                raise StoreUnavailable(f"moving {src!r} to {dst!r}: {exc}") from exc
+                raise self._failure(what, exc) from exc
             except (EOFError, paramiko.SSHException) as exc:
-                raise StoreUnavailable(f"moving {src!r} to {dst!r}: {exc}") from exc
+                raise StoreUnavailable(f"{what}: {exc}") from exc
+
+    def _refused(self, exc: OSError) -> bool:
+        """Tell whether the server answered with an error status (the session itself works)."""
+        if isinstance(exc, TimeoutError | ConnectionError):
+            return False
+        return self._transport is not None and self._transport.is_active()
+
+    def _failure(self, what: str, exc: OSError) -> ConnectorError:
+        """A refusal (permission denied, ...) is about this file; anything else about the link."""
+        if self._refused(exc):
+            return ConnectorError(f"{what}: {exc}")
+        return StoreUnavailable(f"{what}: {exc}")
 
     def _exists(self, remote: str) -> bool:
         try:
@@ -397,7 +416,9 @@ class SftpStore:
                 self._client().remove(self._remote(path))
             except FileNotFoundError:
                 return
-            except (OSError, EOFError, paramiko.SSHException) as exc:
+            except OSError as exc:
+                raise self._failure(f"deleting {path!r} on {self.description}", exc) from exc
+            except (EOFError, paramiko.SSHException) as exc:
                 raise StoreUnavailable(f"deleting {path!r}: {exc}") from exc
 
     def _makedirs(self, remote_dir: str) -> None:

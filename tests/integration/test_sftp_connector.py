@@ -197,13 +197,10 @@ async def test_wrong_host_key_and_wrong_password_fail_clearly_others_keep_workin
     impostor = paramiko.ECDSAKey.generate()  # a server we never pinned
     wrong_pin = f"{impostor.get_name()} {impostor.get_base64()}"
     good = connector("good", sftp_config(sftp_server, "cs_key"))
-    # sibling folders: two connectors may not watch the same (or a nested) one
-    bad_key = connector(
-        "bad-host-key", sftp_config(sftp_server, host_key=wrong_pin, root="/upload/one")
-    )
-    bad_pw = connector(
+    bad_key = connector("bad-host-key", sftp_config(sftp_server, host_key=wrong_pin))
+    bad_pw = connector(  # its own folder: two connectors may not watch the same one
         "bad-password",
-        sftp_config(sftp_server, password="not-the-password", root="/upload/two"),
+        sftp_config(sftp_server, password="not-the-password", root="/elsewhere"),
     )
     key_upload = sftp_server.upload_dir("cs_key")
     (key_upload / "keep-working.csv").write_text("still flowing\n")
