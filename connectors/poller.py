@@ -403,8 +403,7 @@ class Poller:
             if len(result.ready) >= self.config.max_announce_per_poll:
                 result.pending += 1
                 continue
-            if recheck:
-                assert known is not None  # noqa: S101 - set above
+            if recheck and known is not None:
                 result.ready.append(Candidate(f, known.version, recheck=True))
             else:
                 result.ready.append(Candidate(f, known.version + 1 if known else 1))

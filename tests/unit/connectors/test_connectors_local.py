@@ -466,6 +466,12 @@ def test_move_without_replace_refuses_a_taken_target(root: Path, store: LocalSto
 # -- with the poller ----------------------------------------------------------------------------
 
 
+def due_actions(poller: Poller) -> list[CleanupAction]:
+    """Take the clean-up steps due now; return what they did."""
+    steps = [poller.cleanup_step(path) for path in poller.due_cleanups()]
+    return [step.action for step in steps if step is not None]
+
+
 def test_poller_over_a_local_folder_announces_moves_and_prunes(
     root: Path, store: LocalStore
 ) -> None:
@@ -485,9 +491,7 @@ def test_poller_over_a_local_folder_announces_moves_and_prunes(
 
     poller.note_outcome("calls/a.csv", c.file.version_id, Outcome.PROCESSED, now[0])
     now[0] += 5
-    (due,) = poller.due_cleanups()
-    step = poller.cleanup_step(due)
-    assert step is not None and step.action is CleanupAction.MOVED_PROCESSED
+    assert due_actions(poller) == [CleanupAction.MOVED_PROCESSED]
     assert (root / "processed" / "calls" / "a.csv").read_bytes() == b"a,b\n"
     for _ in range(2):
         assert poller.poll().ready == []  # processed/ is never listed
@@ -506,16 +510,12 @@ def test_a_writer_resuming_into_a_moved_local_file_gets_it_back(
         poller.mark_announced([c])
         poller.note_outcome("a.csv", c.file.version_id, Outcome.PROCESSED, now[0])
         now[0] += 5
-        assert [poller.cleanup_step(p).action for p in poller.due_cleanups()] == [  # type: ignore[union-attr]
-            CleanupAction.MOVED_PROCESSED
-        ]
+        assert due_actions(poller) == [CleanupAction.MOVED_PROCESSED]
         writer.write(b"2\n")  # the writer still holds the moved file open
         writer.flush()
     os.utime(root / "processed" / "a.csv", (now[0] + 1, now[0] + 1))
     now[0] += 5
-    assert [poller.cleanup_step(p).action for p in poller.due_cleanups()] == [  # type: ignore[union-attr]
-        CleanupAction.MOVED_BACK
-    ]
+    assert due_actions(poller) == [CleanupAction.MOVED_BACK]
     assert (root / "a.csv").read_bytes() == b"h\n1\n2\n"
     assert not (root / "processed" / "a.csv").exists()
 
@@ -533,7 +533,6 @@ def test_cleanup_does_not_touch_a_file_replaced_by_a_symlink(
     (root / "a.csv").symlink_to(outside / "secret.txt")
 
     poller.note_outcome("a.csv", c.file.version_id, Outcome.PROCESSED, now)
-    steps = [poller.cleanup_step(p) for p in poller.due_cleanups()]
-    assert [s.action for s in steps if s] == [CleanupAction.SUPERSEDED]
+    assert due_actions(poller) == [CleanupAction.SUPERSEDED]
     assert (root / "a.csv").is_symlink()
     assert (outside / "secret.txt").exists()
