@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import io
 import os
 import socket
@@ -233,6 +234,27 @@ def conversation_row(i: int, *, disposition: str = "resolved") -> str:
         f"a-{i % 17},Agent {i % 17},Billing,winter,+1415555{i % 10000:04d},+18005550100,"
         f"recordings/{i:06d}.wav,{disposition}\n"
     )
+
+
+def conversation_record(ext: str, **changes: Any) -> dict[str, Any]:
+    """A valid Conversation record as a producer would publish it (no source file)."""
+    record: dict[str, Any] = {
+        "tenant": "acme",
+        "source_system": "crm",
+        "external_interaction_id": ext,
+        "channel": "voice",
+        "direction": None,
+        "started_at": dt.datetime(2026, 11, 20, 9, tzinfo=dt.UTC),
+        "ended_at": None,
+        **dict.fromkeys(("agent_id", "agent_name", "team", "campaign", "ani", "dnis"), None),
+        "recording_ref": None,
+        "transcript_ref": None,
+        "turns": [],
+        "metadata": {},
+        "source": None,
+    }
+    record.update(changes)
+    return record
 
 
 def conversations_csv(count: int, start: int = 0) -> bytes:

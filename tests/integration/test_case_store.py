@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from support import conversation_record
 
 from streams.analysis.profiles import Parameter, PhrasePresent, Profile
 from streams.cases.store import CaseStore, case_id, outbox
@@ -30,26 +30,14 @@ async def store(database_url: str) -> AsyncIterator[CaseStore]:
 
 
 def _conv(ext: str, tenant: str = "acme", note: str = "x") -> dict[str, Any]:
-    return {
-        "tenant": tenant,
-        "source_system": "five9",
-        "external_interaction_id": ext,
-        "channel": "chat",
-        "direction": None,
-        "started_at": dt.datetime(2026, 11, 20, 9, tzinfo=dt.UTC),
-        "ended_at": None,
-        "agent_id": None,
-        "agent_name": None,
-        "team": None,
-        "campaign": None,
-        "ani": None,
-        "dnis": None,
-        "recording_ref": None,
-        "transcript_ref": None,
-        "turns": [{"speaker": "agent", "at": None, "text": "Hello there"}],
-        "metadata": {"note": note},
-        "source": None,
-    }
+    return conversation_record(
+        ext,
+        tenant=tenant,
+        source_system="five9",
+        channel="chat",
+        turns=[{"speaker": "agent", "at": None, "text": "Hello there"}],
+        metadata={"note": note},
+    )
 
 
 async def _outbox_rows(store: CaseStore) -> list[Any]:

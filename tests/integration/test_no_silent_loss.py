@@ -19,6 +19,7 @@ from support import (
     CSV_HEADER,
     TopicReader,
     connector,
+    conversation_record,
     conversation_row,
     conversations_csv,
     publish,
@@ -185,7 +186,7 @@ async def test_poison_inputs_are_dead_lettered_and_nothing_stalls(
             arrival = _arrival(prefix, "../../etc/passwd")
             publish(kafka, t.file_arrivals, "callstream.FileArrival", "acme/drop/x", arrival)
             # a conversation whose source system does not fit its column, from another producer
-            bad = _conversation("BAD-1", source_system="s" * 300)
+            bad = conversation_record("BAD-1", source_system="s" * 300)
             publish(kafka, t.conversations, CONVERSATION, "acme/x/BAD-1", bad)
             await outcomes.wait_for(lambda rs: len(rs) >= 5, 90)
             drop(inbox, "after.csv", conversations_csv(20))
@@ -256,29 +257,3 @@ def _arrival(prefix: str, path: str) -> dict[str, Any]:
         "version_id": version,
         "announced_at": now,
     }
-
-
-def _conversation(ext: str, **changes: Any) -> dict[str, Any]:
-    now = dt.datetime.now(dt.UTC)
-    record: dict[str, Any] = {
-        "tenant": "acme",
-        "source_system": "crm",
-        "external_interaction_id": ext,
-        "channel": "voice",
-        "direction": None,
-        "started_at": now,
-        "ended_at": None,
-        "agent_id": None,
-        "agent_name": None,
-        "team": None,
-        "campaign": None,
-        "ani": None,
-        "dnis": None,
-        "recording_ref": None,
-        "transcript_ref": None,
-        "turns": [],
-        "metadata": {},
-        "source": None,
-    }
-    record.update(changes)
-    return record
