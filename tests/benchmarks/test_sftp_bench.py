@@ -488,7 +488,7 @@ def _openssh_get(
         "GlobalKnownHostsFile=/dev/null",
         "-P",
         str(server.port),
-        f"{USER}@{server.host}",
+        f"{server.users[USER].name}@{server.host}",
     ]
     errors = work / "sftp.stderr"
     try:

@@ -59,7 +59,7 @@ def sftp_config(server: SftpServer, user: str = "cs_pw", **overrides: Any) -> Sf
     base: dict[str, Any] = {
         "host": server.host,
         "port": server.port,
-        "username": user,
+        "username": account.name,
         "host_key": server.host_key_line,
         "root": server.remote_upload_dir(),
         **creds,
@@ -127,10 +127,10 @@ def sftp_session(server: SftpServer, user: str = "cs_pw") -> Iterator[paramiko.S
         assert f"{key.get_name()} {key.get_base64()}" == server.host_key_line
         account = server.users[user]
         if account.password is not None:
-            transport.auth_password(user, account.password)
+            transport.auth_password(account.name, account.password)
         else:
             assert account.private_key_path is not None
-            transport.auth_publickey(user, paramiko.PKey.from_path(account.private_key_path))
+            transport.auth_publickey(account.name, paramiko.PKey.from_path(account.private_key_path))
         sftp = paramiko.SFTPClient.from_transport(transport)
         assert sftp is not None
         yield sftp

@@ -31,11 +31,11 @@ def _open_sftp(server: SftpServer, user: str) -> tuple[paramiko.Transport, param
         assert key.fingerprint == server.host_key_fingerprint
         account = server.users[user]
         if account.password is not None:
-            transport.auth_password(user, account.password)
+            transport.auth_password(account.name, account.password)
         else:
             assert account.private_key_path is not None
             pkey = paramiko.Ed25519Key.from_private_key_file(str(account.private_key_path))
-            transport.auth_publickey(user, pkey)
+            transport.auth_publickey(account.name, pkey)
         assert transport.is_authenticated()
         sftp = paramiko.SFTPClient.from_transport(transport)
         assert sftp is not None
@@ -101,7 +101,7 @@ def test_sftp_user_rejects_other_auth_method(sftp_server: SftpServer) -> None:
     try:
         transport.start_client(timeout=10)
         with pytest.raises(paramiko.AuthenticationException):
-            transport.auth_password("cs_key", "not-the-password")
+            transport.auth_password(sftp_server.users["cs_key"].name, "not-the-password")
     finally:
         transport.close()
 

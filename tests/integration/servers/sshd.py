@@ -45,6 +45,10 @@ SSHD = "/usr/sbin/sshd"
 SSH_KEYGEN = "/usr/bin/ssh-keygen"
 PASSWORD_USER = "cs_pw"
 KEY_USER = "cs_key"
+#: Appended to the system user names (``cs_pw<suffix>``): lets test runs in separate checkouts
+#: run at the same time without resetting each other's passwords. Tests keep using the logical
+#: names ``cs_pw`` / ``cs_key`` as keys of ``SftpServer.users``.
+USER_SUFFIX = os.environ.get("CALLSTREAM_TEST_SFTP_USER_SUFFIX", "")
 _SERVER = "sshd"
 
 
@@ -79,13 +83,13 @@ class SftpServer:
         chroot = self.base_dir / "chroot"
         self.users: dict[str, SftpUser] = {
             PASSWORD_USER: SftpUser(
-                name=PASSWORD_USER,
+                name=PASSWORD_USER + USER_SUFFIX,
                 password=secrets.token_urlsafe(18),
                 private_key_path=None,
                 home=chroot / PASSWORD_USER,
             ),
             KEY_USER: SftpUser(
-                name=KEY_USER,
+                name=KEY_USER + USER_SUFFIX,
                 password=None,
                 private_key_path=self._client_dir / f"{KEY_USER}_ed25519",
                 home=chroot / KEY_USER,
@@ -266,11 +270,11 @@ class SftpServer:
             [SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", KEY_USER, "-f", str(priv)],
             "ssh-keygen (client key)",
         )
-        authorized = self._keys_dir / KEY_USER
+        authorized = self._keys_dir / key_user.name
         authorized.write_text(priv_pub.read_text())
         authorized.chmod(0o644)
         # cs_pw gets no authorized key: an empty file makes that explicit.
-        (self._keys_dir / PASSWORD_USER).write_text("")
+        (self._keys_dir / self.users[PASSWORD_USER].name).write_text("")
 
     def _prepare_user(self, user: SftpUser) -> None:
         try:
@@ -293,7 +297,7 @@ class SftpServer:
             folder.mkdir(mode=0o755, exist_ok=True)
             os.chown(folder, 0, 0)
             folder.chmod(0o755)
-        upload = self.upload_dir(user.name)
+        upload = user.home / "upload"
         upload.mkdir(mode=0o755, exist_ok=True)
         os.chown(upload, entry.pw_uid, entry.pw_gid)
         upload.chmod(0o755)
@@ -315,7 +319,7 @@ class SftpServer:
             "PermitRootLogin no",
             f'AuthorizedKeysFile "{self._keys_dir}/%u"',
             "StrictModes no",
-            f"AllowUsers {PASSWORD_USER} {KEY_USER}",
+            f"AllowUsers {pw.name} {key.name}",
             "Subsystem sftp internal-sftp",
             "MaxSessions 50",
             "MaxStartups 100",
