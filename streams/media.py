@@ -1,6 +1,15 @@
 """The media store: recordings and oversized raw rows, kept beside (never on) Kafka.
 
-Contract: :meth:`LocalMediaStore.put` streams a binary file object into the store under a
+Contract of :meth:`MediaStore.put_media` (recordings): the stream is copied under
+``<tenant>/<yyyy>/<mm>/<dd>/<file_id>/<name>`` (``when`` gives the date, in UTC) with bounded
+memory while its SHA-256 is computed; the object only becomes visible under its key once it is
+complete; the returned :class:`StoredMedia` names it (``uri``, the ``recording_ref`` base) with
+its checksum and size. A name whose extension is not a supported recording format raises
+:class:`MediaRejected` ``unsupported_media`` before anything is copied; a stream longer than the
+store's ``max_bytes`` raises ``too_large`` and leaves nothing behind. Re-putting the same
+``file_id`` replaces the object (a retry after a crash redoes the copy).
+
+Contract of :meth:`LocalMediaStore.put` streams a binary file object into the store under a
 relative key with bounded memory while hashing it, atomically (a partial copy is never visible
 under the key), and returns the key and the SHA-256. Keys are built by callers from tenant,
 connector and file ids, never from file content alone; they are normalised and may not leave
@@ -9,19 +18,129 @@ the store's root. Blocking: call it from a worker thread.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
-from pathlib import Path
-from typing import IO
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Protocol
 
 from connectors import paths
+
+#: Recording formats accepted (seed 003: wav, mp3, mp4, m4a, mpg, wma, webm, aiff, flac, ogg,
+#: gsm, webex arf, au).
+MEDIA_SUFFIXES = frozenset(
+    [
+        ".wav",
+        ".mp3",
+        ".mp4",
+        ".m4a",
+        ".mpg",
+        ".wma",
+        ".webm",
+        ".aiff",
+        ".flac",
+        ".ogg",
+        ".gsm",
+        ".arf",
+        ".au",
+    ]
+)
+#: The largest recording accepted by default (seed 003: 2 GB).
+DEFAULT_MAX_MEDIA_BYTES = 2 * 1024**3
+
+
+class MediaRejected(Exception):
+    """A recording the store refuses for good: ``reason`` is ``unsupported_media`` or
+    ``too_large`` (a permanent, input-caused failure: dead-letter it, never retry)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMedia:
+    """One recording as the media store holds it."""
+
+    key: str
+    """Store-relative key: ``<tenant>/<yyyy>/<mm>/<dd>/<file_id>/<name>``."""
+    uri: str
+    """Where it is: ``file:///...`` or ``s3://bucket/key``."""
+    sha256: str
+    size: int
+    duration_seconds: float | None = None
+    """From the media header where the format allows (WAV, FLAC); else None."""
+
+    @property
+    def ref(self) -> str:
+        """The conversation's ``recording_ref``: the object and its checksum."""
+        return f"{self.uri}#sha256={self.sha256}"
+
+
+class MediaStore(Protocol):
+    """Where recordings are kept (local folder or S3). Blocking: call from a worker thread."""
+
+    def put_media(
+        self, tenant: str, file_id: str, name: str, stream: IO[bytes], *, when: dt.datetime
+    ) -> StoredMedia: ...
+
+    def put(self, key: str, stream: IO[bytes]) -> tuple[str, str]: ...
+
+    def put_bytes(self, key: str, data: bytes) -> str: ...
+
+
+def media_key(tenant: str, file_id: str, name: str, when: dt.datetime) -> str:
+    """Return ``<tenant>/<yyyy>/<mm>/<dd>/<file_id>/<name>`` (date in UTC, name's last part)."""
+    day = when.astimezone(dt.UTC)
+    base = PurePosixPath(name).name
+    return paths.normalize(f"{tenant}/{day:%Y/%m/%d}/{file_id}/{base}")
+
+
+def check_media_name(name: str) -> None:
+    """Raise :class:`MediaRejected` ``unsupported_media`` unless ``name`` is a recording format."""
+    suffix = PurePosixPath(name).suffix.lower()
+    if suffix not in MEDIA_SUFFIXES:
+        raise MediaRejected(
+            "unsupported_media",
+            f"{suffix or 'no extension'} is not a supported recording format "
+            f"({', '.join(sorted(s[1:] for s in MEDIA_SUFFIXES))})",
+        )
 
 
 class LocalMediaStore:
     """A media store in a local directory (the embedded default)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, max_bytes: int = DEFAULT_MAX_MEDIA_BYTES) -> None:
         self.root = root
+        self.max_bytes = max_bytes
+
+    def put_media(
+        self, tenant: str, file_id: str, name: str, stream: IO[bytes], *, when: dt.datetime
+    ) -> StoredMedia:
+        """Copy a recording (see the module doc)."""
+        check_media_name(name)
+        key = media_key(tenant, file_id, name, when)
+        target = self.root / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        size = 0
+        tmp = target.with_name(f".{target.name}.part")
+        try:
+            with tmp.open("wb") as out:
+                while chunk := stream.read(1024 * 1024):
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise MediaRejected(
+                            "too_large",
+                            f"{name}: larger than the media limit of {self.max_bytes} bytes",
+                        )
+                    digest.update(chunk)
+                    out.write(chunk)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return StoredMedia(key, target.absolute().as_uri(), digest.hexdigest(), size)
 
     def put(self, key: str, stream: IO[bytes]) -> tuple[str, str]:
         """Copy ``stream`` to ``key``; return ``(key, sha256 hex)``."""

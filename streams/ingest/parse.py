@@ -45,27 +45,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from streams.media import MEDIA_SUFFIXES
+
 CHANNELS = ("voice", "chat", "email", "social")
 DIRECTIONS = ("inbound", "outbound", "internal")
 SPEAKERS = ("agent", "customer", "system")
-#: Recordings are copied to the media store, not parsed (the seeds' supported formats).
-MEDIA_SUFFIXES = frozenset(
-    [
-        ".wav",
-        ".mp3",
-        ".mp4",
-        ".m4a",
-        ".mpg",
-        ".wma",
-        ".webm",
-        ".aiff",
-        ".flac",
-        ".ogg",
-        ".gsm",
-        ".arf",
-        ".au",
-    ]
-)
 EXCERPT = 512
 #: Longest external interaction id: the case store's column (``cases.external_interaction_id``).
 MAX_ID_CHARS = 512
