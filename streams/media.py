@@ -53,6 +53,8 @@ MEDIA_SUFFIXES = frozenset(
 )
 #: The largest recording accepted by default (seed 003: 2 GB).
 DEFAULT_MAX_MEDIA_BYTES = 2 * 1024**3
+#: The largest limit that can be configured (S3's largest single copy, 5 GiB).
+MAX_MEDIA_BYTES = 5 * 1024**3
 #: Bytes asked of the source stream per read.
 READ_BYTES = 1024 * 1024
 
@@ -87,6 +89,10 @@ class StoredMedia:
 
 class MediaStore(Protocol):
     """Where recordings are kept (local folder or S3). Blocking: call from a worker thread."""
+
+    def start(self) -> None:
+        """Clean up what a killed process left (called once at start); never raises."""
+        ...
 
     def put_media(
         self, tenant: str, file_id: str, name: str, stream: IO[bytes], *, when: dt.datetime
@@ -159,6 +165,10 @@ class LocalMediaStore:
     def __init__(self, root: Path, max_bytes: int = DEFAULT_MAX_MEDIA_BYTES) -> None:
         self.root = root
         self.max_bytes = max_bytes
+
+    def start(self) -> None:
+        """Nothing to do: a killed copy leaves only a hidden ``.<name>.part`` file, which the
+        redone copy of the same key replaces."""
 
     def put_media(
         self, tenant: str, file_id: str, name: str, stream: IO[bytes], *, when: dt.datetime

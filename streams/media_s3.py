@@ -62,7 +62,9 @@ from streams.errors import MediaStoreError
 from streams.media import (
     DEFAULT_MAX_MEDIA_BYTES,
     READ_BYTES,
+    LocalMediaStore,
     MediaCopy,
+    MediaStore,
     StoredMedia,
     check_media_name,
     media_key,
@@ -70,6 +72,8 @@ from streams.media import (
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+    from streams.settings import S3MediaSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -431,3 +435,41 @@ class S3MediaStore:
         return MediaStoreError(
             f"{where}: {type(exc).__name__}: {exc}", retriable=retriable, code=type(exc).__name__
         )
+
+
+def open_media_store(settings: Settings) -> MediaStore:
+    """Build the configured media store (``media`` settings); nothing is contacted yet."""
+    media = settings.media
+    if media.type == "local":
+        return LocalMediaStore(settings.media_root, media.max_bytes)
+    return S3MediaStore(
+        _client(media),
+        media.bucket,
+        media.prefix,
+        endpoint=media.endpoint_url,
+        max_bytes=media.max_bytes,
+        part_size=media.part_size_bytes,
+        stale_after_seconds=media.stale_upload_minutes * 60,
+    )
+
+
+def _client(media: S3MediaSettings) -> S3Client:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        region_name=media.region,
+        endpoint_url=media.endpoint_url,
+        aws_access_key_id=media.access_key_id,
+        aws_secret_access_key=(
+            media.secret_access_key.get_secret_value() if media.secret_access_key else None
+        ),
+        aws_session_token=media.session_token.get_secret_value() if media.session_token else None,
+        config=Config(
+            s3={"addressing_style": media.addressing_style},
+            connect_timeout=10,
+            read_timeout=60,
+            retries={"mode": "standard", "max_attempts": 3},
+        ),
+    )

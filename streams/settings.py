@@ -23,6 +23,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -43,6 +44,7 @@ from streams.analysis.profiles import Profile
 from streams.codec import DEFAULT_SCHEMAS_DIR
 from streams.errors import ConfigError
 from streams.ingest.parse import ParseSettings
+from streams.media import DEFAULT_MAX_MEDIA_BYTES, MAX_MEDIA_BYTES
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 
@@ -172,6 +174,76 @@ class ProcessorSettings(_Section):
     )
 
 
+class LocalMediaSettings(_Section):
+    """The media store in a local folder (the embedded default)."""
+
+    type: Literal["local"] = Field("local", description="A local (or mounted) folder.")
+    root: Path | None = Field(
+        None, description="Folder of the media store. Unset: data_dir/media.", examples=["/data"]
+    )
+    max_bytes: int = Field(
+        DEFAULT_MAX_MEDIA_BYTES,
+        ge=1,
+        le=MAX_MEDIA_BYTES,
+        description="Largest recording kept; larger ones are rejected too_large.",
+    )
+
+
+class S3MediaSettings(_Section):
+    """The media store in an S3 bucket (AWS S3, MinIO, GCS through its S3 API)."""
+
+    type: Literal["s3"] = Field(description="An S3 bucket.")
+    bucket: str = Field(min_length=3, max_length=63, description="Bucket.", examples=["media"])
+    prefix: str = Field(
+        "", description="Key prefix of every object (a folder in the bucket).", examples=["cs/"]
+    )
+    region: str | None = Field(None, description="Region; unset: the SDK's default.")
+    endpoint_url: str | None = Field(
+        None,
+        description="S3-compatible endpoint; unset: AWS.",
+        examples=["https://storage.googleapis.com", "http://minio:9000"],
+    )
+    access_key_id: str | None = Field(
+        None, description="Access key id; unset: the default credential chain."
+    )
+    secret_access_key: SecretStr | None = Field(None, description="Secret access key.")
+    session_token: SecretStr | None = Field(None, description="Session token (temporary keys).")
+    addressing_style: Literal["auto", "path", "virtual"] = Field(
+        "auto", description="path for MinIO and most self-hosted endpoints."
+    )
+    max_bytes: int = Field(
+        DEFAULT_MAX_MEDIA_BYTES,
+        ge=1,
+        le=MAX_MEDIA_BYTES,
+        description="Largest recording kept; larger ones are rejected too_large (nothing is "
+        "left in the bucket).",
+    )
+    part_size_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=5 * 1024 * 1024,
+        le=512 * 1024 * 1024,
+        description="Multipart upload part size: the memory one copy holds.",
+    )
+    stale_upload_minutes: float = Field(
+        60.0,
+        gt=0,
+        description="At start, multipart uploads (and staging objects) under the prefix older "
+        "than this are aborted: copies a killed process left unfinished. Longer than the "
+        "slowest copy of one recording.",
+    )
+
+    @model_validator(mode="after")
+    def _keys_in_pairs(self) -> Self:
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("access_key_id and secret_access_key go together")
+        if -(-self.max_bytes // self.part_size_bytes) > 10_000:
+            raise ValueError("max_bytes / part_size_bytes exceeds S3's 10,000 parts")
+        return self
+
+
+MediaSettings = Annotated[LocalMediaSettings | S3MediaSettings, Field(discriminator="type")]
+
+
 class RunnerSettings(_Section):
     """The connector runner's pacing."""
 
@@ -214,6 +286,10 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
     processors: ProcessorSettings = Field(default_factory=ProcessorSettings)
+    media: MediaSettings = Field(
+        default_factory=LocalMediaSettings,
+        description="Where recordings and oversized raw rows are kept: type local or s3.",
+    )
     tenants: list[TenantSettings] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -278,6 +354,12 @@ class Settings(BaseSettings):
     def database_url(self) -> str:
         """The configured database URL, or the embedded SQLite file."""
         return self.database.url or f"sqlite+aiosqlite:///{(self.data_dir / 'callstream.db')}"
+
+    @property
+    def media_root(self) -> Path:
+        """The local media store's folder (``media.root``, default data_dir/media)."""
+        root = self.media.root if isinstance(self.media, LocalMediaSettings) else None
+        return root or self.data_dir / "media"
 
     def profiles_of(self, tenant: str) -> tuple[Profile, ...]:
         """Return a tenant's quality profiles (empty: the default applies)."""
