@@ -130,7 +130,9 @@ def sftp_session(server: SftpServer, user: str = "cs_pw") -> Iterator[paramiko.S
             transport.auth_password(account.name, account.password)
         else:
             assert account.private_key_path is not None
-            transport.auth_publickey(account.name, paramiko.PKey.from_path(account.private_key_path))
+            transport.auth_publickey(
+                account.name, paramiko.PKey.from_path(account.private_key_path)
+            )
         sftp = paramiko.SFTPClient.from_transport(transport)
         assert sftp is not None
         yield sftp
