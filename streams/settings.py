@@ -38,6 +38,7 @@ from pydantic_settings import (
 
 from connectors.local import LocalConfig
 from connectors.poller import PollConfig
+from connectors.s3 import S3Config
 from connectors.sftp import SftpConfig
 from streams import security
 from streams.analysis.profiles import Profile
@@ -48,7 +49,8 @@ from streams.media import DEFAULT_MAX_MEDIA_BYTES, MAX_MEDIA_BYTES
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 
-StoreConfig = Annotated[SftpConfig | LocalConfig, Field(discriminator="type")]
+StoreConfig = Annotated[SftpConfig | LocalConfig | S3Config, Field(discriminator="type")]
+"""Every store type's config model (the ones connectors.registry knows), told apart by ``type``."""
 
 
 class _Section(BaseModel):
@@ -125,7 +127,7 @@ class ConnectorSettings(_Section):
 
     name: Slug = Field(description="Unique within the tenant.", examples=["sftp-daily"])
     enabled: bool = Field(True, description="Disabled connectors are not polled.")
-    store: StoreConfig = Field(description="Where the files are: type sftp or local.")
+    store: StoreConfig = Field(description="Where the files are: type sftp, s3 or local.")
     poll: PollConfig = Field(default_factory=PollConfig, description="Polling and clean-up.")
     ingest: ParseSettings = Field(
         default_factory=ParseSettings, description="How files are parsed into conversations."
@@ -374,10 +376,17 @@ class Settings(BaseSettings):
         return self.demo if self.demo is not None else not self.tenants
 
 
-def store_scope(store: SftpConfig | LocalConfig) -> tuple[tuple[object, ...], str]:
-    """Return (the account a store lives in, its root folder in a comparable form)."""
+def store_scope(store: SftpConfig | LocalConfig | S3Config) -> tuple[tuple[object, ...], str]:
+    """Return (the account a store lives in, its root folder in a comparable form).
+
+    S3: the account is the endpoint and the bucket (bucket names are global on AWS), the root
+    the prefix ('.' for the whole bucket, which overlaps every prefix in it).
+    """
     if isinstance(store, LocalConfig):
         return ("local",), os.path.realpath(store.root)
+    if isinstance(store, S3Config):
+        endpoint = (store.endpoint_url or "aws").lower()
+        return ("s3", endpoint, store.bucket), store.prefix or "."
     root = posixpath.normpath(store.root) if store.root else "."
     return ("sftp", store.host.lower(), store.port, store.username), root
 
