@@ -41,6 +41,7 @@ import datetime as dt
 import hashlib
 import logging
 import mimetypes
+import threading
 import uuid
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any, TypeVar
@@ -58,9 +59,10 @@ from botocore.exceptions import (
 )
 
 from connectors import paths
+from connectors.errors import ConnectorError
+from connectors.s3 import S3Store
 from streams.errors import MediaStoreError
 from streams.media import (
-    DEFAULT_MAX_MEDIA_BYTES,
     READ_BYTES,
     LocalMediaStore,
     MediaCopy,
@@ -79,13 +81,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-MiB = 1024 * 1024
-#: S3's smallest part (all but the last) and its largest single copy.
-MIN_PART_BYTES = 5 * MiB
+#: S3's largest single copy (and so the largest object this store writes).
 MAX_COPY_BYTES = 5 * 1024**3
-MAX_PARTS = 10_000
-DEFAULT_PART_BYTES = 16 * MiB
-DEFAULT_STALE_AFTER_SECONDS = 3600.0
 #: Staging area for multipart uploads, under the store's prefix (tenant ids never start with .).
 STAGING = ".incoming/"
 #: Error codes that an operator or time fixes: retried as transient.
@@ -119,30 +116,39 @@ def _b64(digest: bytes) -> str:
 class S3MediaStore:
     """A media store in an S3 bucket (see the module doc)."""
 
-    def __init__(
-        self,
-        client: S3Client,
-        bucket: str,
-        prefix: str = "",
-        *,
-        endpoint: str | None = None,
-        max_bytes: int = DEFAULT_MAX_MEDIA_BYTES,
-        part_size: int = DEFAULT_PART_BYTES,
-        stale_after_seconds: float = DEFAULT_STALE_AFTER_SECONDS,
-    ) -> None:
-        if part_size < MIN_PART_BYTES:
-            raise ValueError(f"part_size must be at least {MIN_PART_BYTES} bytes (S3's minimum)")
-        if max_bytes > MAX_COPY_BYTES:
-            raise ValueError(f"max_bytes must be at most {MAX_COPY_BYTES} (S3's largest copy)")
-        if -(-max_bytes // part_size) > MAX_PARTS:
-            raise ValueError(f"max_bytes / part_size exceeds S3's {MAX_PARTS} parts")
-        self.client = client
-        self.bucket = bucket
-        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        self.endpoint = endpoint or "AWS S3"
-        self.max_bytes = max_bytes
-        self.part_size = part_size
-        self.stale_after = dt.timedelta(seconds=stale_after_seconds)
+    def __init__(self, config: S3MediaSettings) -> None:
+        self.config = config
+        self.bucket = config.bucket
+        self.prefix = config.key_prefix
+        self.endpoint = config.endpoint
+        self.max_bytes = config.max_bytes
+        self.part_size = config.part_size_bytes
+        self.stale_after = dt.timedelta(minutes=config.stale_upload_minutes)
+        self.checksums = config.checksums
+        self._session = S3Store(config)  # the S3 connector's client and credential handling
+        self._client_: S3Client | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> S3Client:
+        """The boto3 client, built (and the bucket checked) on first use."""
+        with self._lock:
+            if self._client_ is None:
+                try:
+                    self._session.connect()
+                except ConnectorError as exc:
+                    # Outage, refused credentials, missing bucket: an operator or time fixes it.
+                    raise MediaStoreError(
+                        f"media store: {exc}", retriable=True, code=exc.kind
+                    ) from exc
+                self._client_ = self._session._client()
+            return self._client_
+
+    def close(self) -> None:
+        """Drop the client and its connections."""
+        with self._lock:
+            self._client_ = None
+            self._session.close()
 
     @property
     def staging_prefix(self) -> str:
@@ -182,8 +188,7 @@ class S3MediaStore:
                 Key=full,
                 Body=data,
                 Metadata={"sha256": digest.hex()},
-                ChecksumAlgorithm="SHA256",
-                ChecksumSHA256=_b64(digest),
+                **self._checksum(digest),
             ),
         )
         self._verify(full, len(data), digest.hex())
@@ -273,8 +278,7 @@ class S3MediaStore:
                     Body=part,
                     ContentType=content_type,
                     Metadata={"sha256": digest.hex()},
-                    ChecksumAlgorithm="SHA256",
-                    ChecksumSHA256=_b64(digest),
+                    **self._checksum(digest),
                 ),
             )
         else:
@@ -291,7 +295,7 @@ class S3MediaStore:
                         MetadataDirective="REPLACE",
                         ContentType=content_type,
                         Metadata={"sha256": copy.sha256},
-                        ChecksumAlgorithm="SHA256",
+                        **self._checksum(),
                     ),
                 )
             finally:
@@ -310,7 +314,7 @@ class S3MediaStore:
             "starting a multipart upload to",
             staging,
             lambda: self.client.create_multipart_upload(
-                Bucket=self.bucket, Key=staging, ChecksumAlgorithm="SHA256"
+                Bucket=self.bucket, Key=staging, **self._checksum()
             ),
         )
         upload_id = created["UploadId"]
@@ -338,7 +342,7 @@ class S3MediaStore:
 
     def _upload_part(self, staging: str, upload_id: str, number: int, part: bytes) -> Any:
         """Upload one part with its SHA-256 (S3 checks it); return its entry for completion."""
-        digest = _b64(hashlib.sha256(part).digest())
+        digest = hashlib.sha256(part).digest() if self.checksums else None
         sent = self._call(
             f"uploading part {number} of",
             staging,
@@ -348,18 +352,29 @@ class S3MediaStore:
                 UploadId=upload_id,
                 PartNumber=number,
                 Body=part,
-                ChecksumAlgorithm="SHA256",
-                ChecksumSHA256=digest,
+                **self._checksum(digest),
             ),
         )
-        return {"PartNumber": number, "ETag": sent["ETag"], "ChecksumSHA256": digest}
+        entry = {"PartNumber": number, "ETag": sent["ETag"]}
+        if digest is not None:
+            entry["ChecksumSHA256"] = _b64(digest)
+        return entry
+
+    def _checksum(self, digest: bytes | None = None) -> dict[str, Any]:
+        """The checksum parameters of a request (none when ``checksums`` is off)."""
+        if not self.checksums:
+            return {}
+        if digest is None:
+            return {"ChecksumAlgorithm": "SHA256"}
+        return {"ChecksumAlgorithm": "SHA256", "ChecksumSHA256": _b64(digest)}
 
     def _verify(self, full: str, size: int, sha256: str) -> None:
         """Check the stored object against what was read; delete it and raise if it differs."""
+        mode: dict[str, Any] = {"ChecksumMode": "ENABLED"} if self.checksums else {}
         head = self._call(
             "checking",
             full,
-            lambda: self.client.head_object(Bucket=self.bucket, Key=full, ChecksumMode="ENABLED"),
+            lambda: self.client.head_object(Bucket=self.bucket, Key=full, **mode),
         )
         problems = []
         if head["ContentLength"] != size:
@@ -442,34 +457,4 @@ def open_media_store(settings: Settings) -> MediaStore:
     media = settings.media
     if media.type == "local":
         return LocalMediaStore(settings.media_root, media.max_bytes)
-    return S3MediaStore(
-        _client(media),
-        media.bucket,
-        media.prefix,
-        endpoint=media.endpoint_url,
-        max_bytes=media.max_bytes,
-        part_size=media.part_size_bytes,
-        stale_after_seconds=media.stale_upload_minutes * 60,
-    )
-
-
-def _client(media: S3MediaSettings) -> S3Client:
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        region_name=media.region,
-        endpoint_url=media.endpoint_url,
-        aws_access_key_id=media.access_key_id,
-        aws_secret_access_key=(
-            media.secret_access_key.get_secret_value() if media.secret_access_key else None
-        ),
-        aws_session_token=media.session_token.get_secret_value() if media.session_token else None,
-        config=Config(
-            s3={"addressing_style": media.addressing_style},
-            connect_timeout=10,
-            read_timeout=60,
-            retries={"mode": "standard", "max_attempts": 3},
-        ),
-    )
+    return S3MediaStore(media)

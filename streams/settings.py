@@ -23,7 +23,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -191,27 +190,15 @@ class LocalMediaSettings(_Section):
     )
 
 
-class S3MediaSettings(_Section):
-    """The media store in an S3 bucket (AWS S3, MinIO, GCS through its S3 API)."""
+class S3MediaSettings(S3Config):
+    """The media store in an S3 bucket (AWS S3, MinIO, GCS through its S3 API). The bucket,
+    endpoint and credential fields are the S3 connector's (:class:`connectors.s3.S3Config`)."""
 
-    type: Literal["s3"] = Field(description="An S3 bucket.")
-    bucket: str = Field(min_length=3, max_length=63, description="Bucket.", examples=["media"])
     prefix: str = Field(
-        "", description="Key prefix of every object (a folder in the bucket).", examples=["cs/"]
-    )
-    region: str | None = Field(None, description="Region; unset: the SDK's default.")
-    endpoint_url: str | None = Field(
-        None,
-        description="S3-compatible endpoint; unset: AWS.",
-        examples=["https://storage.googleapis.com", "http://minio:9000"],
-    )
-    access_key_id: str | None = Field(
-        None, description="Access key id; unset: the default credential chain."
-    )
-    secret_access_key: SecretStr | None = Field(None, description="Secret access key.")
-    session_token: SecretStr | None = Field(None, description="Session token (temporary keys).")
-    addressing_style: Literal["auto", "path", "virtual"] = Field(
-        "auto", description="path for MinIO and most self-hosted endpoints."
+        "",
+        description="Folder in the bucket every object goes under; '' = the bucket's top. "
+        "Multipart uploads are staged under '<prefix>/.incoming/'.",
+        examples=["callstream/media"],
     )
     max_bytes: int = Field(
         DEFAULT_MAX_MEDIA_BYTES,
@@ -224,20 +211,26 @@ class S3MediaSettings(_Section):
         16 * 1024 * 1024,
         ge=5 * 1024 * 1024,
         le=512 * 1024 * 1024,
-        description="Multipart upload part size: the memory one copy holds.",
+        description="Multipart upload part size: the memory one copy holds; smaller "
+        "recordings go in one PutObject.",
     )
     stale_upload_minutes: float = Field(
         60.0,
         gt=0,
         description="At start, multipart uploads (and staging objects) under the prefix older "
-        "than this are aborted: copies a killed process left unfinished. Longer than the "
-        "slowest copy of one recording.",
+        "than this are aborted: copies a killed process left unfinished. Make it longer than "
+        "the slowest copy of one recording (other workers may be copying).",
+    )
+    checksums: bool = Field(
+        True,
+        description="Send S3's own SHA-256 checksums (x-amz-checksum-sha256) with every part "
+        "and have S3 compute the whole object's SHA-256 on the final copy. Turn off for "
+        "S3-compatible services that refuse these headers; the size and the sha256 metadata "
+        "are still checked.",
     )
 
     @model_validator(mode="after")
-    def _keys_in_pairs(self) -> Self:
-        if (self.access_key_id is None) != (self.secret_access_key is None):
-            raise ValueError("access_key_id and secret_access_key go together")
+    def _parts_fit(self) -> Self:
         if -(-self.max_bytes // self.part_size_bytes) > 10_000:
             raise ValueError("max_bytes / part_size_bytes exceeds S3's 10,000 parts")
         return self

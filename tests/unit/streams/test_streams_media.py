@@ -121,11 +121,12 @@ def test_s3_media_settings_from_yaml_and_environment(
     monkeypatch.setenv("CALLSTREAM_MEDIA__SECRET_ACCESS_KEY", "s3cr3t-value")
     s = load_settings(config)
     assert isinstance(s.media, S3MediaSettings)
-    assert (s.media.bucket, s.media.prefix, s.media.max_bytes) == ("recordings", "cs/", 10**9)
+    assert (s.media.bucket, s.media.prefix, s.media.max_bytes) == ("recordings", "cs", 10**9)
     assert "s3cr3t-value" not in repr(s) and "s3cr3t-value" not in str(s.media)
     store = open_media_store(s)
     assert isinstance(store, S3MediaStore)
     assert (store.bucket, store.prefix, store.part_size) == ("recordings", "cs/", 16 * 1024**2)
+    assert store.endpoint == "http://127.0.0.1:9"
 
 
 @pytest.mark.parametrize(
@@ -133,6 +134,10 @@ def test_s3_media_settings_from_yaml_and_environment(
     [
         ("{type: s3}", "media.s3.bucket"),
         ("{type: s3, bucket: b1, access_key_id: AK}", "media.s3"),
+        (
+            "{type: s3, bucket: b1, max_bytes: 2000000000, part_size_bytes: 5242880, prefix: ../x}",
+            "media.s3.prefix",
+        ),
         ("{type: s3, bucket: b1, part_size_bytes: 1000}", "media.s3.part_size_bytes"),
         ("{type: local, max_bytes: 99999999999}", "media.local.max_bytes"),
         ("{type: ftp}", "media"),
@@ -176,7 +181,9 @@ def client_error(code: str, status: int) -> ClientError:
     ],
 )
 def test_s3_failures_are_sorted_for_the_failure_policy(exc: Exception, kind: Failure) -> None:
-    store = S3MediaStore(object(), "bucket", endpoint="http://s3.example")  # type: ignore[arg-type]
+    store = S3MediaStore(
+        S3MediaSettings(type="s3", bucket="bucket", endpoint_url="http://s3.example")
+    )
 
     def fail() -> None:
         raise exc
