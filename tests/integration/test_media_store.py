@@ -21,12 +21,23 @@ import botocore.exceptions
 import pytest
 from media_copy import pattern
 from servers.s3 import S3Server
+from servers.sshd import SftpServer
+from support import (
+    TopicReader,
+    connector,
+    running,
+    settings_for,
+    sftp_config,
+    sftp_session,
+    upload,
+)
 
 from streams.errors import MediaStoreError
 from streams.failures import Failure, classify
-from streams.media import LocalMediaStore, MediaRejected
+from streams.media import LocalMediaStore, MediaRejected, media_key
 from streams.media_s3 import S3MediaStore
 from streams.settings import S3MediaSettings
+from streams.topics import Topics
 
 MiB = 1024 * 1024
 PART = 5 * MiB
@@ -304,3 +315,69 @@ def test_kill_9_mid_copy_into_the_local_store_promotes_no_part_file(
     )
     assert target.read_bytes() == data and stored.size == size
     assert not part.exists()
+
+
+# ----------------------------------------------------------------------------- the service
+
+
+async def test_recordings_from_sftp_reach_the_s3_media_store_through_the_service(
+    kafka: str,
+    prefix: str,
+    sftp_server: SftpServer,
+    clean_upload: Path,
+    s3_server: S3Server,
+    s3_bucket: str,
+    client: Any,
+    tmp_path: Path,
+) -> None:
+    files = {
+        "rec/20261120-093000_u1.wav": wav(2.0),  # one PutObject
+        "rec/20261120-094500_u2.wav": wav(420.0),  # 6.7 MB: multipart
+        "rec/20261120-100000_u3.wav": wav(600.0),  # 9.6 MB: over max_bytes
+    }
+    settings = settings_for(
+        kafka,
+        prefix,
+        tmp_path,
+        [connector("voice", sftp_config(sftp_server))],
+        media=media_settings(s3_server, s3_bucket, max_bytes=8 * MiB),
+    )
+    t = Topics(prefix)
+    arrivals = TopicReader(kafka, t.file_arrivals)
+    outcomes = TopicReader(kafka, t.file_outcomes, "callstream.FileOutcome")
+    dead = TopicReader(kafka, t.dead_letter, "callstream.DeadLetter")
+    try:
+        async with running(settings):
+            with sftp_session(sftp_server) as sftp:
+                for path, data in files.items():
+                    upload(sftp, path, data)
+            await outcomes.wait_for(lambda rs: len(rs) >= 3, 90)
+            await dead.wait_for(lambda rs: len(rs) >= 1, 30)
+            arrivals.poll(1.0)
+    finally:
+        arrivals.close()
+        outcomes.close()
+        dead.close()
+    by_path = {o["path"]: o for o in outcomes.records}
+    assert {p: (o["outcome"], o["reason"]) for p, o in by_path.items()} == {
+        "rec/20261120-093000_u1.wav": ("processed", None),
+        "rec/20261120-094500_u2.wav": ("processed", None),
+        "rec/20261120-100000_u3.wav": ("invalid", "too_large"),
+    }
+    assert [(d["path"], d["reason"], d["stage"]) for d in dead.records] == [
+        ("rec/20261120-100000_u3.wav", "too_large", "media")
+    ]
+    expected = []
+    for arrival in arrivals.records:
+        if arrival["path"].endswith("u3.wav"):
+            continue
+        key = "media/" + media_key(
+            "acme", arrival["file_id"], arrival["path"], arrival["announced_at"]
+        )
+        data = files[arrival["path"]]
+        head = client.head_object(Bucket=s3_bucket, Key=key)
+        assert head["Metadata"] == {"sha256": hashlib.sha256(data).hexdigest()}
+        assert head["ContentLength"] == len(data)
+        expected.append(key)
+    assert sorted(keys(client, s3_bucket)) == sorted(expected) and len(expected) == 2
+    assert uploads(client, s3_bucket) == []
