@@ -4,12 +4,15 @@
 
     ConnectorError                  base; ``retriable`` says whether trying again may help
      ├── StoreUnavailable           network: refused, unreachable, timed out, session dropped
+     │    └── StoreNotFound         the bucket the connector points at does not exist
      ├── AuthenticationFailed       the server rejected the credentials
+     │    └── AccessDenied          the credentials are valid but may not do this
      ├── HostKeyMismatch            the server's host key is not the pinned one
      ├── UnsafePath                 a name that would leave the connector's root
      ├── NotARegularFile            a symlink, FIFO, device or folder where a file was expected
-     ├── FileVanished               the file went away between listing and use
-     └── TargetExists               a move that must not replace found its target taken
+     ├── FileVanished               the file went away (or changed) between listing and use
+     ├── TargetExists               a move that must not replace found its target taken
+     └── RequestRefused             the store refused one request for a reason of its own
 
 The connector runner backs off and retries every ``ConnectorError``: credentials and host keys
 get fixed by operators while the service keeps running. ``kind`` is a short, bounded label for
@@ -32,11 +35,23 @@ class StoreUnavailable(ConnectorError):
     kind = "network"
 
 
+class StoreNotFound(StoreUnavailable):
+    """The bucket the connector points at does not exist (yet): retried like a missing folder."""
+
+    kind = "not_found"
+
+
 class AuthenticationFailed(ConnectorError):
     """The store rejected the configured credentials."""
 
     retriable = False
     kind = "auth"
+
+
+class AccessDenied(AuthenticationFailed):
+    """The credentials are valid, but a policy does not allow this request (S3 AccessDenied)."""
+
+    kind = "access_denied"
 
 
 class HostKeyMismatch(ConnectorError):
@@ -65,7 +80,7 @@ class NotARegularFile(ConnectorError):
 
 
 class FileVanished(ConnectorError):
-    """The file was removed or renamed between listing and use."""
+    """The file was removed, renamed or replaced by a new version between listing and use."""
 
     retriable = False
     kind = "vanished"
@@ -76,3 +91,11 @@ class TargetExists(ConnectorError):
 
     retriable = False
     kind = "target_exists"
+
+
+class RequestRefused(ConnectorError):
+    """The store refused one request for a reason of its own (an S3 error code such as
+    ``InvalidObjectState`` for an archived object): trying the same request again will not help."""
+
+    retriable = False
+    kind = "refused"

@@ -163,6 +163,13 @@ def check_config(config: Path | None) -> None:
     click.echo(f"kafka security: {security.describe(settings.kafka.client_config)}")
     db = settings.database.url.split("@")[-1] if settings.database.url else settings.database_url
     click.echo(f"database: {db}")
+    media = settings.media
+    where = (
+        f"s3://{media.bucket}/{media.key_prefix} ({media.endpoint})"
+        if media.type == "s3"
+        else str(settings.media_root)
+    )
+    click.echo(f"media store: {where}, recordings up to {media.max_bytes:,} bytes")
     for tenant in settings.tenants:
         for profile in tenant.profiles:
             click.echo(

@@ -17,7 +17,7 @@ from typing import IO, Any
 
 from streams.codec import AvroCodec
 from streams.kafka import Record
-from streams.media import LocalMediaStore
+from streams.media import MediaStore
 from streams.metrics import Metrics
 from streams.topics import Topics
 
@@ -34,7 +34,7 @@ class DeadLetters:
         codec: AvroCodec,
         topics: Topics,
         metrics: Metrics,
-        media: LocalMediaStore,
+        media: MediaStore,
         max_record_bytes: int,
     ) -> None:
         self.codec = codec

@@ -5,7 +5,10 @@
     CallstreamError
      ├── ConfigError            settings or a schema are invalid; ``problems`` name each field
      ├── SchemaError            a record does not match its Avro schema
-     └── PublishError           Kafka did not acknowledge a record (``retriable`` per librdkafka)
+     ├── PublishError           Kafka did not acknowledge a record (``retriable`` per librdkafka)
+     └── MediaStoreError        the media store (S3) failed a copy; ``retriable`` when it is an
+                                outage, refused credentials or a missing bucket (an operator or
+                                time fixes those), not when the request itself was wrong
 
 File-store errors come from :mod:`connectors.errors`; the connector runner retries those with
 back-off per connector.
@@ -40,3 +43,13 @@ class PublishError(CallstreamError):
         self.retriable = retriable
         self.code = code
         """librdkafka's error name (``MSG_SIZE_TOO_LARGE``, ...), when there is one."""
+
+
+class MediaStoreError(CallstreamError):
+    """The media store could not keep a recording or raw row (see :mod:`streams.media`)."""
+
+    def __init__(self, message: str, *, retriable: bool = True, code: str | None = None) -> None:
+        super().__init__(message)
+        self.retriable = retriable
+        self.code = code
+        """The store's error code (``NoSuchBucket``, ``SlowDown``, ...), when there is one."""

@@ -29,7 +29,7 @@ from confluent_kafka import KafkaException
 from sqlalchemy import exc as sa
 
 from connectors.errors import ConnectorError
-from streams.errors import PublishError, SchemaError
+from streams.errors import MediaStoreError, PublishError, SchemaError
 from streams.metrics import Metrics
 
 T = TypeVar("T")
@@ -76,6 +76,10 @@ def classify(exc: BaseException) -> Failure:
         return Failure.TRANSIENT
     if isinstance(exc, SchemaError):
         return Failure.PERMANENT
+    if isinstance(exc, MediaStoreError):
+        # Not about the input (that is MediaRejected): an outage waits; a refused request is
+        # a bug or a misconfiguration the bounded retries and processing_failed report.
+        return Failure.TRANSIENT if exc.retriable else Failure.UNKNOWN
     if isinstance(exc, sa.DataError):
         return Failure.PERMANENT  # the database refused a value: input, not the database
     if isinstance(exc, sa.OperationalError | sa.InterfaceError | sa.DisconnectionError):
@@ -166,4 +170,6 @@ def _dependency(exc: BaseException) -> str:
         return "the database"
     if isinstance(exc, ConnectorError):
         return "the file store"
+    if isinstance(exc, MediaStoreError):
+        return "the media store"
     return "a dependency"

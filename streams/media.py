@@ -7,7 +7,11 @@ complete; the returned :class:`StoredMedia` names it (``uri``, the ``recording_r
 its checksum and size. A name whose extension is not a supported recording format raises
 :class:`MediaRejected` ``unsupported_media`` before anything is copied; a stream longer than the
 store's ``max_bytes`` raises ``too_large`` and leaves nothing behind. Re-putting the same
-``file_id`` replaces the object (a retry after a crash redoes the copy).
+``file_id`` replaces the object (a retry after a crash redoes the copy). The first
+:data:`~streams.ingest.mediainfo.HEAD_BYTES` of the stream are kept while it is copied and give
+``duration_seconds`` (:func:`~streams.ingest.mediainfo.probe_duration`). Store outages raise
+:class:`~streams.errors.MediaStoreError` (``retriable`` when waiting may help): the caller
+retries the whole copy.
 
 Contract of :meth:`LocalMediaStore.put` streams a binary file object into the store under a
 relative key with bounded memory while hashing it, atomically (a partial copy is never visible
@@ -26,6 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Protocol
 
 from connectors import paths
+from streams.ingest.mediainfo import HEAD_BYTES, probe_duration
 
 #: Recording formats accepted (seed 003: wav, mp3, mp4, m4a, mpg, wma, webm, aiff, flac, ogg,
 #: gsm, webex arf, au).
@@ -48,6 +53,10 @@ MEDIA_SUFFIXES = frozenset(
 )
 #: The largest recording accepted by default (seed 003: 2 GB).
 DEFAULT_MAX_MEDIA_BYTES = 2 * 1024**3
+#: The largest limit that can be configured (S3's largest single copy, 5 GiB).
+MAX_MEDIA_BYTES = 5 * 1024**3
+#: Bytes asked of the source stream per read.
+READ_BYTES = 1024 * 1024
 
 
 class MediaRejected(Exception):
@@ -81,6 +90,10 @@ class StoredMedia:
 class MediaStore(Protocol):
     """Where recordings are kept (local folder or S3). Blocking: call from a worker thread."""
 
+    def start(self) -> None:
+        """Clean up what a killed process left (called once at start); never raises."""
+        ...
+
     def put_media(
         self, tenant: str, file_id: str, name: str, stream: IO[bytes], *, when: dt.datetime
     ) -> StoredMedia: ...
@@ -108,12 +121,54 @@ def check_media_name(name: str) -> None:
         )
 
 
+class MediaCopy:
+    """What every store does to a recording while copying it: count, enforce the size limit,
+    hash, and keep the head for :func:`~streams.ingest.mediainfo.probe_duration`."""
+
+    def __init__(self, name: str, max_bytes: int) -> None:
+        self.name = name
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.digest = hashlib.sha256()
+        self.head = bytearray()
+
+    def read(self, stream: IO[bytes], n: int) -> bytes:
+        """Read up to ``n`` bytes of ``stream`` (b"" at the end), accounted for; raise
+        :class:`MediaRejected` ``too_large`` past the limit."""
+        chunk = stream.read(n)
+        if not chunk:
+            return b""
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            raise MediaRejected(
+                "too_large", f"{self.name}: larger than the media limit of {self.max_bytes} bytes"
+            )
+        self.digest.update(chunk)
+        if len(self.head) < HEAD_BYTES:
+            self.head += chunk[: HEAD_BYTES - len(self.head)]
+        return chunk
+
+    @property
+    def sha256(self) -> str:
+        """The hex SHA-256 of what was read so far."""
+        return self.digest.hexdigest()
+
+    def stored(self, key: str, uri: str) -> StoredMedia:
+        """Describe the finished copy."""
+        duration = probe_duration(self.name, bytes(self.head), self.size)
+        return StoredMedia(key, uri, self.sha256, self.size, duration)
+
+
 class LocalMediaStore:
     """A media store in a local directory (the embedded default)."""
 
     def __init__(self, root: Path, max_bytes: int = DEFAULT_MAX_MEDIA_BYTES) -> None:
         self.root = root
         self.max_bytes = max_bytes
+
+    def start(self) -> None:
+        """Nothing to do: a killed copy leaves only a hidden ``.<name>.part`` file, which the
+        redone copy of the same key replaces."""
 
     def put_media(
         self, tenant: str, file_id: str, name: str, stream: IO[bytes], *, when: dt.datetime
@@ -123,24 +178,18 @@ class LocalMediaStore:
         key = media_key(tenant, file_id, name, when)
         target = self.root / key
         target.parent.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()
-        size = 0
+        copy = MediaCopy(name, self.max_bytes)
         tmp = target.with_name(f".{target.name}.part")
         try:
             with tmp.open("wb") as out:
-                while chunk := stream.read(1024 * 1024):
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        raise MediaRejected(
-                            "too_large",
-                            f"{name}: larger than the media limit of {self.max_bytes} bytes",
-                        )
-                    digest.update(chunk)
+                while chunk := copy.read(stream, READ_BYTES):
                     out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())  # the outcome is recorded next: the copy must be durable
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
-        return StoredMedia(key, target.absolute().as_uri(), digest.hexdigest(), size)
+        return copy.stored(key, target.absolute().as_uri())
 
     def put(self, key: str, stream: IO[bytes]) -> tuple[str, str]:
         """Copy ``stream`` to ``key``; return ``(key, sha256 hex)``."""

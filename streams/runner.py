@@ -1,8 +1,8 @@
 """The connector runner: poll every connector, publish FileArrival events, apply clean-up.
 
 Each enabled connector runs as its own asyncio task with its own single-thread executor, so its
-blocking store (paramiko, the file system) never blocks the event loop and never slows another
-connector. One poll cycle:
+blocking store (paramiko, boto3, the file system) never blocks the event loop and never slows
+another connector. One poll cycle:
 
 1. ``Poller.poll`` lists the store and returns complete, not yet announced versions;
 2. they are published in batches to ``<prefix>.file-arrivals.v1`` (idempotent producer, key
@@ -41,9 +41,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from connectors import paths
 from connectors.base import FileStore, SkipReason
 from connectors.errors import ConnectorError
-from connectors.local import LocalConfig, LocalStore
 from connectors.poller import Candidate, CleanupAction, CleanupStep, Outcome, Poller
-from connectors.sftp import SftpStore
+from connectors.registry import open_store as build_store
 from streams.codec import AvroCodec
 from streams.errors import PublishError, SchemaError
 from streams.kafka import Producer, Record
@@ -63,10 +62,8 @@ _NOTABLE_SKIPS = {SkipReason.SYMLINK, SkipReason.SPECIAL_FILE, SkipReason.UNSAFE
 
 
 def open_store(config: StoreConfig) -> FileStore:
-    """Build the file store a connector's configuration describes."""
-    if isinstance(config, LocalConfig):
-        return LocalStore(config)
-    return SftpStore(config)
+    """Build the file store a connector's configuration describes (see connectors.registry)."""
+    return build_store(config)
 
 
 def file_key(tenant: str, connector: str, path: str) -> str:

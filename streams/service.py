@@ -35,7 +35,7 @@ from streams.embedded.kafka import LocalKafka
 from streams.ingest.files import FileProcessor
 from streams.kafka import Producer, check_connection, client_config
 from streams.lag import LagMonitor
-from streams.media import LocalMediaStore
+from streams.media_s3 import open_media_store
 from streams.metrics import Metrics
 from streams.runner import ConnectorRunner, OutcomeConsumer
 from streams.settings import Settings
@@ -167,7 +167,8 @@ class Service:
         relay = OutboxRelay(cases, producer, metrics=self.metrics)
         await relay.start()
         self._stack.append(("outbox relay", relay.stop))
-        media = LocalMediaStore(s.data_dir / "media")
+        media = open_media_store(s)
+        await asyncio.to_thread(media.start)  # S3: abort what a killed process left unfinished
         processor = FileProcessor(s, self.codec, self.topics, producer, self.metrics, cases, media)
         self._stack.append(("file processor", _async(processor.close)))
         app = create_app(s, bootstrap, self.topics)

@@ -37,16 +37,19 @@ from pydantic_settings import (
 
 from connectors.local import LocalConfig
 from connectors.poller import PollConfig
+from connectors.s3 import S3Config
 from connectors.sftp import SftpConfig
 from streams import security
 from streams.analysis.profiles import Profile
 from streams.codec import DEFAULT_SCHEMAS_DIR
 from streams.errors import ConfigError
 from streams.ingest.parse import ParseSettings
+from streams.media import DEFAULT_MAX_MEDIA_BYTES, MAX_MEDIA_BYTES
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 
-StoreConfig = Annotated[SftpConfig | LocalConfig, Field(discriminator="type")]
+StoreConfig = Annotated[SftpConfig | LocalConfig | S3Config, Field(discriminator="type")]
+"""Every store type's config model (the ones connectors.registry knows), told apart by ``type``."""
 
 
 class _Section(BaseModel):
@@ -123,7 +126,7 @@ class ConnectorSettings(_Section):
 
     name: Slug = Field(description="Unique within the tenant.", examples=["sftp-daily"])
     enabled: bool = Field(True, description="Disabled connectors are not polled.")
-    store: StoreConfig = Field(description="Where the files are: type sftp or local.")
+    store: StoreConfig = Field(description="Where the files are: type sftp, s3 or local.")
     poll: PollConfig = Field(default_factory=PollConfig, description="Polling and clean-up.")
     ingest: ParseSettings = Field(
         default_factory=ParseSettings, description="How files are parsed into conversations."
@@ -172,6 +175,70 @@ class ProcessorSettings(_Section):
     )
 
 
+class LocalMediaSettings(_Section):
+    """The media store in a local folder (the embedded default)."""
+
+    type: Literal["local"] = Field("local", description="A local (or mounted) folder.")
+    root: Path | None = Field(
+        None, description="Folder of the media store. Unset: data_dir/media.", examples=["/data"]
+    )
+    max_bytes: int = Field(
+        DEFAULT_MAX_MEDIA_BYTES,
+        ge=1,
+        le=MAX_MEDIA_BYTES,
+        description="Largest recording kept; larger ones are rejected too_large.",
+    )
+
+
+class S3MediaSettings(S3Config):
+    """The media store in an S3 bucket (AWS S3, MinIO, GCS through its S3 API). The bucket,
+    endpoint and credential fields are the S3 connector's (:class:`connectors.s3.S3Config`)."""
+
+    prefix: str = Field(
+        "",
+        description="Folder in the bucket every object goes under; '' = the bucket's top. "
+        "Multipart uploads are staged under '<prefix>/.incoming/'.",
+        examples=["callstream/media"],
+    )
+    max_bytes: int = Field(
+        DEFAULT_MAX_MEDIA_BYTES,
+        ge=1,
+        le=MAX_MEDIA_BYTES,
+        description="Largest recording kept; larger ones are rejected too_large (nothing is "
+        "left in the bucket).",
+    )
+    part_size_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=5 * 1024 * 1024,
+        le=512 * 1024 * 1024,
+        description="Multipart upload part size: the memory one copy holds; smaller "
+        "recordings go in one PutObject.",
+    )
+    stale_upload_minutes: float = Field(
+        60.0,
+        gt=0,
+        description="At start, multipart uploads (and staging objects) under the prefix older "
+        "than this are aborted: copies a killed process left unfinished. Make it longer than "
+        "the slowest copy of one recording (other workers may be copying).",
+    )
+    checksums: bool = Field(
+        True,
+        description="Send S3's own SHA-256 checksums (x-amz-checksum-sha256) with every part "
+        "and have S3 compute the whole object's SHA-256 on the final copy. Turn off for "
+        "S3-compatible services that refuse these headers; the size and the sha256 metadata "
+        "are still checked.",
+    )
+
+    @model_validator(mode="after")
+    def _parts_fit(self) -> Self:
+        if -(-self.max_bytes // self.part_size_bytes) > 10_000:
+            raise ValueError("max_bytes / part_size_bytes exceeds S3's 10,000 parts")
+        return self
+
+
+MediaSettings = Annotated[LocalMediaSettings | S3MediaSettings, Field(discriminator="type")]
+
+
 class RunnerSettings(_Section):
     """The connector runner's pacing."""
 
@@ -214,6 +281,10 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
     processors: ProcessorSettings = Field(default_factory=ProcessorSettings)
+    media: MediaSettings = Field(
+        default_factory=LocalMediaSettings,
+        description="Where recordings and oversized raw rows are kept: type local or s3.",
+    )
     tenants: list[TenantSettings] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -279,6 +350,12 @@ class Settings(BaseSettings):
         """The configured database URL, or the embedded SQLite file."""
         return self.database.url or f"sqlite+aiosqlite:///{(self.data_dir / 'callstream.db')}"
 
+    @property
+    def media_root(self) -> Path:
+        """The local media store's folder (``media.root``, default data_dir/media)."""
+        root = self.media.root if isinstance(self.media, LocalMediaSettings) else None
+        return root or self.data_dir / "media"
+
     def profiles_of(self, tenant: str) -> tuple[Profile, ...]:
         """Return a tenant's quality profiles (empty: the default applies)."""
         for t in self.tenants:
@@ -292,10 +369,17 @@ class Settings(BaseSettings):
         return self.demo if self.demo is not None else not self.tenants
 
 
-def store_scope(store: SftpConfig | LocalConfig) -> tuple[tuple[object, ...], str]:
-    """Return (the account a store lives in, its root folder in a comparable form)."""
+def store_scope(store: SftpConfig | LocalConfig | S3Config) -> tuple[tuple[object, ...], str]:
+    """Return (the account a store lives in, its root folder in a comparable form).
+
+    S3: the account is the endpoint and the bucket (bucket names are global on AWS), the root
+    the prefix ('.' for the whole bucket, which overlaps every prefix in it).
+    """
     if isinstance(store, LocalConfig):
         return ("local",), os.path.realpath(store.root)
+    if isinstance(store, S3Config):
+        endpoint = (store.endpoint_url or "aws").lower()
+        return ("s3", endpoint, store.bucket), store.prefix or "."
     root = posixpath.normpath(store.root) if store.root else "."
     return ("sftp", store.host.lower(), store.port, store.username), root
 

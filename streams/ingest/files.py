@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import json
 import logging
 from collections import Counter
@@ -47,7 +48,7 @@ from streams.ingest.parse import (
     parse,
 )
 from streams.kafka import Producer, Record
-from streams.media import LocalMediaStore
+from streams.media import MediaRejected, MediaStore
 from streams.metrics import Metrics
 from streams.runner import open_store
 from streams.settings import ConnectorSettings, Settings
@@ -151,7 +152,7 @@ class FileProcessor:
         producer: Producer,
         metrics: Metrics,
         outcomes: OutcomeStore,
-        media: LocalMediaStore,
+        media: MediaStore,
     ) -> None:
         self.codec = codec
         self.topics = topics
@@ -214,20 +215,29 @@ class FileProcessor:
         ingest: ParseSettings = session.settings.ingest
         try:
             if _is_media(path, ingest):
-                key, digest = await session.run(
-                    self.media.put, f"{tenant}/{connector}/{path}", stream
+                stored = await session.run(
+                    functools.partial(
+                        self.media.put_media,
+                        tenant,
+                        arrival["file_id"],
+                        path,
+                        stream,
+                        when=arrival["announced_at"],
+                    )
                 )
                 log.info(
-                    "file %s/%s/%s: stored as media %s, sha256 %s",
+                    "file %s/%s/%s: stored as media %s, %d bytes, sha256 %s, %s s",
                     tenant,
                     connector,
                     path,
-                    key,
-                    digest,
+                    stored.uri,
+                    stored.size,
+                    stored.sha256,
+                    stored.duration_seconds,
                 )
             else:
                 await self._rows(session, arrival, stream, result)
-        except FileRejected as exc:
+        except (FileRejected, MediaRejected) as exc:
             await self._reject_file(arrival, exc, result)
         except FileVanished:
             result.skipped = "vanished"  # replaced while read: the new version is announced
@@ -350,7 +360,7 @@ class FileProcessor:
         )
 
     async def _reject_file(
-        self, arrival: dict[str, Any], exc: FileRejected, result: FileResult
+        self, arrival: dict[str, Any], exc: FileRejected | MediaRejected, result: FileResult
     ) -> None:
         result.outcome, result.reason = "invalid", exc.reason
         result.rejected[exc.reason] += 1
@@ -361,8 +371,8 @@ class FileProcessor:
             path=arrival["path"],
             reason=exc.reason,
             message=str(exc),
-            stage="parse",
-            excerpt=exc.excerpt,
+            stage="media" if isinstance(exc, MediaRejected) else "parse",
+            excerpt=exc.excerpt if isinstance(exc, FileRejected) else None,
         )
         await self.producer.send_batch([record])
 

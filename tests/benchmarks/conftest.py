@@ -16,5 +16,7 @@ from fixtures import (  # noqa: F401 - pytest finds fixtures by name in this mod
     kafka,
     pg_server,
     prefix,
+    s3_bucket,
+    s3_server,
     sftp_server,
 )

@@ -1,4 +1,4 @@
-"""Session fixtures of the integration suite: real Kafka, OpenSSH sftp and PostgreSQL servers.
+"""Session fixtures of the integration suite: real Kafka, OpenSSH sftp, PostgreSQL and S3 servers.
 
 They live in ``fixtures.py`` so the benchmarks can use the very same servers.
 """
@@ -9,6 +9,8 @@ from fixtures import (  # noqa: F401 - pytest finds fixtures by name in this mod
     kafka,
     pg_server,
     prefix,
+    s3_bucket,
+    s3_server,
     sftp_server,
     state,
 )

@@ -1,6 +1,7 @@
 """Real servers for the integration suite and the benchmarks, started once per session.
 
-Apache Kafka (KRaft, from its Maven Central jars), OpenSSH's sftp server and PostgreSQL. A
+Apache Kafka (KRaft, from its Maven Central jars), OpenSSH's sftp server, PostgreSQL and moto's
+S3 server (credentials checked). A
 server that cannot start raises, so every test that needs it *fails* with the reason and the
 server's log tail; nothing here skips.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from servers.postgres import PostgresServer
+from servers.s3 import S3Server
 from servers.sshd import SftpServer
 from support import unique_prefix
 
@@ -61,6 +63,27 @@ def pg_server() -> Iterator[PostgresServer]:
     finally:
         server.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """moto's S3 server on loopback; requests must be signed with its issued access key."""
+    server = S3Server(tmp_path_factory.mktemp("moto"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server) -> Iterator[str]:
+    """A fresh, empty bucket of this test's own (deleted with its objects afterwards)."""
+    bucket = s3_server.create_bucket()
+    try:
+        yield bucket
+    finally:
+        s3_server.delete_bucket(bucket)
 
 
 @pytest.fixture
