@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,15 +21,19 @@ import pytest
 from servers.postgres import PostgresServer
 from servers.sshd import SftpServer
 from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import create_async_engine
 from support import (
     TopicReader,
     connector,
+    free_port,
     publish,
     running,
     settings_for,
     sftp_config,
     sftp_session,
+    start_service,
     upload,
+    write_config,
 )
 
 from connectors.local import LocalConfig
@@ -375,3 +380,59 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
     while not predicate():
         assert time.monotonic() < deadline, what
         time.sleep(0.3)
+
+
+def test_kill_9_between_the_two_halves_gives_one_case_with_the_recording(
+    kafka: str, prefix: str, tmp_path: Path, sftp_drop: Drop, pg_url: str, watch: Watch
+) -> None:
+    """The recording is processed, the service is SIGKILLed, the metadata is uploaded, and a
+    restarted service pairs them: exactly one case, holding the recording's reference."""
+    drop = sftp_drop
+    settings = _settings(kafka, prefix, tmp_path, drop.config(), pg_url, RecordingSettings())
+    config = write_config(tmp_path / "callstream.yaml", settings)
+    log = tmp_path / "worker.log"
+    env = {"CALLSTREAM_HTTP__PORT": str(free_port())}
+    worker = start_service(config, log, env)
+    try:
+        drop.put(f"{REC}.wav", WAV)
+        _wait(
+            lambda: (
+                any(o["path"] == f"{REC}.wav" for o in watch.outcomes.poll(0.3))
+                or any(o["path"] == f"{REC}.wav" for o in watch.outcomes.records)
+            ),
+            120,
+            f"no outcome for the recording; log: {log.read_text()[-3000:]}",
+        )
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+        drop.put(f"{REC}.xml", META_XML)
+        worker = start_service(config, log, {"CALLSTREAM_HTTP__PORT": str(free_port())})
+
+        def paired() -> bool:
+            watch.results.poll(0.3)
+            assert worker.poll() is None, log.read_text()[-3000:]
+            return any(r["external_interaction_id"] == REC for r in watch.results.records)
+
+        _wait(paired, 120, f"the call was never paired; log: {log.read_text()[-3000:]}")
+        watch.quiet(4)
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(60)
+
+    async def stored() -> list[dict[str, Any]]:
+        engine = create_async_engine(pg_url)
+        try:
+            async with engine.connect() as conn:
+                rows = (await conn.execute(select(cases))).all()
+        finally:
+            await engine.dispose()
+        return [dict(r._mapping) for r in rows]
+
+    rows = asyncio.run(stored())
+    assert len(rows) == 1
+    assert rows[0]["external_interaction_id"] == REC and rows[0]["version"] == 1
+    conv = json.loads(rows[0]["conversation"])
+    assert conv["recording_ref"] is not None and "#sha256=" in conv["recording_ref"]
+    assert conv["metadata"] == {"disposition": "sale", "account": "ACME"}
+    assert [r["case_version"] for r in watch.results.records] == [1]
