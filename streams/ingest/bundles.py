@@ -525,9 +525,14 @@ class BundleStore:
     # -- writes -------------------------------------------------------------------------------
 
     async def add_recording(
-        self, tenant: str, source_system: str, key: str, mode: str, half: RecordingHalf,
+        self,
+        tenant: str,
+        source_system: str,
+        key: str,
+        mode: str,
+        half: RecordingHalf,
         rec: RecordingSettings,
-    ) -> Step:  # fmt: skip
+    ) -> Step:
         """Record a recording half and return the call as it now is (one transaction)."""
         now = self.clock()
         async with self.db.engine.begin() as conn:
@@ -559,9 +564,14 @@ class BundleStore:
             return await self._match_recording(conn, bundle, half, rec, now)
 
     async def add_metadata(
-        self, tenant: str, source_system: str, key: str, mode: str, half: MetadataHalf,
+        self,
+        tenant: str,
+        source_system: str,
+        key: str,
+        mode: str,
+        half: MetadataHalf,
         rec: RecordingSettings,
-    ) -> Step:  # fmt: skip
+    ) -> Step:
         """Record a metadata half (paired and by_id mode) and return the call as it now is."""
         now = self.clock()
         async with self.db.engine.begin() as conn:
