@@ -100,9 +100,11 @@ class AvroCodec:
         """Validate and encode a record (schemaless binary).
 
         The check is :mod:`streams.avrocheck` (strict, names the field, about 5x faster than
-        fastavro's validator); the writer then runs with ``strict=True``. ``trusted`` skips the
-        check for records callstream builds itself from validated data (results, case events):
-        the strict writer still refuses missing fields and wrong types.
+        fastavro's validator); the writer then runs strictly (``strict_allow_default``: a field
+        added later with a default may be left out, as schema evolution allows). ``trusted``
+        skips the check for records callstream builds itself from validated data (results, case
+        events): the strict writer still refuses unknown fields, missing fields without a default
+        and wrong types.
         """
         schema = self.schema(name)
         problem = None if trusted else self._checkers[name](record, name)
@@ -110,7 +112,7 @@ class AvroCodec:
             raise SchemaError(problem)
         buf = io.BytesIO()
         try:
-            fastavro.schemaless_writer(buf, schema, record, strict=True)
+            fastavro.schemaless_writer(buf, schema, record, strict_allow_default=True)
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             raise SchemaError(f"{name}: {exc}") from exc
         return buf.getvalue()

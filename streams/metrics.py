@@ -119,6 +119,13 @@ class Metrics:
             ["stage"],
             registry=r,
         )
+        self.recordings_metadata_missing = Counter(
+            "callstream_recordings_metadata_missing_total",
+            "Recordings reported because their metadata had not arrived within the connector's "
+            "recordings.metadata_timeout_seconds (each reported once; it still pairs later).",
+            tenant,
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "callstream_consumer_lag_messages",
             "Messages not yet consumed by a processor group, per topic.",

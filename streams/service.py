@@ -32,6 +32,7 @@ from streams.codec import AvroCodec
 from streams.demo import seed
 from streams.echo import Echo
 from streams.embedded.kafka import LocalKafka
+from streams.ingest.bundles import BundleStore, BundleSweeper
 from streams.ingest.files import FileProcessor
 from streams.kafka import Producer, check_connection, client_config
 from streams.lag import LagMonitor
@@ -169,8 +170,27 @@ class Service:
         self._stack.append(("outbox relay", relay.stop))
         media = open_media_store(s)
         await asyncio.to_thread(media.start)  # S3: abort what a killed process left unfinished
-        processor = FileProcessor(s, self.codec, self.topics, producer, self.metrics, cases, media)
+        bundles = BundleStore(cases)
+        self.bundles = bundles
+        processor = FileProcessor(
+            s, self.codec, self.topics, producer, self.metrics, cases, media, bundles
+        )
+        self.processor = processor
         self._stack.append(("file processor", _async(processor.close)))
+        sweeper = BundleSweeper(
+            bundles,
+            [
+                (t.id, c.name, c.recordings)
+                for t in s.tenants
+                for c in t.connectors
+                if c.recordings is not None
+            ],
+            processor.dead,
+            self.metrics,
+            relay.wake,
+        )
+        await sweeper.start()
+        self._stack.append(("bundle sweeper", sweeper.stop))
         app = create_app(s, bootstrap, self.topics)
         files_agent.register(
             app, self.topics, self.codec, processor, producer, self.metrics, s.processors

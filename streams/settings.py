@@ -44,6 +44,7 @@ from streams.analysis.profiles import Profile
 from streams.codec import DEFAULT_SCHEMAS_DIR
 from streams.errors import ConfigError
 from streams.ingest.parse import ParseSettings
+from streams.ingest.recordings import RecordingSettings
 from streams.media import DEFAULT_MAX_MEDIA_BYTES, MAX_MEDIA_BYTES
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
@@ -130,6 +131,11 @@ class ConnectorSettings(_Section):
     poll: PollConfig = Field(default_factory=PollConfig, description="Polling and clean-up.")
     ingest: ParseSettings = Field(
         default_factory=ParseSettings, description="How files are parsed into conversations."
+    )
+    recordings: RecordingSettings | None = Field(
+        None,
+        description="Recording + metadata bundles (seed 003). Unset: recordings are only copied "
+        "to the media store and metadata-like files follow the CSV/chat path.",
     )
 
 

@@ -2,8 +2,9 @@
 
 Contract: :func:`analyse` is pure and deterministic for a given conversation and profile
 (``analysed_at`` aside). A parameter whose rule has nothing to judge (no transcript for a phrase
-rule, no end time for a duration) is reported with ``applicable=False`` and left out of the
-weighted score; if nothing is applicable the score is 0 and the result fails.
+rule, neither ``duration_ms`` nor an end time for a duration) is reported with
+``applicable=False`` and left out of the weighted score; if nothing is applicable the score is
+0 and the result fails.
 """
 
 from __future__ import annotations
@@ -75,9 +76,12 @@ def judge(rule: Any, conv: dict[str, Any]) -> Judgement:
     """Apply one rule to a conversation."""
     turns: list[dict[str, Any]] = conv.get("turns") or []
     if isinstance(rule, DurationBounds):
-        if conv.get("ended_at") is None:
+        if conv.get("duration_ms") is not None:
+            secs = conv["duration_ms"] / 1000  # a recording's own length beats the timestamps
+        elif conv.get("ended_at") is None:
             return _na("no end time")
-        secs = _seconds(conv["started_at"], conv["ended_at"])
+        else:
+            secs = _seconds(conv["started_at"], conv["ended_at"])
         ok = secs >= rule.min_seconds and (rule.max_seconds is None or secs <= rule.max_seconds)
         return _verdict(ok, [_evidence(f"lasted {secs:.0f} s")])
     if isinstance(rule, MetadataComplete):

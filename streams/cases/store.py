@@ -160,9 +160,19 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+#: Conversation fields added after cases were first stored: left out of the content hash while
+#: unset, so a conversation that does not use them hashes as it did before they existed (a
+#: re-upload after an upgrade stays a duplicate, not a new version).
+_LATER_FIELDS = frozenset({"duration_ms"})
+
+
 def content_json(conversation: dict[str, Any]) -> str:
     """Canonical JSON of what the conversation says (not where or when it was read)."""
-    body = {k: v for k, v in conversation.items() if k != "source"}
+    body = {
+        k: v
+        for k, v in conversation.items()
+        if k != "source" and not (k in _LATER_FIELDS and v is None)
+    }
     return json.dumps(_jsonable(body), sort_keys=True, separators=(",", ":"))
 
 

@@ -15,6 +15,13 @@ Contract of :meth:`FileProcessor.process` (called by the files agent for each Fi
   the file up. ``processed`` means every row was accepted. A CSV whose last line is unterminated
   and incomplete is ``incomplete`` (tail not published) while the file is younger than the
   connector's ``incomplete_grace_seconds``; after that the tail is dead-lettered;
+- on a connector with ``recordings`` set, recordings and their metadata files are bundles
+  (:mod:`streams.ingest.bundles`): a recording is copied to the media store and recorded as its
+  call's recording half (outcome ``processed``: it is safe in the media store and waits there
+  for its metadata), a metadata file is read (bounded, flat) and recorded as the metadata half;
+  whenever the call is then complete, its one Conversation is published (repeats are no-ops in
+  the case store). A name that fits no pattern, unreadable metadata, a late update or an
+  ambiguous match make the file ``invalid`` with a dead letter;
 - store outages and broker or database errors raise (the files agent applies the failure policy
   of :mod:`streams.failures`); when the policy gives up, :meth:`FileProcessor.fail` dead-letters
   the file as ``processing_failed`` and reports it, so no file can stall its partition.
@@ -31,14 +38,30 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any, BinaryIO, Protocol
 
 from connectors.base import FileStore
 from connectors.errors import FileVanished, NotARegularFile
 from streams.codec import AvroCodec
+from streams.db import Database
 from streams.deadletters import DeadLetters
 from streams.errors import SchemaError
 from streams.failures import GaveUp
+from streams.ingest.bundles import (
+    Bundle,
+    BundleRejected,
+    BundleStore,
+    MetadataHalf,
+    RecordingHalf,
+    Role,
+    Step,
+    check_key,
+    classify,
+    conversation,
+    metadata_call_time,
+)
+from streams.ingest.metadata import read_metadata
 from streams.ingest.parse import (
     FileRejected,
     ParsedRow,
@@ -47,6 +70,7 @@ from streams.ingest.parse import (
     detect_format,
     parse,
 )
+from streams.ingest.recordings import RecordingSettings
 from streams.kafka import Producer, Record
 from streams.media import MediaRejected, MediaStore
 from streams.metrics import Metrics
@@ -153,6 +177,7 @@ class FileProcessor:
         metrics: Metrics,
         outcomes: OutcomeStore,
         media: MediaStore,
+        bundles: BundleStore | None = None,
     ) -> None:
         self.codec = codec
         self.topics = topics
@@ -166,6 +191,10 @@ class FileProcessor:
         self.dead = DeadLetters(codec, topics, metrics, media, self.max_record_bytes)
         self._connectors = {(t.id, c.name): c for t in settings.tenants for c in t.connectors}
         self._sessions: dict[tuple[str, str], _Session] = {}
+        if bundles is None and isinstance(outcomes, Database):
+            bundles = BundleStore(outcomes)
+        self.bundles = bundles
+        """Bundle state (in the case store's database); its ``clock`` is injectable."""
 
     def close(self) -> None:
         """Close every store session."""
@@ -213,8 +242,12 @@ class FileProcessor:
             result.skipped = "vanished"
             return result
         ingest: ParseSettings = session.settings.ingest
+        rec = session.settings.recordings
+        role = classify(path, rec) if rec is not None else None
         try:
-            if _is_media(path, ingest):
+            if rec is not None and role is not None:
+                await self._bundle(session, arrival, stream, rec, role, result)
+            elif _is_media(path, ingest):
                 stored = await session.run(
                     functools.partial(
                         self.media.put_media,
@@ -248,6 +281,159 @@ class FileProcessor:
         result.settle()
         await self._report(arrival, result)
         return result
+
+    async def _bundle(
+        self,
+        session: _Session,
+        arrival: dict[str, Any],
+        stream: BinaryIO,
+        rec: RecordingSettings,
+        role: Role,
+        result: FileResult,
+    ) -> None:
+        """Record a recording or metadata file as its call's half; publish the call when it is
+        complete (see :mod:`streams.ingest.bundles`)."""
+        if self.bundles is None:
+            raise RuntimeError("recordings are configured but no bundle store was given")
+        if role.kind == "recording":
+            step = await self._recording(session, arrival, stream, rec, role, self.bundles)
+        else:
+            step = await self._metadata(session, arrival, stream, rec, role, self.bundles)
+        if step.rejected is not None:
+            raise BundleRejected(*step.rejected)
+        if step.report is not None:  # the file is fine and waits; the call needs a look
+            reason, message = step.report
+            await self.producer.send_batch([self._dead_file(arrival, reason, message, "bundle")])
+        if step.bundle is not None and step.bundle.complete:
+            await self._publish_call(arrival, step.bundle, rec, result)
+
+    async def _recording(
+        self,
+        session: _Session,
+        arrival: dict[str, Any],
+        stream: BinaryIO,
+        rec: RecordingSettings,
+        role: Role,
+        bundles: BundleStore,
+    ) -> Step:
+        tenant, path = arrival["tenant"], arrival["path"]
+        name = role.name
+        problem = "it does not fit the pattern" if name is None else check_key(role.key)
+        if name is None or role.key is None or problem is not None:
+            pattern = rec.id_pattern if rec.mode == "by_id" else rec.name_pattern
+            raise FileRejected(
+                "bad_recording_name",
+                f"recording name {PurePosixPath(path).name!r}: {problem} ({pattern!r})",
+            )
+        source_system = session.settings.ingest.source_system
+        known = await bundles.recording_of(tenant, source_system, role.key, arrival["file_id"])
+        if known is not None and known.rec_ref is not None:  # a redelivery: copied already
+            ref, sha, size, duration = (
+                known.rec_ref,
+                known.rec_sha256 or "",
+                known.rec_size or 0,
+                known.rec_duration,
+            )
+        else:
+            put = functools.partial(
+                self.media.put_media,
+                tenant,
+                arrival["file_id"],
+                PurePosixPath(path).name,
+                stream,
+                when=name.call_time or arrival["announced_at"],
+            )
+            try:
+                stored = await session.run(put)
+            except MediaRejected as exc:
+                raise FileRejected(exc.reason, str(exc)) from exc
+            ref, sha, size, duration = (
+                stored.ref,
+                stored.sha256,
+                stored.size,
+                stored.duration_seconds,
+            )
+            log.info("file %s/%s/%s: stored as media %s", tenant, arrival["connector"], path, ref)
+        half = RecordingHalf(
+            arrival["file_id"],
+            arrival["connector"],
+            path,
+            ref,
+            sha,
+            size,
+            duration,
+            name.fields,
+            name.call_time,
+            arrival["announced_at"],
+        )
+        return await bundles.add_recording(tenant, source_system, role.key, rec.mode, half, rec)
+
+    async def _metadata(
+        self,
+        session: _Session,
+        arrival: dict[str, Any],
+        stream: BinaryIO,
+        rec: RecordingSettings,
+        role: Role,
+        bundles: BundleStore,
+    ) -> Step:
+        tenant, path = arrival["tenant"], arrival["path"]
+        fields = await session.run(read_metadata, stream, PurePosixPath(path).name, rec.metadata)
+        when = role.name.call_time if role.name is not None else None
+        half = MetadataHalf(
+            arrival["file_id"],
+            arrival["connector"],
+            path,
+            fields,
+            when or metadata_call_time(fields, rec),
+            arrival["announced_at"],
+        )
+        source_system = session.settings.ingest.source_system
+        if rec.mode == "matched":
+            return await bundles.add_matched_metadata(tenant, source_system, half, rec)
+        problem = check_key(role.key)
+        if role.key is None or problem is not None:
+            raise FileRejected(
+                "bad_metadata_name", f"metadata name {PurePosixPath(path).name!r}: {problem}"
+            )
+        return await bundles.add_metadata(tenant, source_system, role.key, rec.mode, half, rec)
+
+    async def _publish_call(
+        self, arrival: dict[str, Any], bundle: Bundle, rec: RecordingSettings, result: FileResult
+    ) -> None:
+        """Publish the complete call's Conversation, sourced from this file (row 1)."""
+        source = {
+            "file_id": arrival["file_id"],
+            "connector": arrival["connector"],
+            "path": arrival["path"],
+            "row": 1,
+            "announced_at": arrival["announced_at"],
+        }
+        conv = conversation(bundle, rec, source)
+        try:
+            value = self.codec.encode(CONVERSATION, conv)
+        except SchemaError as exc:
+            raise FileRejected("schema_violation", str(exc)) from exc
+        key = f"{bundle.tenant}/{bundle.source_system}/{bundle.call_key}".encode()
+        if len(value) + len(key) + _RECORD_OVERHEAD > self.max_record_bytes:
+            raise FileRejected(
+                "record_too_large",
+                f"the call's conversation encodes to {len(value)} bytes; the record limit "
+                f"(kafka.message_max_bytes) is {self.max_record_bytes}",
+            )
+        await self.producer.send_batch([(self.topics.conversations, key, value)])
+        result.accepted += 1
+        self.metrics.records_accepted.labels(
+            tenant=bundle.tenant, connector=arrival["connector"]
+        ).inc()
+        log.info(
+            "call %s/%s/%s: published (recording %s, metadata version %d)",
+            bundle.tenant,
+            bundle.source_system,
+            bundle.call_key,
+            "yes" if bundle.has_recording else "not yet",
+            bundle.meta_versions,
+        )
 
     async def _rows(
         self, session: _Session, arrival: dict[str, Any], stream: BinaryIO, result: FileResult
@@ -364,17 +550,32 @@ class FileProcessor:
     ) -> None:
         result.outcome, result.reason = "invalid", exc.reason
         result.rejected[exc.reason] += 1
-        record = self.dead.build(
+        if isinstance(exc, MediaRejected):
+            stage, excerpt = "media", None
+        else:
+            stage = "bundle" if isinstance(exc, BundleRejected) else "parse"
+            excerpt = exc.excerpt
+        record = self._dead_file(arrival, exc.reason, str(exc), stage, excerpt)
+        await self.producer.send_batch([record])
+
+    def _dead_file(
+        self,
+        arrival: dict[str, Any],
+        reason: str,
+        message: str,
+        stage: str,
+        excerpt: str | None = None,
+    ) -> Record:
+        return self.dead.build(
             tenant=arrival["tenant"],
             connector=arrival["connector"],
             file_id=arrival["file_id"],
             path=arrival["path"],
-            reason=exc.reason,
-            message=str(exc),
-            stage="media" if isinstance(exc, MediaRejected) else "parse",
-            excerpt=exc.excerpt if isinstance(exc, FileRejected) else None,
+            reason=reason,
+            message=message,
+            stage=stage,
+            excerpt=excerpt,
         )
-        await self.producer.send_batch([record])
 
     async def fail(self, arrival: dict[str, Any], error: GaveUp) -> FileResult:
         """Dead-letter a file the failure policy gave up on and report it (never raises for
