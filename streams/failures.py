@@ -28,7 +28,7 @@ from typing import TypeVar
 from confluent_kafka import KafkaException
 from sqlalchemy import exc as sa
 
-from connectors.errors import ConnectorError
+from connectors.errors import AuthenticationFailed, ConnectorError, HostKeyMismatch
 from streams.errors import MediaStoreError, PublishError, SchemaError
 from streams.metrics import Metrics
 
@@ -62,6 +62,10 @@ class GaveUp(Exception):
 
 def classify(exc: BaseException) -> Failure:
     """Sort ``exc`` into transient, permanent or unknown (see the module doc)."""
+    if isinstance(exc, AuthenticationFailed | HostKeyMismatch):
+        # The store's credentials or host key, not the file: an operator fixes them while the
+        # file waits (dead-lettering every file during a key rotation would lose them).
+        return Failure.TRANSIENT
     if isinstance(exc, ConnectorError):
         return Failure.TRANSIENT if exc.retriable else Failure.PERMANENT
     if isinstance(exc, PublishError):

@@ -306,6 +306,13 @@ class Settings(BaseSettings):
                             f"be below kafka.message_max_bytes ({limit}): every accepted row "
                             "must fit one record"
                         )
+                if c.recordings is not None and c.recordings.metadata.max_bytes >= limit:
+                    raise ValueError(
+                        f"tenants[{t.id}].connectors[{c.name}].recordings.metadata.max_bytes "
+                        f"({c.recordings.metadata.max_bytes}) must be below "
+                        f"kafka.message_max_bytes ({limit}): a call's metadata travels in one "
+                        "record"
+                    )
         return self
 
     @model_validator(mode="after")

@@ -49,7 +49,11 @@ class MetadataLimits(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_bytes: int = Field(
-        1_048_576, ge=1024, le=50_000_000, description="Largest metadata file read."
+        262_144,
+        ge=1024,
+        le=50_000_000,
+        description="Largest metadata file read; below kafka.message_max_bytes, since the "
+        "fields travel in the call's conversation record.",
     )
     max_fields: int = Field(500, ge=1, le=100_000, description="Most fields in one file.")
     max_key_chars: int = Field(256, ge=1, le=4096, description="Longest field name.")

@@ -10,7 +10,12 @@ from typing import Any
 import pytest
 from sqlalchemy import exc as sa
 
-from connectors.errors import NotARegularFile, StoreUnavailable
+from connectors.errors import (
+    AuthenticationFailed,
+    HostKeyMismatch,
+    NotARegularFile,
+    StoreUnavailable,
+)
 from streams.agents.cases import CaseWriter
 from streams.cases.store import BatchOutcome, CaseStore
 from streams.codec import AvroCodec
@@ -31,6 +36,10 @@ CODEC = AvroCodec()
     [
         (StoreUnavailable("down"), Failure.TRANSIENT),
         (NotARegularFile("fifo"), Failure.PERMANENT),
+        (AuthenticationFailed("s3://b: InvalidAccessKeyId"), Failure.TRANSIENT),
+        (HostKeyMismatch("sftp: key changed", fingerprint="SHA256:x"), Failure.TRANSIENT),
+        (AuthenticationFailed("s3://b: InvalidAccessKeyId"), Failure.TRANSIENT),
+        (HostKeyMismatch("sftp: key changed", fingerprint="SHA256:x"), Failure.TRANSIENT),
         (PublishError("broker gone", code="_TRANSPORT"), Failure.TRANSIENT),
         (
             PublishError("auth", retriable=False, code="TOPIC_AUTHORIZATION_FAILED"),
