@@ -11,7 +11,7 @@ echo "==> ruff and mypy"
 .venv/bin/mypy
 
 echo "==> unit and integration tests"
-.venv/bin/pytest tests/unit tests/integration -q --timeout=600
+.venv/bin/pytest tests/unit tests/integration -q --timeout=600 --durations=20
 
 echo "==> fuzzing: each harness for ${FUZZ_SECONDS:-30} s (fails on a crash)"
 .venv/bin/python tests/fuzz/runner.py --seconds "${FUZZ_SECONDS:-30}"
