@@ -4,9 +4,9 @@ The connector's root is ``s3://<bucket>/<prefix>/``; connector-relative paths ar
 it. Listings page through ``ListObjectsV2`` under the prefix (1,000 keys a request); "folder"
 placeholder keys (ending in ``/``, empty) are not files and are ignored; keys that are not safe
 connector-relative paths (a control character, an empty, ``.`` or ``..`` segment, a leading
-``/``, too long) are listed as ``unsafe_name``. A pruned folder is not paged through: the
-listing starts again after its last possible key, so ``processed/`` costs one request however
-many objects it holds. S3 has no symlinks or special files.
+``/``, too long) are listed as ``unsafe_name``. A pruned folder is not paged through: when a
+page ends inside one, the listing starts again after its last possible key, so ``processed/``
+costs at most one request however many objects it holds. S3 has no symlinks or special files.
 
 Version identity: size, ``LastModified`` (whole seconds, as ``HeadObject`` reports it) and the
 ``ETag``. An object is visible only once its upload is complete (a multipart upload appears when
@@ -85,6 +85,7 @@ _STREAM_ERRORS: tuple[type[BaseException], ...] = (
     bx.ReadTimeoutError,
     bx.IncompleteReadError,
     bx.HTTPClientError,
+    bx.ConnectionError,
     urllib3.exceptions.HTTPError,
     OSError,
 )
@@ -271,6 +272,7 @@ class S3Store:
         self._prefix = config.key_prefix
         self._client_: S3Client | None = None
         self._unlisted: Prune | None = None
+        self._page_size = 1000  # S3's largest page
         self._transfer = TransferConfig(
             multipart_threshold=_MULTIPART_COPY_THRESHOLD,
             multipart_chunksize=_MULTIPART_COPY_CHUNK,
@@ -359,7 +361,7 @@ class S3Store:
             )
         if isinstance(exc, bx.ClientError):
             return self._client_error(where, exc, path)
-        if isinstance(exc, bx.HTTPClientError | bx.ResponseStreamingError):
+        if isinstance(exc, bx.ConnectionError | bx.HTTPClientError | bx.IncompleteReadError):
             return StoreUnavailable(f"{where}: endpoint unreachable: {self._scrub(str(exc))}")
         return ConnectorError(f"{where}: {type(exc).__name__}: {self._scrub(str(exc))}")
 
@@ -408,42 +410,40 @@ class S3Store:
         self._unlisted = prune
         client = self._client()
         decided: dict[str, bool] = {}
-        start_after = ""
+        page_from: dict[str, str] = {}
         while True:
-            resume_after = None
             try:
-                kwargs: dict[str, Any] = {"Bucket": self.config.bucket, "Prefix": self._prefix}
-                if start_after:
-                    kwargs["StartAfter"] = start_after
-                pages = client.get_paginator("list_objects_v2").paginate(**kwargs)
-                for page in pages:
-                    for obj in page.get("Contents", ()):
-                        key = obj["Key"]
-                        rel = key[len(self._prefix) :]
-                        pruned = self._pruned_folder(rel, prune, decided)
-                        if pruned is not None:
-                            after = f"{self._prefix}{pruned}/{_LAST_CHAR}"
-                            if after > key:  # jump over the whole folder
-                                resume_after = after
-                                break
-                            continue
-                        if not rel or (rel.endswith("/") and obj.get("Size", 0) == 0):
-                            continue  # a "folder" placeholder
-                        if not paths.is_safe_path(rel):
-                            yield SkippedEntry(
-                                rel, SkipReason.UNSAFE_NAME, paths.unsafe_reason(rel)
-                            )
-                            continue
-                        yield RemoteFile(
-                            rel, obj["Size"], _seconds(obj["LastModified"]), _etag(obj["ETag"])
-                        )
-                    if resume_after is not None:
-                        break
+                page = client.list_objects_v2(
+                    Bucket=self.config.bucket,
+                    Prefix=self._prefix,
+                    MaxKeys=self._page_size,
+                    **page_from,  # type: ignore[arg-type]
+                )
             except (bx.BotoCoreError, bx.ClientError) as exc:
                 raise self._translate("listing", exc) from exc
-            if resume_after is None:
+            objects = page.get("Contents", [])
+            inside = None  # the pruned folder the page ended in
+            for obj in objects:
+                key = obj["Key"]
+                rel = key[len(self._prefix) :]
+                inside = self._pruned_folder(rel, prune, decided)
+                if inside is not None:
+                    continue
+                if not rel or (rel.endswith("/") and obj.get("Size", 0) == 0):
+                    continue  # a "folder" placeholder
+                if not paths.is_safe_path(rel):
+                    yield SkippedEntry(rel, SkipReason.UNSAFE_NAME, paths.unsafe_reason(rel))
+                    continue
+                yield RemoteFile(
+                    rel, obj["Size"], _seconds(obj["LastModified"]), _etag(obj["ETag"])
+                )
+            if not page.get("IsTruncated"):
                 return
-            start_after = resume_after
+            after = f"{self._prefix}{inside}/{_LAST_CHAR}" if inside is not None else ""
+            if after and objects and after > objects[-1]["Key"]:
+                page_from = {"StartAfter": after}  # jump over the rest of the pruned folder
+            else:
+                page_from = {"ContinuationToken": page["NextContinuationToken"]}
 
     @staticmethod
     def _pruned_folder(rel: str, prune: Prune | None, decided: dict[str, bool]) -> str | None:
