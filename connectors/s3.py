@@ -213,13 +213,17 @@ class S3Config(BaseModel):
     def _plain_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        url = urllib.parse.urlsplit(value)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ValueError("endpoint_url must be an http:// or https:// URL with a host")
-        if url.username is not None or url.password is not None:
+        if "@" in value:
             raise ValueError(
                 "endpoint_url must not carry credentials: use access_key_id and secret_access_key"
             )
+        url = urllib.parse.urlsplit(value)
+        try:
+            url.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            raise ValueError("endpoint_url has a port that is not a number") from None
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError("endpoint_url must be an http:// or https:// URL with a host")
         if url.query or url.fragment:
             raise ValueError("endpoint_url must not have a query or fragment")
         return value.rstrip("/")
@@ -377,7 +381,7 @@ class S3Store:
             key_id = repr(self.config.access_key_id) if self.config.access_key_id else "(chain)"
             text = _BAD_CREDENTIALS[code].format(code=detail, key_id=key_id)
             return AuthenticationFailed(f"{where}: {text}")
-        if code in ("AccessDenied", "AllAccessDisabled", "AccountProblem") or status == 403:
+        if code in ("AccessDenied", "AllAccessDisabled", "AccountProblem", "Forbidden", "403"):
             return AccessDenied(
                 f"{where}: access denied to bucket {bucket!r} ({detail}): the credentials are "
                 "valid but a policy does not allow this request"
