@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,7 @@ async def test_each_misconfiguration_fails_clearly_while_another_connector_keeps
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     wrong_secret = "Wr0ng/" + s3_server.secret_access_key[6:]
+    missing_bucket = f"callstream-missing-{uuid.uuid4().hex[:8]}"
     dead_port = free_port()
     read_only_id, read_only_secret = s3_server.restricted_key(["s3:GetObject"])
     good = connector("good", s3_config(s3_server, s3_bucket, prefix="good"))
@@ -183,7 +185,7 @@ async def test_each_misconfiguration_fails_clearly_while_another_connector_keeps
         "bad-key-id": s3_config(
             s3_server, s3_bucket, prefix="b", access_key_id="AKIAIOSFODNN7EXAMPLE"
         ),
-        "no-bucket": s3_config(s3_server, "callstream-no-such-bucket"),
+        "no-bucket": s3_config(s3_server, missing_bucket),
         "unreachable": s3_config(
             s3_server, s3_bucket, endpoint_url=f"http://127.0.0.1:{dead_port}"
         ),
@@ -205,33 +207,43 @@ async def test_each_misconfiguration_fails_clearly_while_another_connector_keeps
             await reader.wait_for(lambda rs: len(rs) >= 1)
             s3_server.client().put_object(Bucket=s3_bucket, Key="good/later.csv", Body=b"id\n")
             await reader.wait_for(lambda rs: len(rs) >= 2)  # still polling between failures
-            await asyncio.sleep(1)  # a few back-off rounds of the failing connectors
-            status = {
+            await asyncio.sleep(1.5)  # a few back-off rounds of the failing connectors
+            connectors = await _http_json(service, "/connectors")
+            status = {c["connector"]: c for c in connectors["connectors"]}
+            metrics_body = await _metrics(service)
+            # An operator creates the missing bucket: that connector recovers, no restart.
+            s3_server.create_bucket(missing_bucket)
+            s3_server.client().put_object(Bucket=missing_bucket, Key="first.csv", Body=b"id\n")
+            await reader.wait_for(lambda rs: any(r["connector"] == "no-bucket" for r in rs))
+            recovered = {
                 c["connector"]: c for c in (await _http_json(service, "/connectors"))["connectors"]
             }
-            metrics_body = await _metrics(service)
     finally:
         reader.close()
+        s3_server.delete_bucket(missing_bucket)
     assert sorted((r["connector"], r["path"]) for r in reader.records) == [
         ("good", "keep-working.csv"),
         ("good", "later.csv"),
+        ("no-bucket", "first.csv"),
     ]
     assert status["good"]["state"] == "ok"
     expected = {
         "bad-secret": ("auth", "SignatureDoesNotMatch"),
         "bad-key-id": ("auth", "does not know access key id 'AKIAIOSFODNN7EXAMPLE'"),
-        "no-bucket": ("not_found", "bucket 'callstream-no-such-bucket' does not exist"),
+        "no-bucket": ("not_found", f"bucket {missing_bucket!r} does not exist"),
         "unreachable": ("network", "endpoint unreachable"),
         "denied": ("access_denied", "access denied"),
     }
     for name, (kind, says) in expected.items():
         st, cfg = status[name], broken[name]
-        assert st["state"] == "error" and st["consecutive_failures"] >= 1, (name, st)
+        assert st["state"] == "error" and st["consecutive_failures"] >= 2, (name, st)  # retried
         assert st["last_error_kind"] == kind, (name, st)
         assert says in st["last_error"], (name, st)
         assert f"s3://{cfg.bucket}/" in st["last_error"], (name, st)
         assert f"endpoint {cfg.endpoint_url}" in st["last_error"], (name, st)
         assert f'connector="{name}",kind="{kind}"' in metrics_body
+    assert recovered["no-bucket"]["state"] == "ok" and recovered["no-bucket"]["last_error"] is None
+    assert recovered["bad-secret"]["state"] == "error"
     for secret in (s3_server.secret_access_key, wrong_secret, read_only_secret):
         assert secret not in str(status)
         assert secret not in metrics_body
