@@ -277,6 +277,7 @@ class S3Store:
         self._client_: S3Client | None = None
         self._unlisted: Prune | None = None
         self._page_size = 1000  # S3's largest page
+        self._jumps = True  # False once a service refused a StartAfter jump
         self._transfer = TransferConfig(
             multipart_threshold=_MULTIPART_COPY_THRESHOLD,
             multipart_chunksize=_MULTIPART_COPY_CHUNK,
@@ -319,13 +320,13 @@ class S3Store:
                 config=botocore_config,
             )
         except (bx.BotoCoreError, ValueError) as exc:
-            raise self._translate("connecting", exc) from exc
+            raise self._translate("connecting to", exc) from exc
         self._client_ = client
         try:
             client.list_objects_v2(Bucket=cfg.bucket, Prefix=self._prefix, MaxKeys=1)
         except (bx.BotoCoreError, bx.ClientError) as exc:
             self.close()
-            raise self._translate("connecting", exc) from exc
+            raise self._translate("connecting to", exc) from exc
 
     def close(self) -> None:
         """Drop the client and its connections; safe to call at any time."""
@@ -353,8 +354,9 @@ class S3Store:
     def _translate(
         self, what: str, exc: BaseException, *, path: str | None = None
     ) -> ConnectorError:
-        """Return the connector error for a boto3 failure while doing ``what``."""
-        where = f"{what} on {self.description}"
+        """Return the connector error for a boto3 failure while doing ``what`` (a phrase that
+        the store's description completes: "listing", "reading 'a.csv' in")."""
+        where = f"{what} {self.description}"
         if isinstance(exc, ConnectorError):
             return exc
         if isinstance(exc, _CREDENTIAL_ERRORS):
@@ -415,6 +417,7 @@ class S3Store:
         client = self._client()
         decided: dict[str, bool] = {}
         page_from: dict[str, str] = {}
+        token = ""
         while True:
             try:
                 page = client.list_objects_v2(
@@ -424,7 +427,14 @@ class S3Store:
                     **page_from,  # type: ignore[arg-type]
                 )
             except (bx.BotoCoreError, bx.ClientError) as exc:
-                raise self._translate("listing", exc) from exc
+                error = self._translate("listing", exc)
+                if "StartAfter" in page_from and isinstance(error, RequestRefused):
+                    # A service that refuses our jump: page through pruned folders instead.
+                    log.warning("%s; paging through pruned folders from now on", error)
+                    self._jumps = False
+                    page_from = {"ContinuationToken": token}
+                    continue
+                raise error from exc
             objects = page.get("Contents", [])
             inside = None  # the pruned folder the page ended in
             for obj in objects:
@@ -443,11 +453,12 @@ class S3Store:
                 )
             if not page.get("IsTruncated"):
                 return
+            token = page["NextContinuationToken"]
             after = f"{self._prefix}{inside}/{_LAST_CHAR}" if inside is not None else ""
-            if after and objects and after > objects[-1]["Key"]:
+            if self._jumps and after and objects and after > objects[-1]["Key"]:
                 page_from = {"StartAfter": after}  # jump over the rest of the pruned folder
             else:
-                page_from = {"ContinuationToken": page["NextContinuationToken"]}
+                page_from = {"ContinuationToken": token}
 
     @staticmethod
     def _pruned_folder(rel: str, prune: Prune | None, decided: dict[str, bool]) -> str | None:
@@ -492,13 +503,13 @@ class S3Store:
     def stat(self, path: str) -> RemoteFile | None:
         """Return the current version of an object, or None if there is none."""
         path = paths.normalize(path)
-        head = self._head(f"stat {path!r}", path)
+        head = self._head(f"stat {path!r} in", path)
         return None if head is None else self._version(path, head)
 
     def open(self, path: str) -> BinaryIO:
         """Open an object for a streaming read that resumes with ranged GETs (module doc)."""
         path = paths.normalize(path)
-        what = f"reading {path!r}"
+        what = f"reading {path!r} in"
         try:
             response = self._client().get_object(Bucket=self.config.bucket, Key=self._key(path))
         except (bx.BotoCoreError, bx.ClientError) as exc:
@@ -518,7 +529,7 @@ class S3Store:
                 IfMatch=etag,
             )
         except (bx.BotoCoreError, bx.ClientError) as exc:
-            what = f"resuming the read of {path!r} at byte {start}"
+            what = f"resuming the read of {path!r} at byte {start} in"
             raise self._translate(what, exc, path=path) from exc
         content_range = response.get("ContentRange", "")
         if not content_range.startswith(f"bytes {start}-"):
@@ -539,12 +550,12 @@ class S3Store:
         an existing key, so a writer racing that check wins.
         """
         src, dst = paths.normalize(src), paths.normalize(dst)
-        what = f"moving {src!r} to {dst!r}"
+        what = f"moving {src!r} to {dst!r} in"
         head = self._head(what, src)
         if head is None:
-            raise FileVanished(f"{what} on {self.description}: {src!r} is no longer there")
+            raise FileVanished(f"{what} {self.description}: {src!r} is no longer there")
         if not replace and self._head(what, dst) is not None:
-            raise TargetExists(f"{what} on {self.description}: {dst!r} already exists")
+            raise TargetExists(f"{what} {self.description}: {dst!r} already exists")
         source = self._version(src, head)
         extra: dict[str, Any] = {
             key: head[key]  # type: ignore[literal-required]
@@ -582,7 +593,7 @@ class S3Store:
         try:
             self._client().delete_object(Bucket=self.config.bucket, Key=self._key(path))
         except (bx.BotoCoreError, bx.ClientError) as exc:
-            error = self._translate(f"deleting {path!r}", exc, path=path)
+            error = self._translate(f"deleting {path!r} in", exc, path=path)
             if not isinstance(error, FileVanished):
                 raise error from exc
 
@@ -626,7 +637,7 @@ class _ResumingReader(io.RawIOBase):
         """Replace the broken body with a ranged GET from the current position."""
         store = self._store
         limit = store.config.read_resume_attempts
-        where = f"reading {self._path!r} on {store.description}"
+        where = f"reading {self._path!r} in {store.description}"
         with contextlib.suppress(*_STREAM_ERRORS):
             self._body.close()
         while True:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import io
 from typing import Any
@@ -330,3 +331,51 @@ def test_attempts_count_in_a_row_progress_resets_them() -> None:
 
 def test_an_empty_object_reads_as_empty() -> None:
     assert read_all(store_with(FakeClient(b"", [])), "empty.csv") == b""
+
+
+# -- listing ------------------------------------------------------------------------------------
+
+
+class FakeLister:
+    """list_objects_v2 over sorted keys, two per page; optionally refusing StartAfter."""
+
+    def __init__(self, keys: list[str], refuse_start_after: bool) -> None:
+        self.keys = sorted(keys)
+        self.refuse = refuse_start_after
+        self.calls: list[dict[str, Any]] = []
+
+    def list_objects_v2(self, **kw: Any) -> dict[str, Any]:
+        self.calls.append(kw)
+        if "StartAfter" in kw and self.refuse:
+            raise client_error("InvalidArgument", 400, "bad start-after")
+        keys = [k for k in self.keys if k.startswith(kw["Prefix"])]
+        if "ContinuationToken" in kw:
+            start = int(kw["ContinuationToken"])
+        else:
+            start = sum(1 for k in keys if k <= kw.get("StartAfter", ""))
+        page = keys[start : start + 2]
+        more = start + 2 < len(keys)
+        return {
+            "Contents": [
+                {"Key": k, "Size": 1, "LastModified": dt.datetime.now(dt.UTC), "ETag": '"e"'}
+                for k in page
+            ],
+            "IsTruncated": more,
+            **({"NextContinuationToken": str(start + 2)} if more else {}),
+        }
+
+
+@pytest.mark.parametrize("refuse", [False, True])
+def test_a_service_refusing_the_jump_over_a_pruned_folder_is_paged_through(refuse: bool) -> None:
+    keys = ["in/a.csv", *(f"in/processed/{i}.csv" for i in range(5)), "in/z.csv"]
+    lister = FakeLister(keys, refuse_start_after=refuse)
+    store = S3Store(config(prefix="in"))
+    store._client_ = lister  # type: ignore[assignment]
+    listed = [e.path for e in store.iter_entries(lambda folder: folder == "processed")]
+    assert listed == ["a.csv", "z.csv"]
+    jumped = ["StartAfter" in c for c in lister.calls]
+    assert jumped == ([False, True, False, False, False] if refuse else [False, True])
+    if refuse:  # and it does not try again
+        lister.calls.clear()
+        list(store.iter_entries(lambda folder: folder == "processed"))
+        assert not any("StartAfter" in c for c in lister.calls)
