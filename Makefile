@@ -1,7 +1,7 @@
 # The two commands of the README's quickstart, plus the pieces they are made of.
 # Every target installs what it needs first (scripts/bootstrap.sh is idempotent).
 
-.PHONY: run test lint unit integration bench bench-media fuzz fuzz-ci hostile hostile-ci bootstrap
+.PHONY: run test lint unit integration bench bench-media bench-s3 fuzz fuzz-ci hostile hostile-ci bootstrap
 
 run: bootstrap          ## run the service on its embedded defaults (local Kafka, SQLite, demo tenant)
 	.venv/bin/callstream run
@@ -23,6 +23,8 @@ bench: bootstrap        ## benchmarks: print figures, assert nothing about speed
 
 bench-media: bootstrap  ## peak RSS and MB/s copying a 2 GB recording from SFTP to the S3 media store
 	CALLSTREAM_BENCH_MEDIA_BYTES=2000000000 .venv/bin/pytest tests/benchmarks/test_media_bench.py -q -s -m benchmark -p no:cacheprovider
+bench-s3: bootstrap     ## the S3 benchmark at full size: 10,000 / 100,000 objects, a 500 MB object
+	CALLSTREAM_S3_BENCH_FULL=1 .venv/bin/pytest tests/benchmarks/test_s3_bench.py -q -s -m benchmark --timeout=3600
 
 fuzz: bootstrap         ## every fuzz harness for 1,000,000 executions: figures, exit 1 on a crash
 	.venv/bin/python tests/fuzz/runner.py --runs 1000000

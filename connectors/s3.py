@@ -4,9 +4,9 @@ The connector's root is ``s3://<bucket>/<prefix>/``; connector-relative paths ar
 it. Listings page through ``ListObjectsV2`` under the prefix (1,000 keys a request); "folder"
 placeholder keys (ending in ``/``, empty) are not files and are ignored; keys that are not safe
 connector-relative paths (a control character, an empty, ``.`` or ``..`` segment, a leading
-``/``, too long) are listed as ``unsafe_name``. A pruned folder is not paged through: the
-listing starts again after its last possible key, so ``processed/`` costs one request however
-many objects it holds. S3 has no symlinks or special files.
+``/``, too long) are listed as ``unsafe_name``. A pruned folder is not paged through: when a
+page ends inside one, the listing starts again after its last possible key, so ``processed/``
+costs at most one request however many objects it holds. S3 has no symlinks or special files.
 
 Version identity: size, ``LastModified`` (whole seconds, as ``HeadObject`` reports it) and the
 ``ETag``. An object is visible only once its upload is complete (a multipart upload appears when
@@ -85,6 +85,7 @@ _STREAM_ERRORS: tuple[type[BaseException], ...] = (
     bx.ReadTimeoutError,
     bx.IncompleteReadError,
     bx.HTTPClientError,
+    bx.ConnectionError,
     urllib3.exceptions.HTTPError,
     OSError,
 )
@@ -212,13 +213,17 @@ class S3Config(BaseModel):
     def _plain_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        url = urllib.parse.urlsplit(value)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ValueError("endpoint_url must be an http:// or https:// URL with a host")
-        if url.username is not None or url.password is not None:
+        if "@" in value:
             raise ValueError(
                 "endpoint_url must not carry credentials: use access_key_id and secret_access_key"
             )
+        url = urllib.parse.urlsplit(value)
+        try:
+            url.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            raise ValueError("endpoint_url has a port that is not a number") from None
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError("endpoint_url must be an http:// or https:// URL with a host")
         if url.query or url.fragment:
             raise ValueError("endpoint_url must not have a query or fragment")
         return value.rstrip("/")
@@ -271,6 +276,8 @@ class S3Store:
         self._prefix = config.key_prefix
         self._client_: S3Client | None = None
         self._unlisted: Prune | None = None
+        self._page_size = 1000  # S3's largest page
+        self._jumps = True  # False once a service refused a StartAfter jump
         self._transfer = TransferConfig(
             multipart_threshold=_MULTIPART_COPY_THRESHOLD,
             multipart_chunksize=_MULTIPART_COPY_CHUNK,
@@ -313,13 +320,13 @@ class S3Store:
                 config=botocore_config,
             )
         except (bx.BotoCoreError, ValueError) as exc:
-            raise self._translate("connecting", exc) from exc
+            raise self._translate("connecting to", exc) from exc
         self._client_ = client
         try:
             client.list_objects_v2(Bucket=cfg.bucket, Prefix=self._prefix, MaxKeys=1)
         except (bx.BotoCoreError, bx.ClientError) as exc:
             self.close()
-            raise self._translate("connecting", exc) from exc
+            raise self._translate("connecting to", exc) from exc
 
     def close(self) -> None:
         """Drop the client and its connections; safe to call at any time."""
@@ -347,8 +354,9 @@ class S3Store:
     def _translate(
         self, what: str, exc: BaseException, *, path: str | None = None
     ) -> ConnectorError:
-        """Return the connector error for a boto3 failure while doing ``what``."""
-        where = f"{what} on {self.description}"
+        """Return the connector error for a boto3 failure while doing ``what`` (a phrase that
+        the store's description completes: "listing", "reading 'a.csv' in")."""
+        where = f"{what} {self.description}"
         if isinstance(exc, ConnectorError):
             return exc
         if isinstance(exc, _CREDENTIAL_ERRORS):
@@ -359,7 +367,7 @@ class S3Store:
             )
         if isinstance(exc, bx.ClientError):
             return self._client_error(where, exc, path)
-        if isinstance(exc, bx.HTTPClientError | bx.ResponseStreamingError):
+        if isinstance(exc, bx.ConnectionError | bx.HTTPClientError | bx.IncompleteReadError):
             return StoreUnavailable(f"{where}: endpoint unreachable: {self._scrub(str(exc))}")
         return ConnectorError(f"{where}: {type(exc).__name__}: {self._scrub(str(exc))}")
 
@@ -375,7 +383,7 @@ class S3Store:
             key_id = repr(self.config.access_key_id) if self.config.access_key_id else "(chain)"
             text = _BAD_CREDENTIALS[code].format(code=detail, key_id=key_id)
             return AuthenticationFailed(f"{where}: {text}")
-        if code in ("AccessDenied", "AllAccessDisabled", "AccountProblem") or status == 403:
+        if code in ("AccessDenied", "AllAccessDisabled", "AccountProblem", "Forbidden", "403"):
             return AccessDenied(
                 f"{where}: access denied to bucket {bucket!r} ({detail}): the credentials are "
                 "valid but a policy does not allow this request"
@@ -408,42 +416,49 @@ class S3Store:
         self._unlisted = prune
         client = self._client()
         decided: dict[str, bool] = {}
-        start_after = ""
+        page_from: dict[str, str] = {}
+        token = ""
         while True:
-            resume_after = None
             try:
-                kwargs: dict[str, Any] = {"Bucket": self.config.bucket, "Prefix": self._prefix}
-                if start_after:
-                    kwargs["StartAfter"] = start_after
-                pages = client.get_paginator("list_objects_v2").paginate(**kwargs)
-                for page in pages:
-                    for obj in page.get("Contents", ()):
-                        key = obj["Key"]
-                        rel = key[len(self._prefix) :]
-                        pruned = self._pruned_folder(rel, prune, decided)
-                        if pruned is not None:
-                            after = f"{self._prefix}{pruned}/{_LAST_CHAR}"
-                            if after > key:  # jump over the whole folder
-                                resume_after = after
-                                break
-                            continue
-                        if not rel or (rel.endswith("/") and obj.get("Size", 0) == 0):
-                            continue  # a "folder" placeholder
-                        if not paths.is_safe_path(rel):
-                            yield SkippedEntry(
-                                rel, SkipReason.UNSAFE_NAME, paths.unsafe_reason(rel)
-                            )
-                            continue
-                        yield RemoteFile(
-                            rel, obj["Size"], _seconds(obj["LastModified"]), _etag(obj["ETag"])
-                        )
-                    if resume_after is not None:
-                        break
+                page = client.list_objects_v2(
+                    Bucket=self.config.bucket,
+                    Prefix=self._prefix,
+                    MaxKeys=self._page_size,
+                    **page_from,  # type: ignore[arg-type]
+                )
             except (bx.BotoCoreError, bx.ClientError) as exc:
-                raise self._translate("listing", exc) from exc
-            if resume_after is None:
+                error = self._translate("listing", exc)
+                if "StartAfter" in page_from and isinstance(error, RequestRefused):
+                    # A service that refuses our jump: page through pruned folders instead.
+                    log.warning("%s; paging through pruned folders from now on", error)
+                    self._jumps = False
+                    page_from = {"ContinuationToken": token}
+                    continue
+                raise error from exc
+            objects = page.get("Contents", [])
+            inside = None  # the pruned folder the page ended in
+            for obj in objects:
+                key = obj["Key"]
+                rel = key[len(self._prefix) :]
+                inside = self._pruned_folder(rel, prune, decided)
+                if inside is not None:
+                    continue
+                if not rel or (rel.endswith("/") and obj.get("Size", 0) == 0):
+                    continue  # a "folder" placeholder
+                if not paths.is_safe_path(rel):
+                    yield SkippedEntry(rel, SkipReason.UNSAFE_NAME, paths.unsafe_reason(rel))
+                    continue
+                yield RemoteFile(
+                    rel, obj["Size"], _seconds(obj["LastModified"]), _etag(obj["ETag"])
+                )
+            if not page.get("IsTruncated"):
                 return
-            start_after = resume_after
+            token = page["NextContinuationToken"]
+            after = f"{self._prefix}{inside}/{_LAST_CHAR}" if inside is not None else ""
+            if self._jumps and after and objects and after > objects[-1]["Key"]:
+                page_from = {"StartAfter": after}  # jump over the rest of the pruned folder
+            else:
+                page_from = {"ContinuationToken": token}
 
     @staticmethod
     def _pruned_folder(rel: str, prune: Prune | None, decided: dict[str, bool]) -> str | None:
@@ -488,13 +503,13 @@ class S3Store:
     def stat(self, path: str) -> RemoteFile | None:
         """Return the current version of an object, or None if there is none."""
         path = paths.normalize(path)
-        head = self._head(f"stat {path!r}", path)
+        head = self._head(f"stat {path!r} in", path)
         return None if head is None else self._version(path, head)
 
     def open(self, path: str) -> BinaryIO:
         """Open an object for a streaming read that resumes with ranged GETs (module doc)."""
         path = paths.normalize(path)
-        what = f"reading {path!r}"
+        what = f"reading {path!r} in"
         try:
             response = self._client().get_object(Bucket=self.config.bucket, Key=self._key(path))
         except (bx.BotoCoreError, bx.ClientError) as exc:
@@ -514,7 +529,7 @@ class S3Store:
                 IfMatch=etag,
             )
         except (bx.BotoCoreError, bx.ClientError) as exc:
-            what = f"resuming the read of {path!r} at byte {start}"
+            what = f"resuming the read of {path!r} at byte {start} in"
             raise self._translate(what, exc, path=path) from exc
         content_range = response.get("ContentRange", "")
         if not content_range.startswith(f"bytes {start}-"):
@@ -535,12 +550,12 @@ class S3Store:
         an existing key, so a writer racing that check wins.
         """
         src, dst = paths.normalize(src), paths.normalize(dst)
-        what = f"moving {src!r} to {dst!r}"
+        what = f"moving {src!r} to {dst!r} in"
         head = self._head(what, src)
         if head is None:
-            raise FileVanished(f"{what} on {self.description}: {src!r} is no longer there")
+            raise FileVanished(f"{what} {self.description}: {src!r} is no longer there")
         if not replace and self._head(what, dst) is not None:
-            raise TargetExists(f"{what} on {self.description}: {dst!r} already exists")
+            raise TargetExists(f"{what} {self.description}: {dst!r} already exists")
         source = self._version(src, head)
         extra: dict[str, Any] = {
             key: head[key]  # type: ignore[literal-required]
@@ -578,7 +593,7 @@ class S3Store:
         try:
             self._client().delete_object(Bucket=self.config.bucket, Key=self._key(path))
         except (bx.BotoCoreError, bx.ClientError) as exc:
-            error = self._translate(f"deleting {path!r}", exc, path=path)
+            error = self._translate(f"deleting {path!r} in", exc, path=path)
             if not isinstance(error, FileVanished):
                 raise error from exc
 
@@ -622,7 +637,7 @@ class _ResumingReader(io.RawIOBase):
         """Replace the broken body with a ranged GET from the current position."""
         store = self._store
         limit = store.config.read_resume_attempts
-        where = f"reading {self._path!r} on {store.description}"
+        where = f"reading {self._path!r} in {store.description}"
         with contextlib.suppress(*_STREAM_ERRORS):
             self._body.close()
         while True:

@@ -21,10 +21,12 @@ import paramiko
 import yaml
 from confluent_kafka import Consumer, Producer
 from pydantic import SecretStr
+from servers.s3 import S3Server
 from servers.sshd import SftpServer
 
 from connectors.local import LocalConfig
 from connectors.poller import PollConfig
+from connectors.s3 import S3Config
 from connectors.sftp import SftpConfig
 from streams.codec import AvroCodec
 from streams.metrics import Metrics
@@ -68,7 +70,25 @@ def sftp_config(server: SftpServer, user: str = "cs_pw", **overrides: Any) -> Sf
     return SftpConfig(**base)
 
 
-def connector(name: str, store: SftpConfig | LocalConfig, **poll: Any) -> ConnectorSettings:
+def s3_config(server: S3Server, bucket: str, **overrides: Any) -> S3Config:
+    """Connector config for a bucket on the test S3 server, with the key it issued."""
+    base: dict[str, Any] = {
+        "bucket": bucket,
+        "endpoint_url": server.endpoint_url,
+        "access_key_id": server.access_key_id,
+        "secret_access_key": server.secret_access_key,
+        "addressing_style": "path",
+        "connect_timeout_seconds": 2,
+        "read_timeout_seconds": 10,
+        "max_attempts": 2,
+        **overrides,
+    }
+    return S3Config(**base)
+
+
+def connector(
+    name: str, store: SftpConfig | LocalConfig | S3Config, **poll: Any
+) -> ConnectorSettings:
     """A connector with fast polling (overridable)."""
     return ConnectorSettings(
         name=name, store=store, poll=PollConfig.model_validate({**FAST_POLL.model_dump(), **poll})

@@ -3,6 +3,8 @@
 * OpenSSH: both SFTP users log in with a pinned host key (no auto-accept), list and write
   their ``/upload`` folder, and stay confined to their chroot.
 * PostgreSQL: asyncpg connects with ``dsn`` and runs ``select 1``; ``reset()`` works.
+* moto S3: the issued key works, a wrong key id or secret is refused, and a server that cannot
+  start raises ``ServerStartError`` with its log tail.
 
 No skips: a server that cannot start fails the test with its log tail.
 """
@@ -12,11 +14,16 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
+from pathlib import Path
 
 import asyncpg
+import botocore.exceptions
 import paramiko
 import pytest
+import servers.s3
+from servers import ServerStartError
 from servers.postgres import PostgresServer
+from servers.s3 import S3Server
 from servers.sshd import SftpServer
 
 
@@ -144,3 +151,31 @@ def test_postgres_reset_gives_empty_database(pg_server: PostgresServer) -> None:
     assert "leftover" in asyncio.run(tables())  # other tests of the session may have left more
     pg_server.reset()
     assert asyncio.run(tables()) == []
+
+
+def test_s3_server_checks_credentials(s3_server: S3Server, s3_bucket: str) -> None:
+    s3_server.client().put_object(Bucket=s3_bucket, Key="probe.txt", Body=b"hello")
+    body = s3_server.client().get_object(Bucket=s3_bucket, Key="probe.txt")["Body"].read()
+    assert body == b"hello"
+    refusals = {
+        "SignatureDoesNotMatch": s3_server.client(aws_secret_access_key="not-the-secret"),
+        "InvalidAccessKeyId": s3_server.client(aws_access_key_id="AKIAIOSFODNN7EXAMPLE"),
+    }
+    for code, client in refusals.items():
+        with pytest.raises(botocore.exceptions.ClientError) as caught:
+            client.list_objects_v2(Bucket=s3_bucket)
+        assert caught.value.response["Error"]["Code"] == code
+
+
+def test_s3_server_that_cannot_start_fails_with_its_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as taken:  # the port moto is given is already in use
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setattr(servers.s3, "free_port", lambda _host: taken.getsockname()[1])
+        server = S3Server(tmp_path)
+        with pytest.raises(ServerStartError) as caught:
+            server.start(timeout=30)
+    assert "moto S3 server failed to start" in str(caught.value)
+    assert "Address already in use" in caught.value.log_tail

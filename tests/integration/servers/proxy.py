@@ -1,4 +1,4 @@
-"""A loopback TCP proxy that can go silent: a half-open link, on demand.
+"""A loopback TCP proxy that can go silent (a half-open link) or break a connection, on demand.
 
 Contract:
 
@@ -7,6 +7,8 @@ Contract:
 * ``stall()`` stops forwarding on every connection, current and future, *without closing
   anything*: both ends keep an open TCP connection that carries no more bytes, as when a NAT
   or firewall drops a flow silently. New connections are accepted but get nothing.
+* ``break_after(n)`` lets ``n`` more bytes through toward the client and then closes the
+  connection that carried them, both ends, mid-response (one connection, once).
 * ``stop()`` closes every socket; idempotent. Usable as a context manager.
 """
 
@@ -31,6 +33,8 @@ class StallingProxy:
         self._stalled = threading.Event()
         self._stopped = threading.Event()
         self._lock = threading.Lock()
+        self._break_budget: int | None = None
+        self.breaks = 0
 
     @property
     def port(self) -> int:
@@ -48,6 +52,25 @@ class StallingProxy:
     def stall(self) -> None:
         """Stop forwarding anything, keeping every connection open."""
         self._stalled.set()
+
+    def break_after(self, nbytes: int) -> None:
+        """Forward ``nbytes`` more toward the client, then close that connection."""
+        with self._lock:
+            self._break_budget = nbytes
+
+    def _take(self, n: int) -> int | None:
+        """Return how many of ``n`` bytes may go toward the client before the break, or None
+        when all of them may (no break armed, or not reached yet)."""
+        with self._lock:
+            budget = self._break_budget
+            if budget is None:
+                return None
+            if n < budget:
+                self._break_budget = budget - n
+                return None
+            self._break_budget = None
+            self.breaks += 1
+            return budget
 
     def stop(self) -> None:
         """Close every socket."""
@@ -90,10 +113,10 @@ class StallingProxy:
                 continue
             with self._lock:
                 self._sockets.append(upstream)
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+            for src, dst, down in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(target=self._pump, args=(src, dst, down), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, toward_client: bool = False) -> None:
         while not self._stopped.is_set():
             if self._stalled.is_set():
                 self._stopped.wait(0.1)  # hold everything: nothing read, nothing sent
@@ -105,6 +128,14 @@ class StallingProxy:
                 data = src.recv(65536)
                 if not data:
                     dst.shutdown(socket.SHUT_WR)
+                    return
+                cut = self._take(len(data)) if toward_client else None
+                if cut is not None:
+                    dst.sendall(data[:cut])
+                    for sock in (src, dst):
+                        with contextlib.suppress(OSError):
+                            sock.shutdown(socket.SHUT_RDWR)
+                        sock.close()
                     return
                 dst.sendall(data)
             except OSError:

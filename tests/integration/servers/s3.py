@@ -7,9 +7,11 @@ Contract:
   ``base_dir/moto.log``.
 * moto checks no credentials by default. The server is started with
   ``INITIAL_NO_AUTH_ACTION_COUNT=3``: the first three requests are unauthenticated and create an
-  IAM user, its inline policy (``s3:*``) and its access key; every later request is signed with
-  real keys and checked (a wrong key id is ``InvalidAccessKeyId``, a wrong secret
-  ``SignatureDoesNotMatch``). ``start()`` proves that before returning.
+  IAM user, its inline policy (``s3:*``, plus ``iam:*`` so that :meth:`S3Server.restricted_key`
+  can issue keys that may do less) and its access key; every later request is signed with real
+  keys and checked (a wrong key id is ``InvalidAccessKeyId``, a wrong secret
+  ``SignatureDoesNotMatch``, an action the key's policy does not allow ``AccessDenied``).
+  ``start()`` proves that before returning.
 * Any failure raises :class:`~servers.ServerStartError` with the log tail: tests fail, never
   skip. ``stop()`` kills the process; idempotent.
 """
@@ -39,7 +41,7 @@ __all__ = ["S3Server"]
 REGION = "us-east-1"
 _POLICY = {
     "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+    "Statement": [{"Effect": "Allow", "Action": ["s3:*", "iam:*"], "Resource": "*"}],
 }
 
 
@@ -136,6 +138,25 @@ class S3Server:
                 return
             raise self._fail(f"a wrong secret gave {exc} instead of SignatureDoesNotMatch") from exc
         raise self._fail("a wrong secret was accepted: credentials are not checked")
+
+    def restricted_key(self, actions: list[str]) -> tuple[str, str]:
+        """Issue another access key whose policy allows only ``actions``; return (id, secret)."""
+        iam = boto3.client(
+            "iam",
+            endpoint_url=self.endpoint_url,
+            region_name=REGION,
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+        )
+        user = f"restricted-{uuid.uuid4().hex[:8]}"
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}],
+        }
+        iam.create_user(UserName=user)
+        iam.put_user_policy(UserName=user, PolicyName="some", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        return key["AccessKeyId"], key["SecretAccessKey"]
 
     def client(self, **overrides: Any) -> Any:
         """A boto3 S3 client with the issued key (``overrides`` replace client arguments)."""

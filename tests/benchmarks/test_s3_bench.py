@@ -1,0 +1,391 @@
+"""S3 benchmarks against moto's S3 server on loopback: poll cost, object creation, read speed.
+
+Figures only, nothing about speed is asserted (only correctness: counts, byte totals, SHA-256).
+moto is a Python server: absolute times say more about moto than about the store, so every
+store figure sits beside boto3's own call on the same server and the ratio is printed.
+
+1. ``Poller.poll()`` over ``S3Store`` with N objects under one prefix (first sight, the poll
+   that announces all N, steady polls), ``S3Store.iter_entries()`` alone, and boto3's own
+   ``list_objects_v2`` paginator over the same prefix: the ratio store / boto3 is the store's
+   own overhead. The objects are created by ``put_object`` from many threads (throughput
+   printed).
+2. A large object read 1 MiB at a time while hashing with SHA-256 (as the fetcher does) through
+   ``S3Store.open()`` and through boto3's managed ``download_fileobj`` (ranged GETs on 10
+   threads) into a hashing sink: MB/s, CPU seconds of this process and of the server, growth of
+   this process's peak RSS.
+
+Sizes: CI runs a reduced set (1,000 and 3,000 objects, a 64 MB object) and says so; the full
+set (10,000 and 100,000 objects, a 500 MB object) runs with ``CALLSTREAM_S3_BENCH_FULL=1``::
+
+    make bench-s3
+    CALLSTREAM_S3_BENCH_FULL=1 .venv/bin/pytest tests/benchmarks/test_s3_bench.py -s -q \\
+        -m benchmark --timeout=3600
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import hashlib
+import os
+import re
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from boto3.s3.transfer import TransferConfig
+from servers.s3 import S3Server
+from support import s3_config
+
+from connectors.poller import PollConfig, Poller
+from connectors.s3 import S3Store
+
+pytestmark = pytest.mark.benchmark
+
+FULL = os.environ.get("CALLSTREAM_S3_BENCH_FULL", "") not in ("", "0")
+COUNTS = (10_000, 100_000) if FULL else (1_000, 3_000)
+BIG_SIZE = 500_000_000 if FULL else 64_000_000
+SIZES_NOTE = (
+    "full sizes (CALLSTREAM_S3_BENCH_FULL=1)"
+    if FULL
+    else "REDUCED sizes for CI: 1,000 / 3,000 objects and a 64 MB object; the full "
+    "10,000 / 100,000 objects and 500 MB run with CALLSTREAM_S3_BENCH_FULL=1 (make bench-s3)"
+)
+PUT_THREADS = 16
+MiB = 1024 * 1024
+MB = 1_000_000
+READ_CHUNK = MiB
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+# ----------------------------------------------------------------------------- measurement
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def _server_pid(server: S3Server) -> int:
+    assert server._proc is not None
+    return server._proc.pid
+
+
+def _status_kib(field: str) -> int:
+    match = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
+    assert match is not None, field
+    return int(match.group(1))
+
+
+class PeakRss:
+    """Growth of this process's peak RSS since :meth:`start`, in MB."""
+
+    def __init__(self) -> None:
+        self._base = 0
+        self._samples: list[int] = []
+        self._stop = threading.Event()
+        self._sampler: threading.Thread | None = None
+
+    def start(self) -> None:
+        gc.collect()
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+        except OSError:
+            self._sampler = threading.Thread(target=self._sample, daemon=True)
+            self._sampler.start()
+        self._base = _status_kib("VmRSS")
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self._samples.append(_status_kib("VmRSS"))
+
+    def growth_mb(self) -> float:
+        if self._sampler is None:
+            peak = _status_kib("VmHWM")
+        else:
+            self._stop.set()
+            self._sampler.join()
+            peak = max([self._base, *self._samples])
+        return (peak - self._base) * 1024 / MB
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - t0, result
+
+
+def _print_table(title: str, header: list[str], rows: list[list[str]], notes: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join("-" * w for w in widths)
+    print()
+    print(title)
+    print(line)
+    print(
+        "  ".join(
+            h.ljust(w) if i == 0 else h.rjust(w)
+            for i, (h, w) in enumerate(zip(header, widths, strict=True))
+        )
+    )
+    print(line)
+    for row in rows:
+        print(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+    print(line)
+    for note in notes:
+        print(note)
+
+
+# ----------------------------------------------------------------------------- 1. polling
+
+
+def _create(server: S3Server, bucket: str, start: int, stop: int) -> float:
+    """put_object ``inbox/call_<i>.csv`` for i in [start, stop) from PUT_THREADS threads."""
+    client = server.client()
+
+    def put(i: int) -> None:
+        client.put_object(Bucket=bucket, Key=f"inbox/call_{i:06d}.csv", Body=b"id\n")
+
+    seconds, _ = _timed(lambda: list(ThreadPoolExecutor(PUT_THREADS).map(put, range(start, stop))))
+    return seconds
+
+
+@dataclass
+class PollFigures:
+    objects: int
+    first: float
+    announce: float
+    steady: list[float]
+    iter_entries: float
+    boto3: float
+    store_cpu: float
+    boto3_cpu: float
+    server_cpu: float
+
+
+def _boto3_listing(server: S3Server, bucket: str) -> int:
+    pages = (
+        server.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="inbox/")
+    )
+    return sum(len(page.get("Contents", ())) for page in pages)
+
+
+def _measure_polls(server: S3Server, bucket: str, n: int) -> PollFigures:
+    with S3Store(s3_config(server, bucket, prefix="inbox", read_timeout_seconds=120)) as store:
+        # min_age 0: moto's objects are seconds old; max_announce_per_poll=n: all in one poll.
+        poller = Poller(store, PollConfig(min_age_seconds=0, max_announce_per_poll=n))
+        first, r1 = _timed(poller.poll)
+        assert r1.listed == n and not r1.ready and r1.pending == n  # first sight: not stable yet
+        announce, r2 = _timed(poller.poll)
+        assert r2.listed == n and len(r2.ready) == n
+        poller.mark_announced(r2.ready)
+        steady = []
+        for _ in range(3):
+            seconds, r = _timed(poller.poll)
+            assert r.listed == n and not r.ready and r.pending == 0
+            steady.append(seconds)
+        cpu0, srv0 = time.process_time(), _cpu_seconds(_server_pid(server))
+        listing, count = _timed(lambda: sum(1 for _ in store.iter_entries()))
+        store_cpu = time.process_time() - cpu0
+        assert count == n
+    cpu0 = time.process_time()
+    raw, raw_count = _timed(lambda: _boto3_listing(server, bucket))
+    boto3_cpu = time.process_time() - cpu0
+    server_cpu = (_cpu_seconds(_server_pid(server)) - srv0) / 2  # per listing, both runs
+    assert raw_count == n
+    return PollFigures(n, first, announce, steady, listing, raw, store_cpu, boto3_cpu, server_cpu)
+
+
+def test_poll_many_objects_under_one_prefix(s3_server: S3Server, s3_bucket: str) -> None:
+    figures: list[PollFigures] = []
+    creation: list[tuple[int, float]] = []
+    made = 0
+    for n in COUNTS:
+        creation.append((n - made, _create(s3_server, s3_bucket, made, n)))
+        made = n
+        figures.append(_measure_polls(s3_server, s3_bucket, n))
+    rows = [
+        [
+            f"{f.objects:,}",
+            f"{f.first:.2f}",
+            f"{f.announce:.2f}",
+            f"{statistics.median(f.steady):.2f}",
+            f"{f.objects / statistics.median(f.steady):,.0f}",
+            f"{f.iter_entries:.2f}",
+            f"{f.boto3:.2f}",
+            f"{f.iter_entries / f.boto3:.2f}",
+            f"{f.store_cpu:.2f} / {f.boto3_cpu:.2f}",
+            f"{f.server_cpu:.2f}",
+        ]
+        for f in figures
+    ]
+    _print_table(
+        f"S3 Poller.poll(): N objects under one prefix on moto ({SIZES_NOTE})",
+        [
+            "objects",
+            "1st poll s",
+            "2nd poll s",
+            "steady s",
+            "steady obj/s",
+            "iter_entries s",
+            "boto3 paginator s",
+            "ratio",
+            "client CPU s store/boto3",
+            "moto CPU s",
+        ],
+        rows,
+        [
+            "1st poll: first sight, all pending (stability needs two polls); 2nd: announces all N;",
+            "steady: median of 3 polls after mark_announced(all). ratio: iter_entries / boto3's",
+            "own list_objects_v2 paginator on the same prefix (1,000 keys a page).",
+            *(
+                f"created {k:,} objects with put_object from {PUT_THREADS} threads in {s:.1f} s "
+                f"({k / s:,.0f}/s, {1000 * s / k:.1f} ms each)"
+                for k, s in creation
+            ),
+        ],
+    )
+
+
+# ----------------------------------------------------------------------------- 2. reading
+
+
+class HashingSink:
+    """A write-only, non-seekable file object: boto3 then writes in order."""
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self.nbytes = 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.nbytes += len(data)
+        return len(data)
+
+    def seekable(self) -> bool:
+        return False
+
+
+@dataclass
+class ReadFigures:
+    name: str
+    nbytes: int
+    seconds: float
+    client_cpu: float
+    server_cpu: float
+    rss_mb: float
+    ok: bool
+
+    @property
+    def mb_s(self) -> float:
+        return self.nbytes / MB / self.seconds
+
+
+def _upload_big(server: S3Server, bucket: str, key: str) -> tuple[int, str]:
+    """Upload BIG_SIZE random bytes (from a temporary file); return (size, SHA-256)."""
+    digest = hashlib.sha256()
+    with tempfile.TemporaryFile() as fh:
+        left = BIG_SIZE
+        while left:
+            block = os.urandom(min(8 * MiB, left))
+            digest.update(block)
+            fh.write(block)
+            left -= len(block)
+        fh.seek(0)
+        server.client().upload_fileobj(fh, bucket, key, Config=TransferConfig(max_concurrency=4))
+    return BIG_SIZE, digest.hexdigest()
+
+
+def _measure(
+    name: str, server: S3Server, read: Callable[[], tuple[int, str]], expect: tuple[int, str]
+) -> ReadFigures:
+    rss = PeakRss()
+    rss.start()
+    srv0 = _cpu_seconds(_server_pid(server))
+    cpu0 = time.process_time()
+    seconds, got = _timed(read)
+    client_cpu = time.process_time() - cpu0
+    server_cpu = _cpu_seconds(_server_pid(server)) - srv0
+    return ReadFigures(
+        name, got[0], seconds, client_cpu, server_cpu, rss.growth_mb(), got == expect
+    )
+
+
+def test_read_throughput_of_a_large_object(s3_server: S3Server, s3_bucket: str) -> None:
+    key = "inbox/big.wav"
+    upload_s, expect = _timed(lambda: _upload_big(s3_server, s3_bucket, key))
+    config = s3_config(s3_server, s3_bucket, prefix="inbox", read_timeout_seconds=120)
+
+    def through_store() -> tuple[int, str]:
+        with S3Store(config) as store, store.open("big.wav") as fh:
+            digest = hashlib.sha256()
+            total = 0
+            while chunk := fh.read(READ_CHUNK):
+                digest.update(chunk)
+                total += len(chunk)
+            return total, digest.hexdigest()
+
+    def through_boto3() -> tuple[int, str]:
+        sink = HashingSink()
+        s3_server.client().download_fileobj(s3_bucket, key, sink)
+        return sink.nbytes, sink.digest.hexdigest()
+
+    figures = []
+    for _round in range(2):  # alternate, so neither always reads a warmer server
+        figures.append(_measure("S3Store.open (1 stream)", s3_server, through_store, expect))
+        figures.append(
+            _measure("boto3 download_fileobj (10 threads)", s3_server, through_boto3, expect)
+        )
+    best: dict[str, ReadFigures] = {}
+    for f in figures:
+        if f.name not in best or f.seconds < best[f.name].seconds:
+            best[f.name] = f
+    store, boto3 = best["S3Store.open (1 stream)"], best["boto3 download_fileobj (10 threads)"]
+    rows = [
+        [
+            f.name,
+            f"{f.nbytes / MB:,.0f}",
+            f"{f.seconds:.2f}",
+            f"{f.mb_s:,.0f}",
+            f"{f.client_cpu:.2f}",
+            f"{f.server_cpu:.2f}",
+            f"{f.rss_mb:.0f}",
+            "yes" if f.ok else "NO",
+        ]
+        for f in best.values()
+    ]
+    _print_table(
+        f"S3 read of one object, 1 MiB reads + SHA-256 ({SIZES_NOTE})",
+        [
+            "reader",
+            "MB",
+            "seconds",
+            "MB/s",
+            "client CPU s",
+            "moto CPU s",
+            "peak RSS +MB",
+            "sha256 ok",
+        ],
+        rows,
+        [
+            f"ratio S3Store / download_fileobj throughput: {store.mb_s / boto3.mb_s:.2f} "
+            f"(best of 2 rounds each, alternating; {os.cpu_count()} CPUs shared with moto)",
+            f"(uploading the object with upload_fileobj took {upload_s:.1f} s)",
+        ],
+    )
+    assert all(f.ok for f in figures)
