@@ -1,24 +1,27 @@
 """Recording + metadata bundles end to end: files on a real store, the service in-process against
 the real broker, cases in PostgreSQL (or SQLite), results on the feedback topic.
 
-The store is a fixture parameter (``sftp``, ``local``; S3 joins when its store lands): each
-test drops files through :class:`Drop` and reads what a user would see: cases, their versions,
-results and dead letters.
+The store is a fixture parameter (``sftp``, ``local``, ``s3``; with ``s3`` the recordings also go
+to the S3 media store, so a call travels S3 -> S3 media -> case): each test drops files through
+:class:`Drop` and reads what a user would see: cases, their versions, results and dead letters.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import io
 import json
 import signal
 import time
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from servers.postgres import PostgresServer
+from servers.s3 import S3Server
 from servers.sshd import SftpServer
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -28,6 +31,7 @@ from support import (
     free_port,
     publish,
     running,
+    s3_config,
     settings_for,
     sftp_config,
     sftp_session,
@@ -37,6 +41,7 @@ from support import (
 )
 
 from connectors.local import LocalConfig
+from connectors.s3 import S3Config
 from connectors.sftp import SftpConfig
 from streams.cases.store import case_id, cases, file_outcomes
 from streams.ingest.parse import ParseSettings
@@ -47,7 +52,19 @@ from streams.topics import Topics
 
 CALL = dt.datetime(2026, 11, 20, 14, 2, 53, tzinfo=dt.UTC)
 REC = "20261120-140253_joe_baducci"
-WAV = b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 2048
+
+
+def _wav(seconds: float) -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\x00\x01" * int(8000 * seconds))
+    return out.getvalue()
+
+
+WAV = _wav(2.5)  # a real header: the call's duration_ms is 2500
 META_XML = b"<call><disposition>sale</disposition><account>ACME</account></call>"
 BOMB = (
     b'<?xml version="1.0"?>\n<!DOCTYPE lolz [\n <!ENTITY lol "lol">\n'
@@ -72,21 +89,48 @@ class Clock:
 class Drop:
     """Puts files on the store under test."""
 
-    def __init__(self, kind: str, sftp_server: SftpServer, tmp_path: Path) -> None:
+    def __init__(
+        self,
+        kind: str,
+        sftp_server: SftpServer,
+        tmp_path: Path,
+        s3: tuple[S3Server, str] | None = None,
+    ) -> None:
         self.kind = kind
         self.sftp_server = sftp_server
         self.inbox = tmp_path / "inbox"
         self.inbox.mkdir()
+        self.s3 = s3
 
-    def config(self) -> SftpConfig | LocalConfig:
+    def config(self) -> SftpConfig | LocalConfig | S3Config:
         if self.kind == "sftp":
             return sftp_config(self.sftp_server)
+        if self.kind == "s3":
+            assert self.s3 is not None
+            return s3_config(*self.s3, prefix="calls")
         return LocalConfig(root=self.inbox)
+
+    def media(self) -> dict[str, Any] | None:
+        """The media section: S3 when the source is S3 (recordings go bucket to bucket)."""
+        if self.kind != "s3":
+            return None
+        assert self.s3 is not None
+        server, bucket = self.s3
+        return {
+            **s3_config(server, bucket).model_dump(mode="python", exclude={"type", "prefix"}),
+            "type": "s3",
+            "prefix": "media",
+        }
 
     def put(self, path: str, data: bytes) -> None:
         if self.kind == "sftp":
             with sftp_session(self.sftp_server) as sftp:
                 upload(sftp, path, data)
+            return
+        if self.kind == "s3":
+            assert self.s3 is not None
+            server, bucket = self.s3
+            server.client().put_object(Bucket=bucket, Key=f"calls/{path}", Body=data)
             return
         target = self.inbox / path
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -95,12 +139,17 @@ class Drop:
         part.rename(target)
 
 
-@pytest.fixture(params=["sftp", "local"])
+@pytest.fixture(params=["sftp", "local", "s3"])
 def drop(
-    request: pytest.FixtureRequest, sftp_server: SftpServer, clean_upload: Path, tmp_path: Path
+    request: pytest.FixtureRequest,
+    sftp_server: SftpServer,
+    clean_upload: Path,
+    tmp_path: Path,
+    s3_server: S3Server,
+    s3_bucket: str,
 ) -> Drop:
     """The store files are dropped on (parametrized)."""
-    return Drop(request.param, sftp_server, tmp_path)
+    return Drop(request.param, sftp_server, tmp_path, (s3_server, s3_bucket))
 
 
 @pytest.fixture
@@ -166,10 +215,10 @@ def _settings(
     kafka: str,
     prefix: str,
     tmp_path: Path,
-    store: SftpConfig | LocalConfig,
+    store: SftpConfig | LocalConfig | S3Config,
     db: str,
     rec: RecordingSettings,
-    **extra_connectors: Any,
+    media: dict[str, Any] | None = None,
 ) -> Any:
     base = connector("calls", store)
     conn = ConnectorSettings(
@@ -179,7 +228,8 @@ def _settings(
         ingest=ParseSettings(source_system="five9"),
         recordings=rec,
     )
-    return settings_for(kafka, prefix, tmp_path / "data", [conn], database_url=db)
+    extra: dict[str, Any] = {"media": media} if media is not None else {}
+    return settings_for(kafka, prefix, tmp_path / "data", [conn], database_url=db, **extra)
 
 
 async def _case(service: Service, key: str) -> dict[str, Any] | None:
@@ -202,7 +252,9 @@ def _clock(service: Service) -> Clock:
 async def test_paired_either_order_bad_metadata_and_redelivery(
     kafka: str, prefix: str, tmp_path: Path, drop: Drop, pg_url: str, watch: Watch
 ) -> None:
-    settings = _settings(kafka, prefix, tmp_path, drop.config(), pg_url, RecordingSettings())
+    settings = _settings(
+        kafka, prefix, tmp_path, drop.config(), pg_url, RecordingSettings(), drop.media()
+    )
     async with running(settings) as service:
         _clock(service)
         # recording, then metadata
@@ -214,7 +266,11 @@ async def test_paired_either_order_bad_metadata_and_redelivery(
         case = await _case(service, REC)
         assert case is not None and case["version"] == 1
         conv = case["conversation"]
-        assert conv["recording_ref"].startswith("file://") and "#sha256=" in conv["recording_ref"]
+        scheme = "s3://" if drop.kind == "s3" else "file://"
+        assert conv["recording_ref"].startswith(scheme) and "#sha256=" in conv["recording_ref"]
+        assert "/acme/2026/11/20/" in conv["recording_ref"]  # <tenant>/<yyyy>/<mm>/<dd>/<file_id>/
+        assert f"/{REC}.wav#sha256=" in conv["recording_ref"]
+        assert conv["duration_ms"] == 2500  # read from the WAV header
         assert conv["agent_id"] == "joe_baducci" and conv["channel"] == "voice"
         assert conv["metadata"] == {"disposition": "sale", "account": "ACME"}
         assert result["case_version"] == 1
@@ -303,7 +359,7 @@ async def test_by_id_metadata_opens_the_case_and_the_recording_joins_it(
     kafka: str, prefix: str, tmp_path: Path, drop: Drop, pg_url: str, watch: Watch
 ) -> None:
     rec = RecordingSettings(mode="by_id", id_pattern="ringcentral_{id}.{ext}")
-    settings = _settings(kafka, prefix, tmp_path, drop.config(), pg_url, rec)
+    settings = _settings(kafka, prefix, tmp_path, drop.config(), pg_url, rec, drop.media())
     key = "BXyT30eVTWIZjUA"
     async with running(settings) as service:
         _clock(service)
