@@ -152,6 +152,19 @@ def drop(
     return Drop(request.param, sftp_server, tmp_path, (s3_server, s3_bucket))
 
 
+@pytest.fixture(params=["sftp", "s3"])
+def remote_drop(
+    request: pytest.FixtureRequest,
+    sftp_server: SftpServer,
+    clean_upload: Path,
+    tmp_path: Path,
+    s3_server: S3Server,
+    s3_bucket: str,
+) -> Drop:
+    """The two remote stores (tests of restarts, where the store's session matters)."""
+    return Drop(request.param, sftp_server, tmp_path, (s3_server, s3_bucket))
+
+
 @pytest.fixture
 def sftp_drop(sftp_server: SftpServer, clean_upload: Path, tmp_path: Path) -> Drop:
     """SFTP only (tests that are about the engine rather than the store)."""
@@ -439,12 +452,14 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
 
 
 def test_kill_9_between_the_two_halves_gives_one_case_with_the_recording(
-    kafka: str, prefix: str, tmp_path: Path, sftp_drop: Drop, pg_url: str, watch: Watch
+    kafka: str, prefix: str, tmp_path: Path, remote_drop: Drop, pg_url: str, watch: Watch
 ) -> None:
     """The recording is processed, the service is SIGKILLed, the metadata is uploaded, and a
     restarted service pairs them: exactly one case, holding the recording's reference."""
-    drop = sftp_drop
-    settings = _settings(kafka, prefix, tmp_path, drop.config(), pg_url, RecordingSettings())
+    drop = remote_drop
+    settings = _settings(
+        kafka, prefix, tmp_path, drop.config(), pg_url, RecordingSettings(), drop.media()
+    )
     config = write_config(tmp_path / "callstream.yaml", settings)
     log = tmp_path / "worker.log"
     env = {"CALLSTREAM_HTTP__PORT": str(free_port())}
