@@ -26,6 +26,7 @@ from connectors.errors import UnsafePath
 from connectors.paths import is_safe_name, join, normalize
 from streams.cases.store import cases
 from streams.codec import AvroCodec
+from streams.ingest.metadata import MetadataLimits, read_metadata
 from streams.ingest.parse import FileRejected, ParsedRow, ParseSettings, parse
 
 REPO = Path(__file__).resolve().parents[2]
@@ -178,7 +179,44 @@ def _strictly_below(root: str, joined: str) -> bool:
     return resolved != base and resolved.startswith(base.rstrip("/") + "/")
 
 
+METADATA_LIMITS = MetadataLimits(max_bytes=64 * 1024, max_fields=50, max_value_chars=4096)
+METADATA_KINDS = ("xml", "json", "csv", "yml")
+METADATA_REASONS = frozenset(
+    (
+        "too_large",
+        "unsafe_xml",
+        "unsafe_yaml",
+        "nested_metadata",
+        "too_many_fields",
+        "invalid_metadata",
+    )
+)
+
+
+def check_metadata(data: bytes) -> None:
+    """Read ``data[1:]`` as a metadata file (``data[0]`` picks the format): only
+    ``FileRejected`` with a metadata reason may escape; accepted fields are flat text within the
+    limits, with no control characters."""
+    kind = METADATA_KINDS[data[0] % len(METADATA_KINDS)] if data else "json"
+    try:
+        fields = read_metadata(io.BytesIO(data[1:]), f"m.{kind}", METADATA_LIMITS)
+    except FileRejected as exc:
+        if exc.reason not in METADATA_REASONS:
+            raise InvariantBroken("unknown_reason", f"{kind}: {exc.reason!r}") from None
+        return
+    if len(fields) > METADATA_LIMITS.max_fields:
+        raise InvariantBroken("too_many_fields", f"{kind}: {len(fields)}")
+    for key, value in fields.items():
+        if not isinstance(key, str) or not isinstance(value, str) or not key:
+            raise InvariantBroken("not_flat_text", f"{kind}: {key!r}: {value!r}"[:200])
+        if CONTROL.search(key) or CONTROL.search(value):
+            raise InvariantBroken("control_character", f"{kind}: {key!r}"[:200])
+        if len(key) > METADATA_LIMITS.max_key_chars or len(value) > METADATA_LIMITS.max_value_chars:
+            raise InvariantBroken("over_limit", f"{kind}: {key!r}"[:200])
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
+    "metadata": check_metadata,
     "csv": lambda data: check_parse(data, "x.csv"),
     "tsv": lambda data: check_parse(data, "x.tsv", MAPPED),
     "chat": lambda data: check_parse(data, "x.json"),
