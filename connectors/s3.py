@@ -6,7 +6,8 @@ placeholder keys (ending in ``/``, empty) are not files and are ignored; keys th
 connector-relative paths (a control character, an empty, ``.`` or ``..`` segment, a leading
 ``/``, too long) are listed as ``unsafe_name``. A pruned folder is not paged through: when a
 page ends inside one, the listing starts again after its last possible key, so ``processed/``
-costs at most one request however many objects it holds. S3 has no symlinks or special files.
+costs at most one request however many objects it holds (a service that refuses that
+``StartAfter`` is paged through instead). S3 has no symlinks or special files.
 
 Version identity: size, ``LastModified`` (whole seconds, as ``HeadObject`` reports it) and the
 ``ETag``. An object is visible only once its upload is complete (a multipart upload appears when
