@@ -306,7 +306,8 @@ async def test_clean_up_moves_processed_objects_and_rejected_ones_to_invalid(
             await _until(lambda: set(_keys(s3_server, s3_bucket)) == set(moved), "the moves")
             await _until(lambda: _cleanup_counts(service).get("settled") == 3, "settling")
             await asyncio.sleep(2)  # more polls: nothing comes back, nothing is announced again
-            await asyncio.to_thread(reader.poll, 0.5)
+            await reader.wait_for(lambda rs: len(rs) >= 3)  # the three announcements ...
+            await asyncio.to_thread(reader.poll, 1.0)  # ... and no fourth
             counts = _cleanup_counts(service)
             deadline = time.monotonic() + 30
             while (cases := await service.cases.count_cases("acme")) < 3:
