@@ -214,37 +214,32 @@ class S3MediaStore:
                 self.staging_prefix,
             )
 
+    def _list_all(self, what: str, operation: str, field: str, where: str) -> list[Any]:
+        """Every item of ``field`` in every page of a listing ``operation`` under ``where``."""
+
+        def listing() -> list[Any]:
+            pages = self.client.get_paginator(operation).paginate(  # type: ignore[call-overload]
+                Bucket=self.bucket, Prefix=where
+            )
+            return [item for page in pages for item in page.get(field, [])]
+
+        return self._call(what, where, listing)
+
     def abort_stale_uploads(self, now: dt.datetime | None = None) -> tuple[int, int]:
         """Abort multipart uploads and delete staging objects under the staging prefix that
         are older than ``stale_after_seconds``; return how many of each."""
         cutoff = (now or dt.datetime.now(dt.UTC)) - self.stale_after
         where = self.staging_prefix
         aborted = deleted = 0
-        uploads = self._call(
-            "listing multipart uploads under",
-            where,
-            lambda: [
-                u
-                for page in self.client.get_paginator("list_multipart_uploads").paginate(
-                    Bucket=self.bucket, Prefix=where
-                )
-                for u in page.get("Uploads", [])
-            ],
+        uploads = self._list_all(
+            "listing multipart uploads under", "list_multipart_uploads", "Uploads", where
         )
         for upload in uploads:
             if upload["Initiated"] < cutoff:
                 self._abort(upload["Key"], upload["UploadId"])
                 aborted += 1
-        objects = self._call(
-            "listing staging objects under",
-            where,
-            lambda: [
-                o
-                for page in self.client.get_paginator("list_objects_v2").paginate(
-                    Bucket=self.bucket, Prefix=where
-                )
-                for o in page.get("Contents", [])
-            ],
+        objects = self._list_all(
+            "listing staging objects under", "list_objects_v2", "Contents", where
         )
         for obj in objects:
             if obj["LastModified"] < cutoff:

@@ -39,10 +39,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from boto3.s3.transfer import TransferConfig
+from report import print_table, timed
 from servers.s3 import S3Server
 from support import s3_config
 
@@ -122,37 +122,6 @@ class PeakRss:
         return (peak - self._base) * 1024 / MB
 
 
-def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    t0 = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - t0, result
-
-
-def _print_table(title: str, header: list[str], rows: list[list[str]], notes: list[str]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = "  ".join("-" * w for w in widths)
-    print()
-    print(title)
-    print(line)
-    print(
-        "  ".join(
-            h.ljust(w) if i == 0 else h.rjust(w)
-            for i, (h, w) in enumerate(zip(header, widths, strict=True))
-        )
-    )
-    print(line)
-    for row in rows:
-        print(
-            "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
-    print(line)
-    for note in notes:
-        print(note)
-
-
 # ----------------------------------------------------------------------------- 1. polling
 
 
@@ -163,7 +132,7 @@ def _create(server: S3Server, bucket: str, start: int, stop: int) -> float:
     def put(i: int) -> None:
         client.put_object(Bucket=bucket, Key=f"inbox/call_{i:06d}.csv", Body=b"id\n")
 
-    seconds, _ = _timed(lambda: list(ThreadPoolExecutor(PUT_THREADS).map(put, range(start, stop))))
+    seconds, _ = timed(lambda: list(ThreadPoolExecutor(PUT_THREADS).map(put, range(start, stop))))
     return seconds
 
 
@@ -191,22 +160,22 @@ def _measure_polls(server: S3Server, bucket: str, n: int) -> PollFigures:
     with S3Store(s3_config(server, bucket, prefix="inbox", read_timeout_seconds=120)) as store:
         # min_age 0: moto's objects are seconds old; max_announce_per_poll=n: all in one poll.
         poller = Poller(store, PollConfig(min_age_seconds=0, max_announce_per_poll=n))
-        first, r1 = _timed(poller.poll)
+        first, r1 = timed(poller.poll)
         assert r1.listed == n and not r1.ready and r1.pending == n  # first sight: not stable yet
-        announce, r2 = _timed(poller.poll)
+        announce, r2 = timed(poller.poll)
         assert r2.listed == n and len(r2.ready) == n
         poller.mark_announced(r2.ready)
         steady = []
         for _ in range(3):
-            seconds, r = _timed(poller.poll)
+            seconds, r = timed(poller.poll)
             assert r.listed == n and not r.ready and r.pending == 0
             steady.append(seconds)
         cpu0, srv0 = time.process_time(), _cpu_seconds(_server_pid(server))
-        listing, count = _timed(lambda: sum(1 for _ in store.iter_entries()))
+        listing, count = timed(lambda: sum(1 for _ in store.iter_entries()))
         store_cpu = time.process_time() - cpu0
         assert count == n
     cpu0 = time.process_time()
-    raw, raw_count = _timed(lambda: _boto3_listing(server, bucket))
+    raw, raw_count = timed(lambda: _boto3_listing(server, bucket))
     boto3_cpu = time.process_time() - cpu0
     server_cpu = (_cpu_seconds(_server_pid(server)) - srv0) / 2  # per listing, both runs
     assert raw_count == n
@@ -236,7 +205,7 @@ def test_poll_many_objects_under_one_prefix(s3_server: S3Server, s3_bucket: str)
         ]
         for f in figures
     ]
-    _print_table(
+    print_table(
         f"S3 Poller.poll(): N objects under one prefix on moto ({SIZES_NOTE})",
         [
             "objects",
@@ -317,7 +286,7 @@ def _measure(
     rss.start()
     srv0 = _cpu_seconds(_server_pid(server))
     cpu0 = time.process_time()
-    seconds, got = _timed(read)
+    seconds, got = timed(read)
     client_cpu = time.process_time() - cpu0
     server_cpu = _cpu_seconds(_server_pid(server)) - srv0
     growth = rss.growth_mb()
@@ -328,7 +297,7 @@ def _measure(
 
 def test_read_throughput_of_a_large_object(s3_server: S3Server, s3_bucket: str) -> None:
     key = "inbox/big.wav"
-    upload_s, expect = _timed(lambda: _upload_big(s3_server, s3_bucket, key))
+    upload_s, expect = timed(lambda: _upload_big(s3_server, s3_bucket, key))
     config = s3_config(s3_server, s3_bucket, prefix="inbox", read_timeout_seconds=120)
 
     # Sessions and clients are made before the clock starts: the fetcher keeps its session.
@@ -396,7 +365,7 @@ def test_read_throughput_of_a_large_object(s3_server: S3Server, s3_bucket: str) 
         ]
         for f in best.values()
     ]
-    _print_table(
+    print_table(
         f"S3 read of one object, 1 MiB reads + SHA-256 ({SIZES_NOTE})",
         [
             "reader",

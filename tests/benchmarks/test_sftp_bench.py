@@ -46,6 +46,7 @@ import paramiko
 import paramiko.channel
 import pytest
 from fixtures import empty_folder
+from report import print_table, timed
 from servers.sshd import SftpServer
 from support import sftp_config
 
@@ -195,31 +196,6 @@ def _server_tree(server: SftpServer, sample_every: float | None = None) -> ProcT
     return ProcTree(proc.pid, sample_every)
 
 
-def _print_table(title: str, header: list[str], rows: list[list[str]], notes: list[str]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = "  ".join("-" * w for w in widths)
-    print()
-    print(title)
-    print(line)
-    print(
-        "  ".join(
-            h.ljust(w) if i == 0 else h.rjust(w)
-            for i, (h, w) in enumerate(zip(header, widths, strict=True))
-        )
-    )
-    print(line)
-    for row in rows:
-        print(
-            "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
-    print(line)
-    for note in notes:
-        print(note)
-
-
 # ----------------------------------------------------------------------------- 1. polling
 
 
@@ -235,12 +211,6 @@ def _make_files(folder: Path, start: int, stop: int, mtime: float) -> None:
             os.fchown(fd, st.st_uid, st.st_gid)
         finally:
             os.close(fd)
-
-
-def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    t0 = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - t0, result
 
 
 @dataclass
@@ -259,21 +229,21 @@ def _measure_polls(
 ) -> PollFigures:
     # max_announce_per_poll=n: announce the whole folder in one poll (the default cap is 10,000).
     poller = Poller(store, PollConfig(max_announce_per_poll=n))
-    first, r1 = _timed(poller.poll)
+    first, r1 = timed(poller.poll)
     assert r1.listed == n and not r1.ready and r1.pending == n  # first sight: not yet stable
-    announce, r2 = _timed(poller.poll)
+    announce, r2 = timed(poller.poll)
     assert r2.listed == n and len(r2.ready) == n
     poller.mark_announced(r2.ready)
     steady = []
     for _ in range(3):
-        seconds, r = _timed(poller.poll)
+        seconds, r = timed(poller.poll)
         assert r.listed == n and not r.ready and r.pending == 0
         steady.append(seconds)
-    listing, count = _timed(lambda: sum(1 for _ in store.iter_entries()))
+    listing, count = timed(lambda: sum(1 for _ in store.iter_entries()))
     assert count == n
     raw_listing = None
     if raw is not None:
-        raw_listing, raw_count = _timed(raw)
+        raw_listing, raw_count = timed(raw)
         assert raw_count == n
     return PollFigures(kind, n, first, announce, steady, listing, raw_listing)
 
@@ -287,7 +257,7 @@ def test_poll_large_folder(sftp_server: SftpServer) -> None:
     setup = 0.0
     try:
         for n in (10_000, 100_000):
-            seconds, _ = _timed(lambda n=n, made=made: _make_files(folder, made, n, mtime))
+            seconds, _ = timed(lambda n=n, made=made: _make_files(folder, made, n, mtime))
             setup += seconds
             made = n
             with SftpStore(sftp_config(sftp_server, USER)) as store:
@@ -301,7 +271,7 @@ def test_poll_large_folder(sftp_server: SftpServer) -> None:
             with LocalStore(LocalConfig(root=folder)) as local:
                 figures.append(_measure_polls("local", local, n, None))
     finally:
-        cleanup, _ = _timed(lambda: empty_folder(folder))
+        cleanup, _ = timed(lambda: empty_folder(folder))
 
     header = [
         "store",
@@ -328,7 +298,7 @@ def test_poll_large_folder(sftp_server: SftpServer) -> None:
         ]
         for f in figures
     ]
-    _print_table(
+    print_table(
         "Poller.poll(): one folder, N empty files (PollConfig defaults, max_announce_per_poll=N)",
         header,
         rows,
@@ -642,7 +612,7 @@ def test_large_file_read_throughput(sftp_server: SftpServer, tmp_path: Path) -> 
         ]
         for r in rows
     ]
-    _print_table(
+    print_table(
         f"Read {BIG_SIZE / MB:.0f} MB of random bytes, 1 MiB reads + SHA-256, user {USER} on "
         f"loopback ({os.cpu_count()} CPUs). paramiko negotiates {cipher}; the server's "
         f"limits@openssh.com max read is {request} B.",
