@@ -1,10 +1,18 @@
-"""What the benchmarks share: timing a call and printing a figures table."""
+"""What the benchmarks share: timing a call, measuring peak RSS growth, printing a table."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
+import re
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+MB = 1_000_000
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -35,3 +43,49 @@ def print_table(title: str, header: list[str], rows: list[list[str]], notes: lis
     print(line)
     for note in notes:
         print(note)
+
+
+def _status_kib(field: str) -> int:
+    text = Path("/proc/self/status").read_text()
+    match = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
+    assert match is not None, field
+    return int(match.group(1))
+
+
+def _release_heap() -> None:
+    """Free garbage and hand glibc's free heap back so the next baseline RSS is honest."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+class PeakRss:
+    """Growth of this process's peak RSS since :meth:`start` (MB), C buffers included."""
+
+    def __init__(self) -> None:
+        self._base = 0
+        self._samples: list[int] = []
+        self._stop = threading.Event()
+        self._sampler: threading.Thread | None = None
+
+    def start(self) -> None:
+        _release_heap()
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+        except OSError:  # older kernels / no permission: sample RSS instead
+            self._sampler = threading.Thread(target=self._sample, daemon=True)
+            self._sampler.start()
+        self._base = _status_kib("VmRSS")
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self._samples.append(_status_kib("VmRSS"))
+
+    def growth_mb(self) -> float:
+        if self._sampler is None:
+            peak = _status_kib("VmHWM")
+        else:
+            self._stop.set()
+            self._sampler.join()
+            peak = max([self._base, *self._samples])
+        return (peak - self._base) * 1024 / MB

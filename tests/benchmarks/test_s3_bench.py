@@ -25,15 +25,10 @@ set (10,000 and 100,000 objects, a 500 MB object) runs with ``CALLSTREAM_S3_BENC
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import gc
 import hashlib
 import os
-import re
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +37,7 @@ from pathlib import Path
 
 import pytest
 from boto3.s3.transfer import TransferConfig
-from report import print_table, timed
+from report import PeakRss, print_table, timed
 from servers.s3 import S3Server
 from support import s3_config
 
@@ -80,46 +75,6 @@ def _cpu_seconds(pid: int) -> float:
 def _server_pid(server: S3Server) -> int:
     assert server._proc is not None
     return server._proc.pid
-
-
-def _status_kib(field: str) -> int:
-    match = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
-    assert match is not None, field
-    return int(match.group(1))
-
-
-class PeakRss:
-    """Growth of this process's peak RSS since :meth:`start`, in MB."""
-
-    def __init__(self) -> None:
-        self._base = 0
-        self._samples: list[int] = []
-        self._stop = threading.Event()
-        self._sampler: threading.Thread | None = None
-
-    def start(self) -> None:
-        gc.collect()
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        try:
-            Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-        except OSError:
-            self._sampler = threading.Thread(target=self._sample, daemon=True)
-            self._sampler.start()
-        self._base = _status_kib("VmRSS")
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.005):
-            self._samples.append(_status_kib("VmRSS"))
-
-    def growth_mb(self) -> float:
-        if self._sampler is None:
-            peak = _status_kib("VmHWM")
-        else:
-            self._stop.set()
-            self._sampler.join()
-            peak = max([self._base, *self._samples])
-        return (peak - self._base) * 1024 / MB
 
 
 # ----------------------------------------------------------------------------- 1. polling

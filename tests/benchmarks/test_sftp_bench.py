@@ -27,8 +27,6 @@ reset ``cs_pw``'s password, which would break a long run using password authenti
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import gc
 import hashlib
 import os
 import re
@@ -46,7 +44,7 @@ import paramiko
 import paramiko.channel
 import pytest
 from fixtures import empty_folder
-from report import print_table, timed
+from report import PeakRss, print_table, timed
 from servers.sshd import SftpServer
 from support import sftp_config
 
@@ -69,52 +67,6 @@ PARAMIKO_REQUEST = 32768  # paramiko's SFTPFile.MAX_REQUEST_SIZE and connectors.
 
 
 # ----------------------------------------------------------------------------- measurement
-
-
-def _status_kib(field: str) -> int:
-    text = Path("/proc/self/status").read_text()
-    match = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
-    assert match is not None, field
-    return int(match.group(1))
-
-
-def _release_heap() -> None:
-    """Free garbage and hand glibc's free heap back so the next baseline RSS is honest."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-class PeakRss:
-    """Growth of this process's peak RSS since :meth:`start` (MB), C buffers included."""
-
-    def __init__(self) -> None:
-        self._base = 0
-        self._samples: list[int] = []
-        self._stop = threading.Event()
-        self._sampler: threading.Thread | None = None
-
-    def start(self) -> None:
-        _release_heap()
-        try:
-            Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-        except OSError:  # older kernels / no permission: sample RSS instead
-            self._sampler = threading.Thread(target=self._sample, daemon=True)
-            self._sampler.start()
-        self._base = _status_kib("VmRSS")
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.005):
-            self._samples.append(_status_kib("VmRSS"))
-
-    def growth_mb(self) -> float:
-        if self._sampler is None:
-            peak = _status_kib("VmHWM")
-        else:
-            self._stop.set()
-            self._sampler.join()
-            peak = max([self._base, *self._samples])
-        return (peak - self._base) * 1024 / MB
 
 
 class ProcTree:
