@@ -13,6 +13,7 @@ are ``SecretStr`` and are never printed. :func:`load_settings` raises
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import posixpath
 from pathlib import Path
@@ -23,6 +24,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -120,6 +122,52 @@ class HttpSettings(_Section):
 
     host: str = Field("127.0.0.1", description="Listen address.")
     port: int = Field(8080, ge=0, le=65535, description="Listen port (0: pick a free one).")
+
+
+class ApiSettings(_Section):
+    """The control-plane HTTP API (``/v1``) served on the HTTP endpoint."""
+
+    operator_token: SecretStr | None = Field(
+        None,
+        description="Bearer token of the operator, who manages tenants and their API keys. "
+        "Unset: the operator routes answer 401 (use the CLI: callstream tenants / keys). "
+        "At least 32 characters.",
+        min_length=32,
+        examples=["a 32+ character random string, e.g. from: openssl rand -hex 32"],
+    )
+    secret_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="Fernet keys encrypting connector secrets at rest, newest first: the first "
+        "encrypts, every one decrypts (rotation: put the new key first, run "
+        "`callstream connectors re-encrypt`, then drop the old one). Unset: a key is generated "
+        "once in data_dir/secret.key (mode 0600).",
+    )
+    connect_allow: list[str] = Field(
+        default_factory=list,
+        description="Addresses (CIDR blocks or single IPs) that connectors created through the "
+        "API and test connection may reach although they are loopback, link-local, private or "
+        "multicast. Empty: only public addresses.",
+        examples=[["10.20.0.0/16", "127.0.0.1"]],
+    )
+    max_body_bytes: int = Field(
+        8_000_000,
+        ge=1024,
+        le=100_000_000,
+        description="Largest request body accepted; larger ones get 413.",
+    )
+    max_page_size: int = Field(
+        500, ge=1, le=10_000, description="Most items one page of a list returns."
+    )
+
+    @field_validator("connect_allow")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{item!r} is not an IP address or CIDR block") from exc
+        return value
 
 
 class ConnectorSettings(_Section):
@@ -285,6 +333,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
     processors: ProcessorSettings = Field(default_factory=ProcessorSettings)
     media: MediaSettings = Field(

@@ -1,0 +1,38 @@
+"""What API handlers may use: the running service's parts, passed explicitly (no globals)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from streams.codec import AvroCodec
+from streams.metrics import Metrics
+from streams.settings import Settings
+from streams.topics import Topics
+
+if TYPE_CHECKING:
+    from streams.cases.store import CaseStore
+    from streams.kafka import Producer
+    from streams.media import MediaStore
+    from streams.runner import ConnectorRunner
+
+
+@dataclass
+class ApiContext:
+    """The service parts handlers reach; ``None`` where this process does not run that part.
+
+    Every table handlers read or write lives in ``engine``'s database; tenant-scoped queries
+    must filter by ``call.tenant`` (see :mod:`streams.api.routing`).
+    """
+
+    settings: Settings
+    engine: AsyncEngine
+    codec: AvroCodec
+    topics: Topics
+    metrics: Metrics
+    producer: Producer | None = None
+    runner: ConnectorRunner | None = None
+    cases: CaseStore | None = None
+    media: MediaStore | None = None

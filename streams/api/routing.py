@@ -1,0 +1,238 @@
+"""Typed API routes: one declaration gives the aiohttp route, its checks and its OpenAPI entry.
+
+A resource module declares its operations on an :class:`ApiRoutes`::
+
+    routes = ApiRoutes("connectors", "Import connectors of the caller's tenant.")
+
+    @routes.post("/v1/connectors", summary="Create a connector", body=ConnectorIn,
+                 response=ConnectorOut, status=201, errors=(409,))
+    async def create(call: Call) -> ConnectorOut:
+        ...
+
+Contract of every operation, enforced here and not in handlers:
+
+- **auth** ``"tenant"`` (default): a valid, active API key of an enabled tenant; ``call.tenant``
+  is the key's tenant and every query the handler makes is filtered by it. A path parameter
+  named ``{tenant}`` must equal the caller's tenant, else 404. ``"operator"``: the operator
+  token. ``"public"``: nobody is asked. Missing, malformed, unknown or revoked credentials, or a
+  tenant key on an operator route: 401.
+- **query** and **body** are validated by the declared pydantic models before the handler runs;
+  failures are 422 with each field's path (``query.limit``, ``store.port``). A body must be JSON
+  (415 otherwise) and at most ``api.max_body_bytes`` (413).
+- The handler returns the response model (serialised with ``mode="json"``), ``None`` for 204, or
+  an aiohttp response for anything else (the docs page). It raises
+  :class:`~streams.api.problems.ApiError` subclasses for errors.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from streams.api.problems import (
+    BadRequest,
+    NotFound,
+    Unauthorized,
+    Unprocessable,
+    field_errors,
+    json_body,
+)
+
+if TYPE_CHECKING:
+    from streams.api.context import ApiContext
+
+Auth = Literal["tenant", "operator", "public"]
+Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+_PARAM = re.compile(r"\{(\w+)\}")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a tenant's API key, or the operator."""
+
+    tenant: str | None = None
+    key_id: str | None = None
+    operator: bool = False
+
+    @property
+    def actor(self) -> str:
+        """How the audit trail names the caller: ``key:<id>`` or ``operator``."""
+        return "operator" if self.operator else f"key:{self.key_id}"
+
+
+@dataclass(slots=True)
+class Call:
+    """One validated API call, as a handler receives it."""
+
+    request: web.Request
+    ctx: ApiContext
+    principal: Principal
+    params: dict[str, str]
+    body: Any = None
+    query: Any = None
+
+    @property
+    def tenant(self) -> str:
+        """The caller's tenant (only on ``auth="tenant"`` routes)."""
+        if self.principal.tenant is None:
+            raise RuntimeError("no tenant on an operator or public route")
+        return self.principal.tenant
+
+
+Handler = Callable[[Call], Awaitable[BaseModel | web.StreamResponse | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One declared API operation (see the module doc)."""
+
+    method: Method
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    auth: Auth = "tenant"
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    errors: tuple[int, ...] = ()
+    description: str | None = None
+    content_type: str | None = None
+    """Set when the response is not JSON (the docs page: text/html)."""
+
+    @property
+    def operation_id(self) -> str:
+        """A stable id for the OpenAPI document: the handler's name."""
+        return self.handler.__name__
+
+    @property
+    def path_params(self) -> list[str]:
+        """The names of the path's ``{parameters}``."""
+        return _PARAM.findall(self.path)
+
+
+@dataclass
+class ApiRoutes:
+    """The operations of one resource (one module under ``streams/api``)."""
+
+    tag: str
+    description: str = ""
+    operations: list[Operation] = field(default_factory=list)
+
+    def route(
+        self, method: Method, path: str, *, summary: str, **options: Any
+    ) -> Callable[[Handler], Handler]:
+        """Declare the operation ``method path`` (options: see :class:`Operation`)."""
+
+        def register(handler: Handler) -> Handler:
+            self.operations.append(Operation(method, path, handler, summary, self.tag, **options))
+            return handler
+
+        return register
+
+    def get(self, path: str, *, summary: str, **options: Any) -> Callable[[Handler], Handler]:
+        """Declare a GET operation."""
+        return self.route("GET", path, summary=summary, **options)
+
+    def post(self, path: str, *, summary: str, **options: Any) -> Callable[[Handler], Handler]:
+        """Declare a POST operation."""
+        return self.route("POST", path, summary=summary, **options)
+
+    def put(self, path: str, *, summary: str, **options: Any) -> Callable[[Handler], Handler]:
+        """Declare a PUT operation."""
+        return self.route("PUT", path, summary=summary, **options)
+
+    def patch(self, path: str, *, summary: str, **options: Any) -> Callable[[Handler], Handler]:
+        """Declare a PATCH operation."""
+        return self.route("PATCH", path, summary=summary, **options)
+
+    def delete(self, path: str, *, summary: str, **options: Any) -> Callable[[Handler], Handler]:
+        """Declare a DELETE operation."""
+        return self.route("DELETE", path, summary=summary, **options)
+
+
+Authenticate = Callable[[web.Request, Auth], Awaitable[Principal]]
+
+
+def bearer_token(request: web.Request) -> str:
+    """Return the request's bearer token, or raise 401 naming what is wrong with the header."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        raise Unauthorized("missing Authorization header: send 'Authorization: Bearer <key>'")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("malformed Authorization header: expected 'Bearer <key>'")
+    return token
+
+
+async def _query(op: Operation, request: web.Request) -> Any:
+    if op.query is None:
+        return None
+    try:
+        return op.query.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise Unprocessable("invalid query parameters", field_errors(exc, ("query",))) from exc
+
+
+async def _body(op: Operation, request: web.Request) -> Any:
+    if op.body is None:
+        return None
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(text="the body must be application/json")
+    raw = await request.read()  # bounded by the application's client_max_size
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from exc
+    try:
+        return op.body.model_validate(data)
+    except ValidationError as exc:
+        raise Unprocessable("invalid request body", field_errors(exc)) from exc
+
+
+def _respond(op: Operation, result: BaseModel | web.StreamResponse | None) -> web.StreamResponse:
+    if isinstance(result, web.StreamResponse):
+        return result
+    if result is None:
+        return web.Response(status=204)
+    body = json_body(result.model_dump(mode="json"))
+    return web.Response(status=op.status, body=body, content_type="application/json")
+
+
+def handler_for(
+    op: Operation, ctx: ApiContext, authenticate: Authenticate
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Wrap ``op``'s handler with authentication, tenant scoping and validation."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        principal = await authenticate(request, op.auth)
+        params = dict(request.match_info)
+        if "tenant" in params and op.auth == "tenant" and params["tenant"] != principal.tenant:
+            raise NotFound(f"no tenant {params['tenant']!r}")
+        query = await _query(op, request)
+        body = await _body(op, request)
+        result = await op.handler(Call(request, ctx, principal, params, body, query))
+        return _respond(op, result)
+
+    return handle
+
+
+def install(
+    app: web.Application,
+    ctx: ApiContext,
+    groups: Sequence[ApiRoutes],
+    authenticate: Authenticate,
+) -> None:
+    """Add every operation of ``groups`` to ``app``."""
+    for group in groups:
+        for op in group.operations:
+            app.router.add_route(op.method, op.path, handler_for(op, ctx, authenticate))

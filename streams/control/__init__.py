@@ -1,0 +1,1 @@
+"""Control-plane state: tenants, API keys, connectors, schemas, audit (one module each)."""
