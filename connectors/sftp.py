@@ -289,7 +289,7 @@ class SftpStore:
                 transport.start_client(timeout=limit)
                 check_host_key(transport, cfg, where)
                 authenticate(transport, cfg, where)
-                sftp = _open_sftp(transport, limit, cfg.operation_timeout_seconds)
+                sftp = open_sftp(transport, limit, cfg.operation_timeout_seconds)
                 self._read_size = negotiated_read_length(sftp)
             except (paramiko.SSHException, OSError, EOFError, ConnectorError) as exc:
                 watchdog.cancel()
@@ -487,7 +487,7 @@ class SftpStore:
                 sftp.mkdir(folder)
 
 
-def _open_sftp(
+def open_sftp(
     transport: paramiko.Transport, open_timeout: float, reply_timeout: float
 ) -> paramiko.SFTPClient:
     """Open the sftp subsystem on a channel whose receive buffer is a :class:`_ByteArrayPipe`.
