@@ -313,9 +313,10 @@ def _resolve(host: str, port: int, guard: AddressGuard | None) -> StepResult:
             f"cannot resolve {host!r}: {exc.strerror or exc}",
             {"error": "network", "host": host},
         ) from exc
-    checked = " (every address allowed by the address policy)" if guard is not None else ""
+    checked = " (allowed by the address policy)" if guard is not None else ""
+    found = "is an IP address" if addresses == [host] else f"resolves to {', '.join(addresses)}"
     return (
-        f"{host} resolves to {', '.join(addresses)}{checked}",
+        f"{host} {found}{checked}",
         {"host": host, "port": port, "addresses": addresses},
     )
 
