@@ -30,6 +30,10 @@ the version ``stat`` reports.
 
 Errors are translated into :mod:`connectors.errors` with a message that names what was being
 done, the bucket and the endpoint, and never a secret.
+
+A store built with an :class:`~connectors.netguard.AddressGuard` (connectors created through the
+API) opens every connection to an address the guard checked, through per-client urllib3 pool
+classes, and ignores environment proxies (see :mod:`connectors.netguard` for how and why).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import logging
 import math
 import re
 import time
+import types
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -79,6 +84,7 @@ MTIME_METADATA = "callstream-mtime"
 
 _MULTIPART_COPY_THRESHOLD = 5 * 1024**3  # CopyObject's limit: one request up to here
 _MULTIPART_COPY_CHUNK = 512 * 1024**2  # 10,000 parts of this cover S3's 5 TiB maximum
+_ANSWERED = types.SimpleNamespace(status_code=200, headers={})  # see S3Store.request_url
 _LAST_CHAR = "\U0010ffff"  # sorts after every character a key can hold
 _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,221}[A-Za-z0-9]$")
 
@@ -350,10 +356,12 @@ class S3Store:
         return client
 
     def request_url(self) -> str:
-        """Return the URL a request about the bucket goes to (no request is sent).
+        """Return the URL a request about the bucket goes to; nothing is sent or signed.
 
-        Endpoint resolution is botocore's: the configured endpoint, or AWS's for the region,
-        with the bucket in the host name when virtual addressing applies.
+        Endpoint resolution is botocore's own: the configured endpoint, or AWS's for the
+        region, with the bucket in the host name when virtual addressing applies. A
+        ``before-call`` handler answers the request in place of the network (as botocore's
+        Stubber does), so no credentials are looked up either.
         """
         cfg = self.config
         config = Config(
@@ -361,14 +369,25 @@ class S3Store:
             signature_version=UNSIGNED,
             s3={"addressing_style": cfg.addressing_style},
         )
+        urls: list[str] = []
+
+        def capture(params: dict[str, Any], **_: Any) -> tuple[Any, dict[str, Any]]:
+            urls.append(str(params["url"]))
+            return _ANSWERED, {}
+
         try:
             client = boto3.session.Session(region_name=cfg.region).client(
                 "s3", endpoint_url=cfg.endpoint_url, config=config
             )
-            url = client.generate_presigned_url("head_bucket", Params={"Bucket": cfg.bucket})
-        except (bx.BotoCoreError, ValueError) as exc:
+            try:
+                # The stubs type handlers as returning None; before-call ones may answer.
+                client.meta.events.register("before-call.s3.HeadBucket", capture)  # type: ignore[arg-type]
+                client.head_bucket(Bucket=cfg.bucket)
+            finally:
+                client.close()
+        except (bx.BotoCoreError, bx.ClientError, ValueError) as exc:
             raise self._translate("resolving the endpoint of", exc) from exc
-        return str(url)
+        return urls[0]
 
     def head_bucket(self) -> str | None:
         """Check that the bucket exists and these credentials may use it; return its region

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -318,3 +319,28 @@ def test_a_guarded_s3_client_only_touches_its_own_connections() -> None:
     assert guarded_pools["https"].__name__ == "GuardedAWSHTTPSConnectionPool"
     assert guarded_pools["http"].ConnectionCls.guard is not None
     assert plain_pools["https"].__name__ == "AWSHTTPSConnectionPool"
+
+
+# -- which host an S3 configuration connects to --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "host"),
+    [
+        ({"region": "eu-west-1"}, "acme-calls.s3.eu-west-1.amazonaws.com"),
+        ({"region": "eu-west-1", "addressing_style": "path"}, "s3.eu-west-1.amazonaws.com"),
+        ({"endpoint_url": "https://storage.googleapis.com", "region": "auto"}, None),
+        ({"endpoint_url": "http://10.1.2.3:9000", "addressing_style": "path"}, "10.1.2.3"),
+    ],
+)
+def test_the_request_host_is_botocores_own_endpoint_resolution(
+    fields: dict[str, Any], host: str | None
+) -> None:
+    url = S3Store(S3Config(bucket="acme-calls", **fields)).request_url()
+    parsed = urllib.parse.urlsplit(url)
+    if host is None:  # GCS: the endpoint host, the bucket in the host or the path
+        assert parsed.hostname is not None
+        assert parsed.hostname.endswith("storage.googleapis.com")
+    else:
+        assert parsed.hostname == host
+    assert "Signature" not in url  # nothing signed: no credentials needed, none leaked
