@@ -7,14 +7,22 @@ use loopback sockets only.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import socket
+import ssl
+import threading
 import urllib.parse
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
-from connectors.errors import AddressRefused
+from connectors.errors import AddressRefused, ConnectorError
 from connectors.netguard import AddressGuard, guard_botocore_client, parse_address, refusal_reason
 from connectors.s3 import S3Config, S3Store
 
@@ -344,3 +352,100 @@ def test_the_request_host_is_botocores_own_endpoint_resolution(
     else:
         assert parsed.hostname == host
     assert "Signature" not in url  # nothing signed: no credentials needed, none leaked
+
+
+# -- TLS through a guarded connection -------------------------------------------------------------
+
+
+def self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """Write a self-signed certificate for ``name`` and its key; return (cert, key) paths."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@contextlib.contextmanager
+def tls_server(cert: Path, key: Path) -> Iterator[tuple[int, list[str | None]]]:
+    """A loopback HTTPS server answering 200 to one request per connection; records SNI names."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    names: list[str | None] = []
+
+    def record(_sock: Any, name: str | None, _context: Any) -> None:
+        names.append(name)
+
+    context.sni_callback = record
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                raw, _ = server.accept()
+            except TimeoutError:
+                continue
+            with contextlib.suppress(OSError), context.wrap_socket(raw, server_side=True) as conn:
+                conn.settimeout(2)
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1], names
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+
+
+def test_https_through_the_guard_verifies_the_certificate_for_the_host_name(
+    tmp_path: Path,
+) -> None:
+    # The socket goes to the checked 127.0.0.1; TLS still sends the name as SNI and checks the
+    # certificate against it (a certificate for another name is refused).
+    name = "objects.customer.test"
+    cert, key = self_signed(tmp_path, name)
+    guard = AddressGuard(["127.0.0.1"], getaddrinfo=fake_dns({name: ["127.0.0.1"]}))
+    with tls_server(cert, key) as (port, names):
+        config = s3_config(0).model_copy(
+            update={"endpoint_url": f"https://{name}:{port}", "ca_bundle": cert}
+        )
+        store = S3Store(config, guard)
+        store.open_client()
+        assert store.head_bucket() is None  # 200, no region header
+        assert names == [name]
+    other_cert, other_key = self_signed(tmp_path, "someone-else.test")
+    with tls_server(other_cert, other_key) as (port, names):
+        config = s3_config(0).model_copy(
+            update={"endpoint_url": f"https://{name}:{port}", "ca_bundle": other_cert}
+        )
+        store = S3Store(config, guard)
+        store.open_client()
+        with pytest.raises(ConnectorError, match=r"doesn't match 'someone-else\.test'"):
+            store.head_bucket()
