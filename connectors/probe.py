@@ -196,6 +196,8 @@ def probe(
     ``guard`` is the SSRF policy for connectors created through the API (None: the
     configuration file's own connectors, any address).
     """
+    if not timeout_seconds > 0:
+        raise ValueError(f"timeout_seconds must be positive, not {timeout_seconds!r}")
     budget = _Budget(timeout_seconds)
     kind: Literal["sftp", "s3", "local"]
     if isinstance(config, SftpConfig):

@@ -320,7 +320,8 @@ class S3Store:
             signature_version="s3v4",
             connect_timeout=cfg.connect_timeout_seconds,
             read_timeout=cfg.read_timeout_seconds,
-            retries={"max_attempts": cfg.max_attempts, "mode": "standard"},
+            # botocore reads max_attempts as retries after the first; ours counts the first too.
+            retries={"total_max_attempts": cfg.max_attempts, "mode": "standard"},
             s3={"addressing_style": cfg.addressing_style},
             tcp_keepalive=True,
             # Integrity comes from ETags and If-Match; the newer default checksum headers are

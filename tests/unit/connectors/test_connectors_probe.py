@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,9 +142,65 @@ def test_a_refused_s3_endpoint_fails_at_resolve(
 
 
 def test_an_unknown_host_fails_at_resolve_naming_it() -> None:
-    report = probe(sftp(22, host="no-such-host.invalid"), None, timeout_seconds=5)
+    report = probe(sftp(22, host="no-such-host.test"), AddressGuard(getaddrinfo=rebinding([])))
     assert report.failed_step == "resolve"
-    assert "cannot resolve 'no-such-host.invalid'" in report.steps[0].message
+    assert "cannot resolve 'no-such-host.test'" in report.steps[0].message
+    assert report.steps[0].detail["error"] == "network"
+
+
+def rebinding(answers: list[str]) -> Any:
+    """A resolver answering each lookup with the next address (a DNS-rebinding name)."""
+    calls: list[str] = []
+
+    def getaddrinfo(host: str, port: int, *args: Any) -> list[tuple[Any, ...]]:
+        calls.append(host)
+        if len(calls) > len(answers):
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        sockaddr = (answers[len(calls) - 1], port)
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", sockaddr)]
+
+    getaddrinfo.calls = calls  # type: ignore[attr-defined]
+    return getaddrinfo
+
+
+def test_sftp_connects_to_the_address_resolve_checked_without_a_second_lookup(
+    silent_server: tuple[int, list[socket.socket]],
+) -> None:
+    port, accepted = silent_server
+    dns = rebinding(["127.0.0.1", "127.0.0.2"])  # a second lookup would get a refused address
+    report = probe(
+        sftp(port, host="sftp.customer.test"), AddressGuard(["127.0.0.1"], getaddrinfo=dns), 1
+    )
+    assert [s.status for s in report.steps[:2]] == [StepStatus.PASSED, StepStatus.PASSED]
+    assert report.steps[1].detail["address"] == "127.0.0.1"
+    assert dns.calls == ["sftp.customer.test"]
+    assert len(accepted) == 1
+
+
+def test_s3_checks_the_address_again_at_connection_time(
+    silent_server: tuple[int, list[socket.socket]],
+) -> None:
+    # The name answers the resolve step with an allowed address, then rebinds to a refused one
+    # for the connection: the connection is refused, nothing reaches either address.
+    port, accepted = silent_server
+    dns = rebinding(["127.0.0.1", "127.0.0.2"])
+    config = S3Config(
+        bucket="acme-calls",
+        endpoint_url=f"http://rebind.customer.test:{port}",
+        addressing_style="path",
+        access_key_id="AKIAEXAMPLE",
+        secret_access_key="not-a-real-secret",
+    )
+    report = probe(config, AddressGuard(["127.0.0.1"], getaddrinfo=dns), 5)
+    assert statuses(report) == [
+        ("resolve", StepStatus.PASSED),
+        ("head_bucket", StepStatus.FAILED),
+        ("list", StepStatus.SKIPPED),
+    ]
+    assert report.steps[1].detail["error"] == "address_refused"
+    assert "resolves to 127.0.0.2" in report.steps[1].message
+    time.sleep(0.3)
+    assert accepted == []
 
 
 # -- time limits ----------------------------------------------------------------------------------
