@@ -190,8 +190,9 @@ def probe(
     guard: AddressGuard | None = None,
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
 ) -> ProbeReport:
-    """Test a store configuration step by step (see the module doc); never raises for a
-    failing store, only for a configuration of an unknown type.
+    """Test a store configuration step by step (see the module doc). A failing store is a
+    report, never an exception; only bad arguments raise (an unknown configuration type, a
+    ``timeout_seconds`` that is not positive).
 
     ``guard`` is the SSRF policy for connectors created through the API (None: the
     configuration file's own connectors, any address).
