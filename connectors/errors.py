@@ -7,7 +7,8 @@
      │    └── StoreNotFound         the bucket the connector points at does not exist
      ├── AuthenticationFailed       the server rejected the credentials
      │    └── AccessDenied          the credentials are valid but may not do this
-     ├── HostKeyMismatch            the server's host key is not the pinned one
+     ├── HostKeyMismatch            the server's host key is not the pinned one (or none is)
+     ├── AddressRefused             the host resolves to an address the SSRF guard refuses
      ├── UnsafePath                 a name that would leave the connector's root
      ├── NotARegularFile            a symlink, FIFO, device or folder where a file was expected
      ├── FileVanished               the file went away (or changed) between listing and use
@@ -55,14 +56,34 @@ class AccessDenied(AuthenticationFailed):
 
 
 class HostKeyMismatch(ConnectorError):
-    """The SFTP server presented a host key other than the pinned one."""
+    """The SFTP server presented a host key other than the pinned one, or none is pinned yet.
+
+    ``fingerprint`` is the SHA256 fingerprint the server presented, ``public_key`` its OpenSSH
+    key line when known (either can be pinned once checked with the server's operator).
+    """
 
     retriable = False
     kind = "host_key"
 
-    def __init__(self, message: str, *, fingerprint: str) -> None:
+    def __init__(self, message: str, *, fingerprint: str, public_key: str = "") -> None:
         super().__init__(message)
         self.fingerprint = fingerprint
+        self.public_key = public_key
+
+
+class AddressRefused(ConnectorError):
+    """The host resolves to an address the SSRF guard refuses (loopback, private, link-local,
+    multicast, ...) and the operator's allow-list does not cover it: no connection was made.
+    See :mod:`connectors.netguard`."""
+
+    retriable = False
+    kind = "address_refused"
+
+    def __init__(self, message: str, *, host: str, address: str, reason: str) -> None:
+        super().__init__(message)
+        self.host = host
+        self.address = address
+        self.reason = reason
 
 
 class UnsafePath(ConnectorError):

@@ -30,6 +30,10 @@ the version ``stat`` reports.
 
 Errors are translated into :mod:`connectors.errors` with a message that names what was being
 done, the bucket and the endpoint, and never a secret.
+
+A store built with an :class:`~connectors.netguard.AddressGuard` (connectors created through the
+API) opens every connection to an address the guard checked, through per-client urllib3 pool
+classes, and ignores environment proxies (see :mod:`connectors.netguard` for how and why).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import logging
 import math
 import re
 import time
+import types
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -49,6 +54,7 @@ import boto3
 import botocore.exceptions as bx
 import urllib3.exceptions
 from boto3.s3.transfer import TransferConfig
+from botocore import UNSIGNED
 from botocore.config import Config
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -65,6 +71,7 @@ from connectors.errors import (
     TargetExists,
     UnsafePath,
 )
+from connectors.netguard import AddressGuard, guard_botocore_client
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -77,6 +84,7 @@ MTIME_METADATA = "callstream-mtime"
 
 _MULTIPART_COPY_THRESHOLD = 5 * 1024**3  # CopyObject's limit: one request up to here
 _MULTIPART_COPY_CHUNK = 512 * 1024**2  # 10,000 parts of this cover S3's 5 TiB maximum
+_ANSWERED = types.SimpleNamespace(status_code=200, headers={})  # see S3Store.request_url
 _LAST_CHAR = "\U0010ffff"  # sorts after every character a key can hold
 _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,221}[A-Za-z0-9]$")
 
@@ -271,8 +279,9 @@ def _etag(value: str) -> str:
 class S3Store:
     """A :class:`~connectors.base.FileStore` over one bucket and prefix (see the module doc)."""
 
-    def __init__(self, config: S3Config) -> None:
+    def __init__(self, config: S3Config, guard: AddressGuard | None = None) -> None:
         self.config = config
+        self.guard = guard
         self.description = f"s3://{config.bucket}/{config.key_prefix} (endpoint {config.endpoint})"
         self._prefix = config.key_prefix
         self._client_: S3Client | None = None
@@ -289,6 +298,19 @@ class S3Store:
 
     def connect(self) -> None:
         """Build the client and check that the bucket answers a listing with these credentials."""
+        client = self.open_client()
+        try:
+            client.list_objects_v2(Bucket=self.config.bucket, Prefix=self._prefix, MaxKeys=1)
+        except (bx.BotoCoreError, bx.ClientError) as exc:
+            self.close()
+            raise self._translate("connecting to", exc) from exc
+
+    def open_client(self) -> S3Client:
+        """Build the client without sending anything (``connect`` also checks the bucket).
+
+        With a guard, every connection the client opens goes to an address the guard checked
+        (see :mod:`connectors.netguard`) and environment proxies are not used.
+        """
         self.close()
         cfg = self.config
         secret = cfg.secret_access_key.get_secret_value() if cfg.secret_access_key else None
@@ -298,7 +320,8 @@ class S3Store:
             signature_version="s3v4",
             connect_timeout=cfg.connect_timeout_seconds,
             read_timeout=cfg.read_timeout_seconds,
-            retries={"max_attempts": cfg.max_attempts, "mode": "standard"},
+            # botocore reads max_attempts as retries after the first; ours counts the first too.
+            retries={"total_max_attempts": cfg.max_attempts, "mode": "standard"},
             s3={"addressing_style": cfg.addressing_style},
             tcp_keepalive=True,
             # Integrity comes from ETags and If-Match; the newer default checksum headers are
@@ -306,6 +329,8 @@ class S3Store:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
             user_agent_extra="callstream",
+            # Through a proxy the proxy resolves the name: the guard could not check it.
+            proxies={} if self.guard is not None else None,
         )
         try:
             session = boto3.session.Session(
@@ -322,12 +347,82 @@ class S3Store:
             )
         except (bx.BotoCoreError, ValueError) as exc:
             raise self._translate("connecting to", exc) from exc
+        if self.guard is not None:
+            try:
+                guard_botocore_client(client, self.guard)
+            except RuntimeError as exc:
+                client.close()
+                raise ConnectorError(f"connecting to {self.description}: {exc}") from exc
         self._client_ = client
+        return client
+
+    def request_url(self) -> str:
+        """Return the URL a request about the bucket goes to; nothing is sent or signed.
+
+        Endpoint resolution is botocore's own: the configured endpoint, or AWS's for the
+        region, with the bucket in the host name when virtual addressing applies. A
+        ``before-call`` handler answers the request in place of the network (as botocore's
+        Stubber does), so no credentials are looked up either.
+        """
+        cfg = self.config
+        config = Config(
+            region_name=cfg.region,
+            signature_version=UNSIGNED,
+            s3={"addressing_style": cfg.addressing_style},
+        )
+        urls: list[str] = []
+
+        def capture(params: dict[str, Any], **_: Any) -> tuple[Any, dict[str, Any]]:
+            urls.append(str(params["url"]))
+            return _ANSWERED, {}
+
         try:
-            client.list_objects_v2(Bucket=cfg.bucket, Prefix=self._prefix, MaxKeys=1)
+            client = boto3.session.Session(region_name=cfg.region).client(
+                "s3", endpoint_url=cfg.endpoint_url, config=config
+            )
+            try:
+                # The stubs type handlers as returning None; before-call ones may answer.
+                client.meta.events.register("before-call.s3.HeadBucket", capture)  # type: ignore[arg-type]
+                client.head_bucket(Bucket=cfg.bucket)
+            finally:
+                client.close()
+        except (bx.BotoCoreError, bx.ClientError, ValueError) as exc:
+            raise self._translate("resolving the endpoint of", exc) from exc
+        return urls[0]
+
+    def head_bucket(self) -> str | None:
+        """Check that the bucket exists and these credentials may use it; return its region
+        when the service says (``x-amz-bucket-region``).
+
+        A HEAD error carries no error code, so on a refusal the same question is asked again
+        as a one-key listing, whose error tells a bad key id, a bad secret and a policy apart.
+        """
+        client = self._client()
+        bucket = self.config.bucket
+        try:
+            response = client.head_bucket(Bucket=bucket)
         except (bx.BotoCoreError, bx.ClientError) as exc:
-            self.close()
-            raise self._translate("connecting to", exc) from exc
+            error = self._translate("checking", exc)
+            if isinstance(exc, bx.ClientError) and not isinstance(error, StoreNotFound):
+                try:
+                    client.list_objects_v2(Bucket=bucket, MaxKeys=1)
+                except (bx.BotoCoreError, bx.ClientError) as coded:
+                    raise self._translate("checking", coded) from coded
+            raise error from exc
+        headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        region = headers.get("x-amz-bucket-region")
+        return str(region) if region else None
+
+    def first_key(self) -> str | None:
+        """Return the first key under the prefix (relative to it), or None if there is none."""
+        try:
+            page = self._client().list_objects_v2(
+                Bucket=self.config.bucket, Prefix=self._prefix, MaxKeys=1
+            )
+        except (bx.BotoCoreError, bx.ClientError) as exc:
+            raise self._translate("listing", exc) from exc
+        objects = page.get("Contents", [])
+        return objects[0]["Key"][len(self._prefix) :] if objects else None
 
     def close(self) -> None:
         """Drop the client and its connections; safe to call at any time."""
@@ -360,6 +455,9 @@ class S3Store:
         where = f"{what} {self.description}"
         if isinstance(exc, ConnectorError):
             return exc
+        cause = exc.kwargs.get("error") if isinstance(exc, bx.BotoCoreError) else None
+        if isinstance(cause, ConnectorError):  # the address guard refused the connection
+            return cause
         if isinstance(exc, _CREDENTIAL_ERRORS):
             return AuthenticationFailed(
                 f"{where}: no usable credentials: access_key_id and secret_access_key are unset "

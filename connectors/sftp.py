@@ -3,8 +3,11 @@
 The host key is compared with the pinned one before any credential is sent: an unknown or
 changed key raises :class:`~connectors.errors.HostKeyMismatch` whose message shows the SHA256
 fingerprint the server presented, so an operator can check it out of band and pin it. There is no
-trust-on-first-use. Listings use ``lstat`` semantics (OpenSSH's ``readdir`` reports the link
-itself), so symlinks, FIFOs and devices are reported as skipped entries and never followed.
+trust-on-first-use: with ``host_key`` empty (not known yet) every connection is refused that way.
+A store built with an :class:`~connectors.netguard.AddressGuard` (connectors created through
+the API) connects its socket to an address the guard checked and hands that socket to paramiko.
+Listings use ``lstat`` semantics (OpenSSH's ``readdir`` reports the link itself), so symlinks,
+FIFOs and devices are reported as skipped entries and never followed.
 Every wait is bounded: the handshake by ``connect_timeout_seconds`` (a watchdog closes the
 transport, so no paramiko phase can hang), every reply afterwards by ``operation_timeout_seconds``
 (the channel timeout); a timed-out session is closed and the call raises
@@ -30,13 +33,13 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, Self
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Self
 
 import paramiko
 from paramiko.buffered_pipe import BufferedPipe
 from paramiko.message import Message
 from paramiko.sftp import CMD_DATA, CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_READ, CMD_STATUS, int64
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from connectors import paths
 from connectors.base import Prune, RemoteFile, SkippedEntry, SkipReason
@@ -49,6 +52,9 @@ from connectors.errors import (
     StoreUnavailable,
     TargetExists,
 )
+
+if TYPE_CHECKING:
+    from connectors.netguard import AddressGuard
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +80,11 @@ class SftpConfig(BaseModel):
     host_key: str = Field(
         description=(
             "Pinned server host key: a public key line ('ssh-ed25519 AAAA...') or its "
-            "fingerprint ('SHA256:...'). Unknown or changed keys are refused."
+            "fingerprint ('SHA256:...'). Unknown or changed keys are refused. '' while it is "
+            "not known yet: connections are refused, and the error and test connection show "
+            "the key the server presents, to check with its operator and pin."
         ),
-        examples=["SHA256:7Kx0mI6n0Jc9bZ4x0YpJ2b2w7pQ4o0n1m6Yl7b3d5ZQ"],
+        examples=["SHA256:7Kx0mI6n0Jc9bZ4x0YpJ2b2w7pQ4o0n1m6Yl7b3d5ZQ", ""],
     )
     root: str = Field("/", description="Remote folder files arrive in.", examples=["/upload"])
     connect_timeout_seconds: float = Field(
@@ -113,9 +121,15 @@ class SftpConfig(BaseModel):
             raise ValueError("set private_key or private_key_path, not both")
         return self
 
+    @field_validator("host_key")
+    @classmethod
+    def _blank_is_unpinned(cls, value: str) -> str:
+        return value if value.strip() else ""
+
     @model_validator(mode="after")
     def _pinned_key_shape(self) -> Self:
-        fingerprint_of_pin(self.host_key)
+        if self.host_key:
+            fingerprint_of_pin(self.host_key)
         return self
 
 
@@ -147,6 +161,64 @@ def fingerprint_of_pin(pin: str) -> str:
     raise ValueError("host_key must be 'ssh-<type> <base64>' or 'SHA256:<fingerprint>'")
 
 
+def public_key_line(key: paramiko.PKey) -> str:
+    """Return a public key as the OpenSSH line ``host_key`` accepts ('ssh-ed25519 AAAA...')."""
+    return f"{key.get_name()} {key.get_base64()}"
+
+
+def new_transport(sock: socket.socket, timeout: float) -> paramiko.Transport:
+    """Wrap a connected socket in a client transport: AES-GCM preferred, phases bounded."""
+    transport = paramiko.Transport(
+        sock, default_window_size=64 * 1024 * 1024, default_max_packet_size=256 * 1024
+    )
+    transport.banner_timeout = transport.handshake_timeout = timeout
+    transport.auth_timeout = transport.channel_timeout = timeout
+    opts = transport.get_security_options()
+    opts.ciphers = tuple(c for c in _GCM if c in opts.ciphers) + tuple(
+        c for c in opts.ciphers if c not in _GCM
+    )
+    return transport
+
+
+def check_host_key(transport: paramiko.Transport, config: SftpConfig, where: str) -> paramiko.PKey:
+    """Return the server's key if it is the pinned one, else raise HostKeyMismatch."""
+    key = transport.get_remote_server_key()
+    seen = fingerprint(key)
+    line = public_key_line(key)
+    if not config.host_key:
+        raise HostKeyMismatch(
+            f"{where} presents the host key {key.get_name()} {seen}, and the connector pins "
+            f"none yet; refusing to connect. Verify {seen} with the server's operator, then set "
+            f"host_key to it or to the key line {line!r}.",
+            fingerprint=seen,
+            public_key=line,
+        )
+    pinned = fingerprint_of_pin(config.host_key)
+    if seen != pinned:
+        raise HostKeyMismatch(
+            f"host key of {where} is {key.get_name()} {seen}, but the connector pins "
+            f"{pinned}; refusing to connect. If the server's key changed on purpose, "
+            f"verify {seen} with its operator and set host_key to it.",
+            fingerprint=seen,
+            public_key=line,
+        )
+    return key
+
+
+def authenticate(transport: paramiko.Transport, config: SftpConfig, where: str) -> None:
+    """Log in with the configured password or private key; raise AuthenticationFailed."""
+    try:
+        if config.password is not None:
+            transport.auth_password(config.username, config.password.get_secret_value())
+        else:
+            transport.auth_publickey(config.username, _load_private_key(config))
+    except paramiko.AuthenticationException as exc:
+        method = "password" if config.password is not None else "private key"
+        raise AuthenticationFailed(
+            f"{where} rejected {method} authentication for user {config.username!r}: {exc}"
+        ) from exc
+
+
 def _load_private_key(config: SftpConfig) -> paramiko.PKey:
     passphrase = (
         config.private_key_passphrase.get_secret_value() if config.private_key_passphrase else None
@@ -174,8 +246,9 @@ def _pkey_from_bytes(data: bytes, passphrase: str | None) -> paramiko.PKey:
 class SftpStore:
     """A :class:`~connectors.base.FileStore` over one SFTP session."""
 
-    def __init__(self, config: SftpConfig) -> None:
+    def __init__(self, config: SftpConfig, guard: AddressGuard | None = None) -> None:
         self.config = config
+        self.guard = guard
         self.description = f"sftp://{config.username}@{config.host}:{config.port}{config.root}"
         self._transport: paramiko.Transport | None = None
         self._sftp: paramiko.SFTPClient | None = None
@@ -185,21 +258,24 @@ class SftpStore:
     # -- session -------------------------------------------------------------------------------
 
     def connect(self) -> None:
-        """Open (or re-open) the session, verifying the pinned host key first."""
+        """Open (or re-open) the session, verifying the pinned host key first.
+
+        With a guard, the TCP connection goes to an address the guard checked
+        (:class:`~connectors.errors.AddressRefused` otherwise, before any connection).
+        """
         with self._lock:
             self.close()
             cfg = self.config
             where = f"{cfg.host}:{cfg.port}"
+            limit = cfg.connect_timeout_seconds
             try:
-                sock = socket.create_connection((cfg.host, cfg.port), cfg.connect_timeout_seconds)
+                if self.guard is not None:
+                    sock = self.guard.connect(cfg.host, cfg.port, limit)
+                else:
+                    sock = socket.create_connection((cfg.host, cfg.port), limit)
             except OSError as exc:
                 raise StoreUnavailable(f"connecting to {where}: {exc}") from exc
-            transport = paramiko.Transport(
-                sock, default_window_size=64 * 1024 * 1024, default_max_packet_size=256 * 1024
-            )
-            limit = cfg.connect_timeout_seconds
-            transport.banner_timeout = transport.handshake_timeout = limit
-            transport.auth_timeout = transport.channel_timeout = limit
+            transport = new_transport(sock, limit)
             fired = threading.Event()
 
             def give_up() -> None:  # unblocks whichever handshake phase is waiting
@@ -210,23 +286,10 @@ class SftpStore:
             watchdog.daemon = True
             watchdog.start()
             try:
-                opts = transport.get_security_options()
-                opts.ciphers = tuple(c for c in _GCM if c in opts.ciphers) + tuple(
-                    c for c in opts.ciphers if c not in _GCM
-                )
-                transport.start_client(timeout=cfg.connect_timeout_seconds)
-                key = transport.get_remote_server_key()
-                seen = fingerprint(key)
-                pinned = fingerprint_of_pin(cfg.host_key)
-                if seen != pinned:
-                    raise HostKeyMismatch(
-                        f"host key of {where} is {key.get_name()} {seen}, but the connector pins "
-                        f"{pinned}; refusing to connect. If the server's key changed on purpose, "
-                        f"verify {seen} with its operator and set host_key to it.",
-                        fingerprint=seen,
-                    )
-                self._authenticate(transport, where)
-                sftp = _open_sftp(transport, limit, cfg.operation_timeout_seconds)
+                transport.start_client(timeout=limit)
+                check_host_key(transport, cfg, where)
+                authenticate(transport, cfg, where)
+                sftp = open_sftp(transport, limit, cfg.operation_timeout_seconds)
                 self._read_size = negotiated_read_length(sftp)
             except (paramiko.SSHException, OSError, EOFError, ConnectorError) as exc:
                 watchdog.cancel()
@@ -242,19 +305,6 @@ class SftpStore:
             if cfg.keepalive_seconds:
                 transport.set_keepalive(max(1, round(cfg.keepalive_seconds)))
             self._transport, self._sftp = transport, sftp
-
-    def _authenticate(self, transport: paramiko.Transport, where: str) -> None:
-        cfg = self.config
-        try:
-            if cfg.password is not None:
-                transport.auth_password(cfg.username, cfg.password.get_secret_value())
-            else:
-                transport.auth_publickey(cfg.username, _load_private_key(cfg))
-        except paramiko.AuthenticationException as exc:
-            method = "password" if cfg.password is not None else "private key"
-            raise AuthenticationFailed(
-                f"{where} rejected {method} authentication for user {cfg.username!r}: {exc}"
-            ) from exc
 
     def close(self) -> None:
         """Close the session; safe to call at any time."""
@@ -437,7 +487,7 @@ class SftpStore:
                 sftp.mkdir(folder)
 
 
-def _open_sftp(
+def open_sftp(
     transport: paramiko.Transport, open_timeout: float, reply_timeout: float
 ) -> paramiko.SFTPClient:
     """Open the sftp subsystem on a channel whose receive buffer is a :class:`_ByteArrayPipe`.
