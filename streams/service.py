@@ -29,6 +29,8 @@ from streams.api.app import create_app as create_http_app
 from streams.app import create_app
 from streams.cases.store import CaseStore, OutboxRelay
 from streams.codec import AvroCodec
+from streams.control.catalog import Catalog
+from streams.control.secrets import SecretBox
 from streams.demo import seed
 from streams.echo import Echo
 from streams.embedded.kafka import LocalKafka
@@ -120,6 +122,11 @@ class Service:
         state = ConnectorState(s.database_url)
         await state.start()
         self._stack.append(("connector state", state.stop))
+        self.state = state
+        self.secrets = await asyncio.to_thread(
+            SecretBox.from_settings, s.api.secret_keys, s.data_dir
+        )
+        self.catalog = Catalog(s, state.engine, self.secrets)
 
         producer = Producer(
             {
@@ -139,7 +146,9 @@ class Service:
         if s.processors.enabled:
             await self._start_processors(bootstrap, producer)
 
-        self.runner = ConnectorRunner(s, producer, state, self.codec, self.metrics, self.topics)
+        self.runner = ConnectorRunner(
+            s, producer, state, self.codec, self.metrics, self.topics, self.catalog
+        )
         await self.runner.start()
         self._stack.append(("connector runner", self.runner.stop))
 
@@ -173,7 +182,7 @@ class Service:
         bundles = BundleStore(cases)
         self.bundles = bundles
         processor = FileProcessor(
-            s, self.codec, self.topics, producer, self.metrics, cases, media, bundles
+            s, self.codec, self.topics, producer, self.metrics, cases, media, bundles, self.catalog
         )
         self.processor = processor
         self._stack.append(("file processor", _async(processor.close)))

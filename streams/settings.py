@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 import yaml
+from cryptography.fernet import Fernet
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -158,6 +159,20 @@ class ApiSettings(_Section):
     max_page_size: int = Field(
         500, ge=1, le=10_000, description="Most items one page of a list returns."
     )
+
+    @field_validator("secret_keys")
+    @classmethod
+    def _fernet_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for i, key in enumerate(value):
+            try:
+                Fernet(key.get_secret_value().encode())
+            except ValueError:
+                raise ValueError(
+                    f"key {i} is not a Fernet key (32 url-safe base64-encoded bytes; make one "
+                    "with: python -c 'from cryptography.fernet import Fernet; "
+                    "print(Fernet.generate_key().decode())')"
+                ) from None
+        return value
 
     @field_validator("connect_allow")
     @classmethod

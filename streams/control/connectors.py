@@ -122,7 +122,7 @@ def _flat_store_errors(value: Any, handler: ValidatorFunctionWrapHandler) -> Any
                 loc = loc[1:]
             details.append(
                 InitErrorDetails(
-                    type=PydanticCustomError(err["type"], err["msg"]),
+                    type=PydanticCustomError(err["type"], "{message}", {"message": err["msg"]}),
                     loc=loc,
                     input=err.get("input"),
                 )
