@@ -172,6 +172,7 @@ class Service:
             runner=self.runner,
             cases=self.cases,
             media=self.media,
+            secrets=self.secrets,
         )
         http_app = create_http_app(self.metrics, self.runner, self.api)
         app_runner = web.AppRunner(http_app, access_log=None)

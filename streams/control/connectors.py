@@ -354,21 +354,29 @@ async def get(
 
 
 async def list_page(
-    engine: AsyncEngine, settings: Settings, tenant: str, after: str | None, limit: int
+    engine: AsyncEngine,
+    settings: Settings,
+    tenant: str,
+    after: str | None,
+    limit: int,
+    origin: str | None = None,
 ) -> tuple[list[ConnectorOut], bool]:
-    """Return ``tenant``'s connectors (config file's and API's) by name after ``after``, and
-    whether more follow."""
-    stmt = select(connectors).where(connectors.c.tenant == tenant)
-    if after is not None:
-        stmt = stmt.where(connectors.c.name > after)
-    stmt = stmt.order_by(connectors.c.name).limit(limit + 1)
-    async with engine.connect() as conn:
-        rows = [(r.name, _row_out(r)) for r in await conn.execute(stmt)]
-    rows += [
-        (c.name, _config_out(c))
-        for c in config_connectors(settings, tenant)
-        if after is None or c.name > after
-    ]
+    """Return ``tenant``'s connectors (config file's and API's, or one ``origin``'s) by name
+    after ``after``, and whether more follow."""
+    rows: list[tuple[str, ConnectorOut]] = []
+    if origin in (None, "api"):
+        stmt = select(connectors).where(connectors.c.tenant == tenant)
+        if after is not None:
+            stmt = stmt.where(connectors.c.name > after)
+        stmt = stmt.order_by(connectors.c.name).limit(limit + 1)
+        async with engine.connect() as conn:
+            rows += [(r.name, _row_out(r)) for r in await conn.execute(stmt)]
+    if origin in (None, "config"):
+        rows += [
+            (c.name, _config_out(c))
+            for c in config_connectors(settings, tenant)
+            if after is None or c.name > after
+        ]
     rows.sort(key=lambda pair: pair[0])
     return [out for _name, out in rows[:limit]], len(rows) > limit
 
