@@ -306,11 +306,16 @@ def _row_out(row: Any) -> ConnectorOut:
         origin="api",
         revision=row.revision,
         public_key=row.public_key,
-        created_at=row.created_at,
+        created_at=_aware(row.created_at),
         created_by=row.created_by,
-        updated_at=row.updated_at,
+        updated_at=_aware(row.updated_at),
         updated_by=row.updated_by,
     )
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    """SQLite gives back naive datetimes: they were written in UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
 def config_connectors(settings: Settings, tenant: str) -> list[ConnectorSettings]:

@@ -119,7 +119,7 @@ def split_secrets(model: BaseModel) -> tuple[dict[str, Any], dict[str, str]]:
             for name in type(obj).model_fields:
                 walk(getattr(obj, name), f"{path}.{name}" if path else name)
 
-        walk(model, "")
+    walk(model, "")
 
     data = model.model_dump(mode="json")
     for dotted in found:
