@@ -38,6 +38,7 @@ from streams.echo import Echo
 from streams.embedded.kafka import LocalKafka
 from streams.ingest.bundles import BundleStore, BundleSweeper
 from streams.ingest.files import FileProcessor
+from streams.ingest.recordings import RecordingSettings
 from streams.kafka import Producer, check_connection, client_config
 from streams.lag import LagMonitor
 from streams.media import MediaStore
@@ -208,12 +209,7 @@ class Service:
         self._stack.append(("file processor", _async(processor.close)))
         sweeper = BundleSweeper(
             bundles,
-            [
-                (t.id, c.name, c.recordings)
-                for t in s.tenants
-                for c in t.connectors
-                if c.recordings is not None
-            ],
+            self._bundle_connectors,
             processor.dead,
             self.metrics,
             relay.wake,
@@ -241,6 +237,15 @@ class Service:
         )
         await lag.start()
         self._stack.append(("lag monitor", lag.stop))
+
+    async def _bundle_connectors(self) -> list[tuple[str, str, RecordingSettings]]:
+        """The running connectors that pair recordings with metadata (for the sweeper)."""
+        desired = await self.catalog.desired()
+        return [
+            (e.tenant, e.settings.name, e.settings.recordings)
+            for e in desired.values()
+            if e.settings.recordings is not None
+        ]
 
     async def stop(self, grace: float | None = None) -> list[str]:
         """Stop every started part, most recent first, within ``grace`` seconds in all
