@@ -540,15 +540,6 @@ class OutcomeConsumer:
             log.error("file-outcomes: undecodable record skipped: %s", exc)
             return
         tenant, connector = outcome["tenant"], outcome["connector"]
-        ctx = runner.contexts.get((tenant, connector))
-        if ctx is None:
-            log.warning(
-                "file-outcomes: no running connector %s/%s for %r; clean-up skipped",
-                tenant,
-                connector,
-                outcome["path"],
-            )
-            return
         try:
             path = paths.normalize(outcome["path"])
         except ConnectorError as exc:
@@ -559,12 +550,26 @@ class OutcomeConsumer:
         record = await runner.state.record_outcome(
             tenant, connector, path, version_id, kind, decided_at
         )
+        ctx = runner.contexts.get((tenant, connector))
+        if ctx is None:
+            # Stopped, being restarted after a change, or gone: a recorded verdict is applied
+            # from the durable state when the connector starts again.
+            log.info(
+                "file-outcomes: connector %s/%s is not running; %s outcome for %r %s",
+                tenant,
+                connector,
+                kind,
+                outcome["path"],
+                "recorded for its next start" if record == OutcomeRecord.RECORDED else "skipped",
+            )
+            return
         if record == OutcomeRecord.NOT_CURRENT and version_id in ctx.announcing:
             # Processed before the announcement was recorded: wait for it, then try again.
             await ctx.announcing[version_id].wait()
             record = await runner.state.record_outcome(
                 tenant, connector, path, version_id, kind, decided_at
             )
+        ctx = runner.contexts.get((tenant, connector)) or ctx  # restarted meanwhile: the new one
         if record == OutcomeRecord.RECORDED:
             ctx.outcomes.append(OutcomeNotice(path, version_id, kind, decided_at.timestamp()))
         elif record == OutcomeRecord.NOT_CURRENT:

@@ -471,7 +471,10 @@ async def _check(
 def _local_root_allowed(settings: Settings, tenant: str, root: Path) -> str | None:
     """Return the folder a tenant's local stores must lie in, when ``root`` is outside it."""
     allowed = os.path.realpath(settings.data_dir / "local" / tenant)
-    inside = os.path.commonpath([allowed, os.path.realpath(root)]) == allowed
+    try:
+        inside = os.path.commonpath([allowed, os.path.realpath(root)]) == allowed
+    except ValueError:  # a NUL byte, or a name the file system cannot hold
+        inside = False
     return None if inside else allowed
 
 

@@ -107,6 +107,12 @@ async def test_api_only_rules_name_the_field(
         ),
         (
             ConnectorIn.model_validate(
+                {"name": "n", "store": {"type": "local", "root": str(tmp_path / "local/acme\x00")}}
+            ),
+            "store.root",
+        ),
+        (
+            ConnectorIn.model_validate(
                 {
                     "name": "big",
                     "store": {"type": "local", "root": str(tmp_path / "local/acme/in")},
