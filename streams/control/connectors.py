@@ -141,15 +141,20 @@ class ConnectorIn(ConnectorSettings):
 
     @model_validator(mode="before")
     @classmethod
-    def _keypair(cls, data: Any) -> Any:
-        if not (isinstance(data, dict) and data.get("generate_keypair") is True):
+    def _keypair_and_json_types(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
             return data
-        store = data.get("store")
-        if not isinstance(store, dict) or store.get("type") != "sftp":
-            raise ValueError("generate_keypair is for sftp stores only")
-        if any(store.get(k) for k in ("password", "private_key", "private_key_path")):
-            raise ValueError("generate_keypair: leave store.password and store.private_key unset")
-        return {**data, "store": {**store, "private_key": new_private_key()}}
+        if data.get("generate_keypair") is True:
+            store = data.get("store")
+            if not isinstance(store, dict) or store.get("type") != "sftp":
+                raise ValueError("generate_keypair is for sftp stores only")
+            if any(store.get(k) for k in ("password", "private_key", "private_key_path")):
+                raise ValueError(
+                    "generate_keypair: leave store.password and store.private_key unset"
+                )
+            data = {**data, "store": {**store, "private_key": new_private_key()}}
+        strict({k: v for k, v in data.items() if k != "generate_keypair"})
+        return data
 
     @field_validator("store", mode="wrap")
     @classmethod
@@ -168,6 +173,16 @@ class _Checked(ConnectorSettings):
     @classmethod
     def _store(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         return _flat_store_errors(value, handler)
+
+
+def strict(data: dict[str, Any]) -> ConnectorSettings:
+    """Validate JSON data as a connector taking JSON's types as they are ("5" is no integer,
+    true no number): the API documents JSON types, the config file's YAML is read leniently."""
+    try:
+        text = json.dumps(data)
+    except (TypeError, ValueError):  # not JSON data: the lenient validation names the problem
+        return _Checked.model_validate(data)
+    return _Checked.model_validate_json(text, strict=True)
 
 
 class ConnectorPatch(BaseModel):
@@ -199,7 +214,11 @@ class ConnectorOut(BaseModel):
     type: str = Field(description="Store type: sftp, s3 or local.")
     enabled: bool
     revision: int = Field(description="Grows with every change (config-file connectors: 0).")
-    store: StoreConfig = Field(description="The store, each secret shown as '**********'.")
+    store: dict[str, Any] = Field(
+        description="The store's settings (see the store types of the create body); each "
+        "secret that holds a value is shown as '**********', never its value.",
+        examples=[{"type": "sftp", "host": "sftp.example.com", "password": "**********"}],
+    )
     poll: PollConfig
     ingest: ParseSettings
     recordings: RecordingSettings | None = None
@@ -282,7 +301,7 @@ def _out(
         name=settings.name,
         type=settings.store.type,
         enabled=settings.enabled,
-        store=settings.store,
+        store=settings.store.model_dump(mode="json"),  # SecretStr dumps as the mask
         poll=settings.poll,
         ingest=settings.ingest,
         recordings=settings.recordings,
@@ -634,7 +653,7 @@ async def patch(
         else:
             merged = _merge(before_data, change)
         merged["name"] = current.name
-        candidate = ConnectorSettings.model_validate(_Checked.model_validate(merged).model_dump())
+        candidate = ConnectorSettings.model_validate(strict(merged).model_dump())
         config, token, values = _stored_form(candidate, box)
         old_config, _token, old_values = _stored_form(current, box)
         key_changed = values.get("store.private_key") != old_values.get("store.private_key")

@@ -140,7 +140,7 @@ async def test_a_patch_keeps_omitted_and_masked_secrets_and_bumps_the_revision(
     changed = await ops.patch(
         engine, box, settings, "acme", out.id, {"store": {**shown["store"], "port": 2222}}, "t"
     )
-    assert changed.revision == 2 and changed.store.port == 2222
+    assert changed.revision == 2 and changed.store["port"] == 2222
     async with engine.connect() as conn:
         row = (await conn.execute(select(connectors))).one()
     assert ops.runnable(row, box).settings.store.password.get_secret_value() == PASSWORD  # type: ignore[union-attr]
