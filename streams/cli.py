@@ -351,6 +351,32 @@ def keys_revoke(config: Path | None, tenant: str, key_id: str) -> None:
 
 
 @cli.group()
+def connectors() -> None:
+    """Connectors kept in the database (created through the API)."""
+
+
+@connectors.command("re-encrypt")
+@click.pass_obj
+def connectors_re_encrypt(config: Path | None) -> None:
+    """Re-encrypt every stored connector secret with the first key of api.secret_keys.
+
+    Key rotation: put the new key first in api.secret_keys (keep the old one after it), restart,
+    run this, then remove the old key.
+    """
+    from streams.control import connectors as ops
+    from streams.control.secrets import SecretBox, SecretsError
+
+    settings = _load(config)
+    box = SecretBox.from_settings(settings.api.secret_keys, settings.data_dir)
+    try:
+        count = _with_engine(config, lambda engine: ops.re_encrypt(engine, box))
+    except SecretsError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    click.echo(f"re-encrypted the secrets of {count} connector(s) with the first key")
+
+
+@cli.group()
 def kafka() -> None:
     """The local Apache Kafka broker of the embedded stack and the tests."""
 

@@ -44,6 +44,7 @@ from connectors.errors import ConnectorError
 from connectors.poller import Candidate, CleanupAction, CleanupStep, Outcome, Poller
 from connectors.registry import open_store as build_store
 from streams.codec import AvroCodec
+from streams.control.catalog import CONFIG_REVISION, Catalog, Entry
 from streams.errors import PublishError, SchemaError
 from streams.kafka import Producer, Record
 from streams.metrics import Metrics
@@ -132,6 +133,8 @@ class ConnectorContext:
     reported_skips: set[str] = field(default_factory=set)
     outcomes: list[OutcomeNotice] = field(default_factory=list)
     announcing: dict[str, asyncio.Event] = field(default_factory=dict)
+    revision: str = CONFIG_REVISION
+    task: asyncio.Task[None] | None = None
 
     @property
     def name(self) -> str:
@@ -182,7 +185,14 @@ class Backoff:
 
 
 class ConnectorRunner:
-    """Runs every enabled connector of every tenant (see the module doc)."""
+    """Runs every enabled connector of every tenant (see the module doc).
+
+    With a dynamic :class:`~streams.control.catalog.Catalog` (connectors in the database too),
+    a reconcile step every ``runner.reconcile_interval_seconds`` starts the connectors that
+    appeared, restarts those whose revision changed and stops those deleted, disabled or whose
+    tenant was disabled. Stopping one cancels its task, closes its store and shuts its thread;
+    its durable state stays, so starting it again resumes where it was.
+    """
 
     def __init__(
         self,
@@ -192,6 +202,7 @@ class ConnectorRunner:
         codec: AvroCodec,
         metrics: Metrics,
         topics: Topics,
+        catalog: Catalog | None = None,
     ) -> None:
         self.settings = settings
         self.producer = producer
@@ -199,48 +210,93 @@ class ConnectorRunner:
         self.codec = codec
         self.metrics = metrics
         self.topics = topics
+        self.catalog = catalog or Catalog(settings)
         self.contexts: dict[tuple[str, str], ConnectorContext] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._reconciler: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
-        """Load each connector's durable state and start its polling task."""
+        """Load each connector's durable state and start its polling task (and, with a dynamic
+        catalog, the reconcile loop)."""
         for tenant in self.settings.tenants:
             for conn in tenant.connectors:
                 if not conn.enabled:
                     log.info("connector %s/%s is disabled", tenant.id, conn.name)
-                    continue
-                known = await self.state.load_known(tenant.id, conn.name)
-                store = open_store(conn.store)
-                ctx = ConnectorContext(
-                    tenant=tenant.id,
-                    settings=conn,
-                    store=store,
-                    poller=Poller(store, conn.poll, known),
-                    executor=ThreadPoolExecutor(1, thread_name_prefix=f"conn-{conn.name}"),
-                )
-                self.contexts[(tenant.id, conn.name)] = ctx
-                log.info(
-                    "connector %s/%s: polling %s every %gs (%d versions already announced)",
-                    tenant.id,
-                    conn.name,
-                    store.description,
-                    conn.poll.interval_seconds,
-                    len(known),
-                )
-                self._tasks.append(asyncio.create_task(self._run(ctx), name=f"poll-{conn.name}"))
+        await self.reconcile()
+        if self.catalog.dynamic:
+            self._reconciler = asyncio.create_task(self._reconcile_loop(), name="reconcile")
+
+    async def reconcile(self) -> None:
+        """Make the running connectors those the catalog wants, as they are now."""
+        desired = await self.catalog.desired()
+        for key, ctx in list(self.contexts.items()):
+            want = desired.get(key)
+            if want is None or want.revision != ctx.revision:
+                why = "removed or disabled" if want is None else "changed"
+                log.info("connector %s/%s: %s, stopping it", ctx.tenant, ctx.name, why)
+                await self._stop_connector(key)
+        for key, entry in desired.items():
+            if key not in self.contexts:
+                await self._start_connector(entry)
+
+    async def _reconcile_loop(self) -> None:
+        interval = self.settings.runner.reconcile_interval_seconds
+        reported = 0.0
+        while not self._stopping.is_set():
+            await self._sleep(interval)
+            if self._stopping.is_set():
+                return
+            try:
+                await self.reconcile()
+            except SQLAlchemyError as exc:  # the database is down: keep what runs, retry
+                if time.monotonic() - reported >= 60:
+                    reported = time.monotonic()
+                    log.error("connector catalog: reading the connectors failed: %s", exc)
+
+    async def _start_connector(self, entry: Entry) -> None:
+        tenant, conn = entry.tenant, entry.settings
+        known = await self.state.load_known(tenant, conn.name)
+        store = open_store(conn.store)
+        ctx = ConnectorContext(
+            tenant=tenant,
+            settings=conn,
+            store=store,
+            poller=Poller(store, conn.poll, known),
+            executor=ThreadPoolExecutor(1, thread_name_prefix=f"conn-{conn.name}"),
+            revision=entry.revision,
+        )
+        self.contexts[entry.key] = ctx
+        log.info(
+            "connector %s/%s: polling %s every %gs (%d versions already announced)",
+            tenant,
+            conn.name,
+            store.description,
+            conn.poll.interval_seconds,
+            len(known),
+        )
+        ctx.task = asyncio.create_task(self._run(ctx), name=f"poll-{tenant}-{conn.name}")
+
+    async def _stop_connector(self, key: tuple[str, str]) -> None:
+        ctx = self.contexts.pop(key)
+        if ctx.task is not None:
+            ctx.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ctx.task
+        await ctx.disconnect()
+        await asyncio.to_thread(ctx.executor.shutdown, True)
 
     async def stop(self) -> None:
         """Stop polling, wait for the current cycle to end, close every store."""
         self._stopping.set()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
+        if self._reconciler is not None:
+            self._reconciler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for ctx in self.contexts.values():
-            await ctx.disconnect()
-            ctx.executor.shutdown(wait=True)
+                await self._reconciler
+        for ctx in self.contexts.values():  # every cycle ends at once, not one after another
+            if ctx.task is not None:
+                ctx.task.cancel()
+        for key in list(self.contexts):
+            await self._stop_connector(key)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -484,15 +540,6 @@ class OutcomeConsumer:
             log.error("file-outcomes: undecodable record skipped: %s", exc)
             return
         tenant, connector = outcome["tenant"], outcome["connector"]
-        ctx = runner.contexts.get((tenant, connector))
-        if ctx is None:
-            log.warning(
-                "file-outcomes: no running connector %s/%s for %r; clean-up skipped",
-                tenant,
-                connector,
-                outcome["path"],
-            )
-            return
         try:
             path = paths.normalize(outcome["path"])
         except ConnectorError as exc:
@@ -503,12 +550,26 @@ class OutcomeConsumer:
         record = await runner.state.record_outcome(
             tenant, connector, path, version_id, kind, decided_at
         )
+        ctx = runner.contexts.get((tenant, connector))
+        if ctx is None:
+            # Stopped, being restarted after a change, or gone: a recorded verdict is applied
+            # from the durable state when the connector starts again.
+            log.info(
+                "file-outcomes: connector %s/%s is not running; %s outcome for %r %s",
+                tenant,
+                connector,
+                kind,
+                outcome["path"],
+                "recorded for its next start" if record == OutcomeRecord.RECORDED else "skipped",
+            )
+            return
         if record == OutcomeRecord.NOT_CURRENT and version_id in ctx.announcing:
             # Processed before the announcement was recorded: wait for it, then try again.
             await ctx.announcing[version_id].wait()
             record = await runner.state.record_outcome(
                 tenant, connector, path, version_id, kind, decided_at
             )
+        ctx = runner.contexts.get((tenant, connector)) or ctx  # restarted meanwhile: the new one
         if record == OutcomeRecord.RECORDED:
             ctx.outcomes.append(OutcomeNotice(path, version_id, kind, decided_at.timestamp()))
         elif record == OutcomeRecord.NOT_CURRENT:

@@ -31,11 +31,14 @@ from streams.app import create_app
 from streams.cases.store import CaseStore, OutboxRelay
 from streams.codec import AvroCodec
 from streams.control import tenants
+from streams.control.catalog import Catalog
+from streams.control.secrets import SecretBox
 from streams.demo import seed
 from streams.echo import Echo
 from streams.embedded.kafka import LocalKafka
 from streams.ingest.bundles import BundleStore, BundleSweeper
 from streams.ingest.files import FileProcessor
+from streams.ingest.recordings import RecordingSettings
 from streams.kafka import Producer, check_connection, client_config
 from streams.lag import LagMonitor
 from streams.media import MediaStore
@@ -126,6 +129,11 @@ class Service:
         await state.start()
         self._stack.append(("connector state", state.stop))
         await tenants.sync_config_tenants(state.engine, [t.id for t in s.tenants])
+        self.state = state
+        self.secrets = await asyncio.to_thread(
+            SecretBox.from_settings, s.api.secret_keys, s.data_dir
+        )
+        self.catalog = Catalog(s, state.engine, self.secrets)
 
         producer = Producer(
             {
@@ -145,7 +153,9 @@ class Service:
         if s.processors.enabled:
             await self._start_processors(bootstrap, producer)
 
-        self.runner = ConnectorRunner(s, producer, state, self.codec, self.metrics, self.topics)
+        self.runner = ConnectorRunner(
+            s, producer, state, self.codec, self.metrics, self.topics, self.catalog
+        )
         await self.runner.start()
         self._stack.append(("connector runner", self.runner.stop))
 
@@ -163,6 +173,7 @@ class Service:
             runner=self.runner,
             cases=self.cases,
             media=self.media,
+            secrets=self.secrets,
         )
         http_app = create_http_app(self.metrics, self.runner, self.api)
         # Request lines up to 32 KiB: a long (even hostile) query string gets a problem detail
@@ -196,18 +207,13 @@ class Service:
         bundles = BundleStore(cases)
         self.bundles = bundles
         processor = FileProcessor(
-            s, self.codec, self.topics, producer, self.metrics, cases, media, bundles
+            s, self.codec, self.topics, producer, self.metrics, cases, media, bundles, self.catalog
         )
         self.processor = processor
         self._stack.append(("file processor", _async(processor.close)))
         sweeper = BundleSweeper(
             bundles,
-            [
-                (t.id, c.name, c.recordings)
-                for t in s.tenants
-                for c in t.connectors
-                if c.recordings is not None
-            ],
+            self._bundle_connectors,
             processor.dead,
             self.metrics,
             relay.wake,
@@ -235,6 +241,15 @@ class Service:
         )
         await lag.start()
         self._stack.append(("lag monitor", lag.stop))
+
+    async def _bundle_connectors(self) -> list[tuple[str, str, RecordingSettings]]:
+        """The running connectors that pair recordings with metadata (for the sweeper)."""
+        desired = await self.catalog.desired()
+        return [
+            (e.tenant, e.settings.name, e.settings.recordings)
+            for e in desired.values()
+            if e.settings.recordings is not None
+        ]
 
     async def stop(self, grace: float | None = None) -> list[str]:
         """Stop every started part, most recent first, within ``grace`` seconds in all

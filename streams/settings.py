@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 import yaml
+from cryptography.fernet import Fernet
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -158,6 +159,20 @@ class ApiSettings(_Section):
     max_page_size: int = Field(
         500, ge=1, le=10_000, description="Most items one page of a list returns."
     )
+
+    @field_validator("secret_keys")
+    @classmethod
+    def _fernet_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for i, key in enumerate(value):
+            try:
+                Fernet(key.get_secret_value().encode())
+            except ValueError:
+                raise ValueError(
+                    f"key {i} is not a Fernet key (32 url-safe base64-encoded bytes; make one "
+                    "with: python -c 'from cryptography.fernet import Fernet; "
+                    "print(Fernet.generate_key().decode())')"
+                ) from None
+        return value
 
     @field_validator("connect_allow")
     @classmethod
@@ -301,6 +316,13 @@ class RunnerSettings(_Section):
     )
     backoff_initial_seconds: float = Field(1.0, gt=0, description="First retry delay.")
     backoff_max_seconds: float = Field(60.0, gt=0, description="Longest retry delay.")
+    reconcile_interval_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="How often the runner applies connectors created, changed or deleted "
+        "through the API (and tenants disabled).",
+    )
 
 
 class Settings(BaseSettings):
@@ -344,24 +366,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _sizes_agree(self) -> Self:
-        limit = self.kafka.message_max_bytes
         for t in self.tenants:
             for c in t.connectors:
-                for name in ("max_row_bytes", "max_document_bytes"):
-                    value = getattr(c.ingest, name)
-                    if value >= limit:
-                        raise ValueError(
-                            f"tenants[{t.id}].connectors[{c.name}].ingest.{name} ({value}) must "
-                            f"be below kafka.message_max_bytes ({limit}): every accepted row "
-                            "must fit one record"
-                        )
-                if c.recordings is not None and c.recordings.metadata.max_bytes >= limit:
-                    raise ValueError(
-                        f"tenants[{t.id}].connectors[{c.name}].recordings.metadata.max_bytes "
-                        f"({c.recordings.metadata.max_bytes}) must be below "
-                        f"kafka.message_max_bytes ({limit}): a call's metadata travels in one "
-                        "record"
-                    )
+                found = size_problems(c, self.kafka.message_max_bytes)
+                if found:
+                    raise ValueError(f"tenants[{t.id}].connectors[{c.name}].{found[0]}")
         return self
 
     @model_validator(mode="after")
@@ -429,6 +438,34 @@ class Settings(BaseSettings):
     def demo_enabled(self) -> bool:
         """Whether to seed the demo tenant."""
         return self.demo if self.demo is not None else not self.tenants
+
+
+def size_problems(conn: ConnectorSettings, limit: int) -> list[str]:
+    """Return each size limit of ``conn`` that does not fit a Kafka record of ``limit`` bytes,
+    as ``"<field path> (<value>) must be below ..."``."""
+    found = []
+    for name in ("max_row_bytes", "max_document_bytes"):
+        value = getattr(conn.ingest, name)
+        if value >= limit:
+            found.append(
+                f"ingest.{name} ({value}) must be below kafka.message_max_bytes ({limit}): "
+                "every accepted row must fit one record"
+            )
+    if conn.recordings is not None and conn.recordings.metadata.max_bytes >= limit:
+        found.append(
+            f"recordings.metadata.max_bytes ({conn.recordings.metadata.max_bytes}) must be "
+            f"below kafka.message_max_bytes ({limit}): a call's metadata travels in one record"
+        )
+    return found
+
+
+def stores_overlap(
+    a: SftpConfig | LocalConfig | S3Config, b: SftpConfig | LocalConfig | S3Config
+) -> bool:
+    """Tell whether two stores watch the same folder or nested ones (see :func:`store_scope`)."""
+    account_a, root_a = store_scope(a)
+    account_b, root_b = store_scope(b)
+    return account_a == account_b and _nested(root_a, root_b)
 
 
 def store_scope(store: SftpConfig | LocalConfig | S3Config) -> tuple[tuple[object, ...], str]:

@@ -14,6 +14,7 @@ from streams.topics import Topics
 
 if TYPE_CHECKING:
     from streams.cases.store import CaseStore
+    from streams.control.secrets import SecretBox
     from streams.kafka import Producer
     from streams.media import MediaStore
     from streams.runner import ConnectorRunner
@@ -36,3 +37,5 @@ class ApiContext:
     runner: ConnectorRunner | None = None
     cases: CaseStore | None = None
     media: MediaStore | None = None
+    secrets: SecretBox | None = None
+    """Encrypts connector secrets (the service's ``secrets``)."""

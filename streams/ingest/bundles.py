@@ -42,7 +42,7 @@ import functools
 import json
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -908,32 +908,49 @@ def _outbox_row(record: tuple[str, bytes, bytes], now: dt.datetime) -> dict[str,
 # -- the sweep ------------------------------------------------------------------------------------
 
 
+BundleConnectors = Sequence[tuple[str, str, RecordingSettings]]
+"""(tenant, connector, its recording settings) of every bundle connector."""
+
+
 class BundleSweeper:
     """Reports overdue bundles of every bundle connector, periodically (see the module doc).
 
-    ``wake`` is called after rows were queued (the outbox relay's ``wake``).
+    ``connectors`` is a list, or an async function returning the current list (connectors
+    created through the API come and go); ``wake`` is called after rows were queued (the outbox
+    relay's ``wake``).
     """
 
     def __init__(
         self,
         store: BundleStore,
-        connectors: Sequence[tuple[str, str, RecordingSettings]],
+        connectors: BundleConnectors | Callable[[], Awaitable[BundleConnectors]],
         dead: DeadLetters,
         metrics: Metrics,
         wake: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
-        self.connectors = list(connectors)
+        self.connectors = connectors
         self.dead = dead
         self.metrics = metrics
         self.wake = wake
-        shortest = min((r.metadata_timeout_seconds for _t, _c, r in connectors), default=60.0)
-        self.interval = max(0.5, min(30.0, shortest / 3))
+        self.interval = self._interval(connectors if isinstance(connectors, Sequence) else [])
         self._task: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def _interval(connectors: BundleConnectors) -> float:
+        shortest = min((r.metadata_timeout_seconds for _t, _c, r in connectors), default=60.0)
+        return max(0.5, min(30.0, shortest / 3))
+
+    async def _current(self) -> BundleConnectors:
+        if isinstance(self.connectors, Sequence):
+            return self.connectors
+        found = await self.connectors()
+        self.interval = self._interval(found)
+        return found
 
     async def start(self) -> None:
         """Start sweeping (nothing to do without bundle connectors)."""
-        if self.connectors:
+        if not isinstance(self.connectors, Sequence) or self.connectors:
             self._task = asyncio.create_task(self._loop(), name="bundle-sweeper")
 
     async def stop(self) -> None:
@@ -955,7 +972,7 @@ class BundleSweeper:
     async def sweep(self) -> int:
         """Report what is overdue now; return how many reports were queued."""
         total = 0
-        for tenant, connector, rec in self.connectors:
+        for tenant, connector, rec in await self._current():
             timeout = rec.metadata_timeout_seconds
             missing = await self.store.report_missing(
                 tenant, connector, timeout, functools.partial(self._missing, timeout=timeout)

@@ -44,6 +44,7 @@ from typing import Any, BinaryIO, Protocol
 from connectors.base import FileStore
 from connectors.errors import FileVanished, NotARegularFile
 from streams.codec import AvroCodec
+from streams.control.catalog import CONFIG_REVISION, Catalog
 from streams.db import Database
 from streams.deadletters import DeadLetters
 from streams.errors import SchemaError
@@ -135,11 +136,16 @@ class FileResult:
 class _Session:
     """One connector's store, opened lazily, used from one thread."""
 
-    def __init__(self, settings: ConnectorSettings) -> None:
+    def __init__(self, settings: ConnectorSettings, revision: str = CONFIG_REVISION) -> None:
         self.settings = settings
+        self.revision = revision
         self.store: FileStore = open_store(settings.store)
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"fetch-{settings.name}")
         self.connected = False
+        self.users = 0
+        """Files being processed with this session."""
+        self.retired = False
+        """The connector changed: close once the last file using it is done."""
 
     def call(self, fn: Any, *args: Any) -> Any:
         if not self.connected:
@@ -178,6 +184,7 @@ class FileProcessor:
         outcomes: OutcomeStore,
         media: MediaStore,
         bundles: BundleStore | None = None,
+        catalog: Catalog | None = None,
     ) -> None:
         self.codec = codec
         self.topics = topics
@@ -189,7 +196,7 @@ class FileProcessor:
         self.chunk_rows = settings.processors.chunk_rows
         self.chunk_bytes = settings.processors.chunk_bytes
         self.dead = DeadLetters(codec, topics, metrics, media, self.max_record_bytes)
-        self._connectors = {(t.id, c.name): c for t in settings.tenants for c in t.connectors}
+        self.catalog = catalog or Catalog(settings)
         self._sessions: dict[tuple[str, str], _Session] = {}
         if bundles is None and isinstance(outcomes, Database):
             bundles = BundleStore(outcomes)
@@ -202,24 +209,44 @@ class FileProcessor:
             session.close()
         self._sessions.clear()
 
-    def _session(self, tenant: str, connector: str) -> _Session | None:
+    async def _session(self, tenant: str, connector: str) -> _Session | None:
+        """Return the connector's session, a new one when the connector changed."""
+        entry = await self.catalog.find(tenant, connector)
         key = (tenant, connector)
-        if key not in self._sessions:
-            conn = self._connectors.get(key)
-            if conn is None:
-                return None
-            self._sessions[key] = _Session(conn)
-        return self._sessions[key]
+        session = self._sessions.get(key)
+        if session is not None and (entry is None or entry.revision != session.revision):
+            del self._sessions[key]
+            session.retired = True
+            if session.users == 0:
+                await asyncio.to_thread(session.close)
+            session = None
+        if entry is None:
+            return None
+        if session is None:
+            session = self._sessions[key] = _Session(entry.settings, entry.revision)
+        return session
 
     async def process(self, arrival: dict[str, Any]) -> FileResult:
         """Process one file version end to end (see the module doc)."""
         tenant, connector, path = arrival["tenant"], arrival["connector"], arrival["path"]
         result = FileResult()
-        session = self._session(tenant, connector)
+        session = await self._session(tenant, connector)
         if session is None:
             result.skipped = "unknown_connector"
             log.warning("file %s/%s/%s: no such connector here; skipped", tenant, connector, path)
             return result
+        session.users += 1
+        try:
+            return await self._process(session, arrival, result)
+        finally:
+            session.users -= 1
+            if session.retired and session.users == 0:
+                await asyncio.to_thread(session.close)
+
+    async def _process(
+        self, session: _Session, arrival: dict[str, Any], result: FileResult
+    ) -> FileResult:
+        tenant, connector, path = arrival["tenant"], arrival["connector"], arrival["path"]
         prior = await self.outcomes.file_outcome(arrival["file_id"])
         if prior is not None and prior["outcome"] in FINAL:
             result.skipped = "already_decided"

@@ -47,8 +47,15 @@ class World:
 
 #: A valid body for every tenant operation that takes one: validation runs before the handler
 #: looks the resource up, so only a valid body shows whether another tenant's id is refused.
+def _s3(bucket: str) -> dict[str, Any]:
+    """An S3 store nobody serves (creating a connector needs no connection)."""
+    return {"type": "s3", "bucket": bucket, "endpoint_url": "http://127.0.0.1:9"}
+
+
 BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/keys"): {"name": "probe"},
+    ("POST", "/v1/connectors"): {"name": "probe", "store": _s3("beta-probe-bucket")},
+    ("PATCH", "/v1/connectors/{id}"): {"enabled": False},
 }
 
 
@@ -68,14 +75,20 @@ async def _seed(client: ApiClient) -> World:
     assert spare.status == 201
     revoked = await alpha.post(f"/v1/keys/{spare.body['key_id']}/revoke")
     assert revoked.status == 200
+    connector = await alpha.post(
+        "/v1/connectors", {"name": "alpha-crm", "store": _s3("alpha-bucket-7f3c")}
+    )
+    assert connector.status == 201, connector.text
     beta_key = await new_tenant(operator, BETA, "beta main")
     main_key_id = alpha_key.split("_")[1]
     params = {
         "tenant": ALPHA,
         "tenant_id": ALPHA,
         "key_id": main_key_id,
+        "id": connector.body["id"],
     }
     secrets = {ALPHA, main_key_id, spare.body["key_id"], "alpha main", "alpha spare"}
+    secrets |= {connector.body["id"], "alpha-crm", "alpha-bucket-7f3c"}
     document = (await client.get("/v1/openapi.json")).body
     return World(client, document, alpha_key, spare.body["key"], beta_key, params, secrets)
 

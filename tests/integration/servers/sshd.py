@@ -133,6 +133,10 @@ class SftpServer:
         except KeyError:
             raise KeyError(f"unknown SFTP user {user!r}; known: {sorted(self.users)}") from None
 
+    def authorized_keys(self, user: str) -> Path:
+        """The file sshd reads ``user``'s authorized public keys from (one OpenSSH line each)."""
+        return self._keys_dir / self.users[user].name
+
     def remote_upload_dir(self) -> str:
         """The writable folder as the (chrooted) SFTP client sees it."""
         return "/upload"

@@ -1,0 +1,161 @@
+"""Import connectors of the caller's tenant: CRUD and SFTP key pairs (rules in
+:mod:`streams.control.connectors`). The runner applies every change within a second."""
+
+from __future__ import annotations
+
+from pydantic import Field, ValidationError
+
+from streams.api.pagination import Page, PageQuery, decode_cursor, encode_cursor
+from streams.api.problems import Unprocessable, field_errors
+from streams.api.routing import ApiRoutes, Call
+from streams.control import connectors
+from streams.control.connectors import ConnectorIn, ConnectorOut, ConnectorPatch
+from streams.control.secrets import SecretBox
+
+routes = ApiRoutes(
+    "connectors",
+    "Import connectors (sftp, s3, local) of the caller's tenant. Connectors of the config file "
+    "are listed read-only (origin 'config'). Secrets are write-only: responses mask them.",
+)
+
+ERRORS = (404, 409)
+
+
+class ConnectorQuery(PageQuery):
+    """Paging of the connector list (ordered by name)."""
+
+    origin: str | None = Field(
+        None, pattern="^(api|config)$", description="Only connectors of this origin."
+    )
+
+
+def _box(call: Call) -> SecretBox:
+    box = call.ctx.secrets
+    if box is None:
+        raise RuntimeError("the API context has no secret box (ApiContext.secrets)")
+    return box
+
+
+def _invalid(exc: ValidationError) -> Unprocessable:
+    return Unprocessable("invalid connector", field_errors(exc))
+
+
+@routes.post(
+    "/v1/connectors",
+    summary="Create a connector",
+    body=ConnectorIn,
+    response=ConnectorOut,
+    status=201,
+    errors=(409,),
+    description="Validated like a connector of the config file; 409 when the name is taken or "
+    "its folder overlaps another connector's. With generate_keypair (sftp), the response "
+    "holds the public key to install in the server's authorized_keys.",
+)
+async def create_connector(call: Call) -> ConnectorOut:
+    """Create a connector; the runner starts it within a second."""
+    try:
+        return await connectors.create(
+            call.ctx.engine, _box(call), call.ctx.settings, call.tenant, call.body, _actor(call)
+        )
+    except ValidationError as exc:
+        raise _invalid(exc) from exc
+
+
+@routes.get(
+    "/v1/connectors",
+    summary="List connectors",
+    query=ConnectorQuery,
+    response=Page[ConnectorOut],
+)
+async def list_connectors(call: Call) -> Page[ConnectorOut]:
+    """List the tenant's connectors (API and config file) by name."""
+    after = decode_cursor(call.query.cursor, 1)
+    limit = min(call.query.limit, call.ctx.settings.api.max_page_size)
+    items, more = await connectors.list_page(
+        call.ctx.engine,
+        call.ctx.settings,
+        call.tenant,
+        str(after[0]) if after else None,
+        limit,
+        call.query.origin,
+    )
+    cursor = encode_cursor([items[-1].name]) if more and items else None
+    return Page[ConnectorOut](items=items, next_cursor=cursor)
+
+
+@routes.get("/v1/connectors/{id}", summary="Get a connector", response=ConnectorOut, errors=(404,))
+async def get_connector(call: Call) -> ConnectorOut:
+    """Return one connector, secrets masked."""
+    return await connectors.get(call.ctx.engine, call.ctx.settings, call.tenant, call.params["id"])
+
+
+@routes.patch(
+    "/v1/connectors/{id}",
+    summary="Change a connector (JSON merge patch)",
+    body=ConnectorPatch,
+    response=ConnectorOut,
+    errors=ERRORS,
+    description="Members sent replace the current ones, null resets one to its default, "
+    "omitted members and secrets sent back as '**********' keep their value; a different "
+    "store.type replaces the whole store. The name cannot change. The runner restarts the "
+    "connector within a second. Config-file connectors: 409.",
+)
+async def patch_connector(call: Call) -> ConnectorOut:
+    """Apply a merge patch to a connector."""
+    change = call.body.model_dump(exclude_unset=True)
+    try:
+        return await connectors.patch(
+            call.ctx.engine,
+            _box(call),
+            call.ctx.settings,
+            call.tenant,
+            call.params["id"],
+            change,
+            _actor(call),
+        )
+    except ValidationError as exc:
+        raise _invalid(exc) from exc
+
+
+@routes.delete(
+    "/v1/connectors/{id}",
+    summary="Delete a connector",
+    status=204,
+    errors=ERRORS,
+    description="The runner stops it within a second; what it announced stays recorded, so "
+    "a connector created again with the same name does not announce those files again.",
+)
+async def delete_connector(call: Call) -> None:
+    """Delete a connector."""
+    await connectors.remove(
+        call.ctx.engine, call.ctx.settings, call.tenant, call.params["id"], _actor(call)
+    )
+
+
+@routes.post(
+    "/v1/connectors/{id}/keypair",
+    summary="Generate an SFTP key pair for a connector",
+    response=ConnectorOut,
+    errors=ERRORS,
+    description="Replaces the connector's password or private key with a new Ed25519 key; "
+    "public_key is the line for the server's authorized_keys "
+    "('ssh-ed25519 AAAA... callstream-<tenant>-<connector>'). The private key never leaves "
+    "callstream. sftp connectors only (409 otherwise).",
+)
+async def generate_connector_keypair(call: Call) -> ConnectorOut:
+    """Give an SFTP connector a new key pair."""
+    try:
+        return await connectors.generate_keypair(
+            call.ctx.engine,
+            _box(call),
+            call.ctx.settings,
+            call.tenant,
+            call.params["id"],
+            _actor(call),
+        )
+    except ValidationError as exc:
+        raise _invalid(exc) from exc
+
+
+def _actor(call: Call) -> str:
+    return call.principal.actor

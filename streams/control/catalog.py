@@ -1,0 +1,124 @@
+"""Which connectors should run: the config file's plus those created through the API.
+
+:meth:`Catalog.desired` is what the runner reconciles against (every second): the enabled
+connectors of tenants that are not disabled, each with a ``revision`` token that changes when
+the connector does (``config`` for config-file connectors, ``api:<id>:<revision>`` for the
+others). :meth:`Catalog.find` is how the file processor finds a connector of an announced file
+(enabled or not, so files announced before a connector was disabled are still processed).
+
+A tenant is disabled only by its row in ``tenants``; a config-file tenant without a row yet
+counts as active. An API connector that cannot be loaded (its secrets cannot be decrypted, or
+its stored configuration no longer validates) is left out and logged once per revision.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from streams.control import connectors as api_connectors
+from streams.control.secrets import SecretBox, SecretsError
+from streams.control.tenants import tenants
+from streams.settings import ConnectorSettings, Settings
+
+log = logging.getLogger(__name__)
+
+CONFIG_REVISION = "config"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One connector to run."""
+
+    tenant: str
+    settings: ConnectorSettings
+    revision: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(tenant, connector name): how the runner and the file processor know it."""
+        return self.tenant, self.settings.name
+
+
+class Catalog:
+    """Config-file connectors, plus the database's when ``engine`` is given (see module doc)."""
+
+    def __init__(
+        self, settings: Settings, engine: AsyncEngine | None = None, box: SecretBox | None = None
+    ) -> None:
+        if (engine is None) != (box is None):
+            raise ValueError("engine and box go together")
+        self.settings = settings
+        self.engine = engine
+        self.box = box
+        self._reported: set[tuple[str, int]] = set()
+
+    @property
+    def dynamic(self) -> bool:
+        """Whether connectors can change while running (they come from the database too)."""
+        return self.engine is not None
+
+    def _config(self) -> list[Entry]:
+        return [
+            Entry(t.id, c, CONFIG_REVISION) for t in self.settings.tenants for c in t.connectors
+        ]
+
+    async def desired(self) -> dict[tuple[str, str], Entry]:
+        """Return the connectors that should be running now, by (tenant, name)."""
+        entries = self._config()
+        disabled: set[str] = set()
+        if self.engine is not None:
+            async with self.engine.connect() as conn:
+                rows = await conn.execute(select(tenants.c.id).where(tenants.c.status != "active"))
+                disabled = {r.id for r in rows}
+                entries += await self._stored(conn)
+        return {e.key: e for e in entries if e.settings.enabled and e.tenant not in disabled}
+
+    async def find(self, tenant: str, name: str) -> Entry | None:
+        """Return one connector whatever its state, or None when there is no such connector."""
+        for entry in self._config():
+            if entry.key == (tenant, name):
+                return entry
+        if self.engine is None:
+            return None
+        async with self.engine.connect() as conn:
+            for entry in await self._stored(conn, tenant, name):
+                return entry
+        return None
+
+    async def _stored(
+        self, conn: AsyncConnection, tenant: str | None = None, name: str | None = None
+    ) -> list[Entry]:
+        assert self.box is not None  # noqa: S101 - set together with the engine
+        out = []
+        for row in await api_connectors.stored(conn, tenant, name):
+            try:
+                found = api_connectors.runnable(row, self.box)
+            except (SecretsError, ValidationError) as exc:
+                if (row.id, row.revision) not in self._reported:
+                    self._reported.add((row.id, row.revision))
+                    log.error(
+                        "connector %s/%s (%s, revision %d) cannot be loaded and does not run: %s",
+                        row.tenant,
+                        row.name,
+                        row.id,
+                        row.revision,
+                        _safe(exc),
+                    )
+                continue
+            out.append(Entry(row.tenant, found.settings, f"api:{row.id}:{row.revision}"))
+        return out
+
+
+def _safe(exc: Exception) -> str:
+    """Describe a load failure without any input value (it may hold a secret)."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False, include_context=False)
+        )
+    return str(exc)
