@@ -53,10 +53,10 @@ from streams.control.sources import SourceField, SourceSchema
 from streams.ingest.parse import MAX_ID_CHARS, FileRejected, RowInvalid, parse_timestamp
 
 SOURCES_FOLDER = "sources"
-_NAME = re.compile(r"^(?P<date>\d{8})_(?P<type>[a-z][a-z0-9_]{0,63})\.(?P<ext>csv|tsv)$", re.I)
+_NAME = re.compile(r"^(?P<date>[0-9]{8})_(?P<type>[a-z][a-z0-9_]{0,63})\.(?P<ext>(?i:csv|tsv))$")
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
-_DATE = re.compile(r"(\d{4})([-/]?)(\d{2})\2(\d{2})")
+_DATE = re.compile(r"([0-9]{4})([-/]?)([0-9]{2})\2([0-9]{2})")
 _BOOLEANS = {
     "true": "true",
     "t": "true",
