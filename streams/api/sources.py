@@ -40,7 +40,7 @@ class JobQuery(BaseModel):
     """Which day's file."""
 
     date: str = Field(
-        pattern=r"^\d{8}$", description="The file's date, YYYYMMDD.", examples=["20200125"]
+        pattern=r"^[0-9]{8}$", description="The file's date, YYYYMMDD.", examples=["20200125"]
     )
 
     @field_validator("date")
