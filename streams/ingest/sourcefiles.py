@@ -20,6 +20,7 @@ Called by :class:`~streams.ingest.files.FileProcessor` for every file under the 
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from streams.metrics import Metrics
 from streams.topics import Topics
 
 SOURCE_RECORD = "callstream.SourceRecord"
+_EPOCH = dt.date(1970, 1, 1)
 #: Room in a record for the key and Kafka's per-record overhead.
 _RECORD_OVERHEAD = 512
 
@@ -207,7 +209,7 @@ class SourceFiles:
             "source_type": job.source_type,
             "schema_version": schema_version,
             "primary_key": rec["key"] if rec is not None else key,
-            "date": job.date,
+            "date": (job.date - _EPOCH).days,  # Avro date: days since 1970-01-01
             "change": change,
             "values": rec["values"] if rec is not None else {},
             "content_hash": rec["hash"] if rec is not None else None,

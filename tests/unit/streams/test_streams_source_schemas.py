@@ -280,3 +280,21 @@ async def test_job_status_needs_a_date(client: TestClient[Any, Any]) -> None:
     resp = await client.get(job_url + "?date=20200125", headers=ACME)
     assert resp.status == 404
     assert "20200125" in (await resp.json())["detail"]
+
+
+def test_source_records_and_tombstones_encode_and_decode(db: Database) -> None:
+    from streams.ingest.sourcefiles import SOURCE_RECORD, SourceFiles
+
+    codec = AvroCodec()
+    files = SourceFiles(db, codec, Topics(), None, Metrics(), 1_000_000)  # type: ignore[arg-type]
+    rec = {"key": "7", "values": {"id": "7", "phone": None}, "hash": "h"}
+    decoded = codec.decode(SOURCE_RECORD, files._value(job("f1"), 3, None, rec, "updated"))
+    assert decoded["date"] == dt.date(2020, 1, 25)
+    assert (decoded["primary_key"], decoded["change"], decoded["schema_version"]) == (
+        "7",
+        "updated",
+        3,
+    )
+    assert decoded["values"] == {"id": "7", "phone": None}
+    gone = codec.decode(SOURCE_RECORD, files._value(job("f1"), 3, None, None, "deleted", "7"))
+    assert (gone["primary_key"], gone["values"], gone["content_hash"]) == ("7", {}, None)
