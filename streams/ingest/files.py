@@ -488,7 +488,7 @@ class FileProcessor:
 
         version = placed.schema.version
         encode = sources.encoder(
-            job, version, session.run, dead_row, _young(session, arrival), result
+            job, placed.schema, session.run, dead_row, _young(session, arrival), result
         )
         try:
             await self._chunks(session, arrival, rows, stats, encode, result)

@@ -128,7 +128,7 @@ class SourceFiles:
     def encoder(
         self,
         job: SourceJob,
-        schema_version: int,
+        schema: SourceSchema,
         run: Run,
         dead_row: DeadRow,
         young: bool,
@@ -139,6 +139,8 @@ class SourceFiles:
         ``result`` is the processor's FileResult: ``accepted``, ``rejected``, ``incomplete``
         and ``changes`` are updated here.
         """
+        schema_version = schema.version
+        key_column = ",".join(f.name for f in schema.key_fields)
 
         async def encode(chunk: list[ParsedRow]) -> list[Record]:
             bad: list[tuple[ParsedRow, str, str, str | None]] = []
@@ -172,7 +174,7 @@ class SourceFiles:
                         f"Duplicate primary key in row {row.row}: an earlier row of this file "
                         "has the same key"
                     )
-                    bad.append((row, "duplicate_key", message, None))
+                    bad.append((row, "duplicate_key", message, key_column))
                     continue
                 counted[change] += 1
                 if change in ("created", "updated"):

@@ -125,7 +125,9 @@ def _integer(text: str, _zone: str) -> str:
 
 
 def _decimal(text: str, _zone: str) -> str:
-    if not _DECIMAL.fullmatch(text) or sum(c.isdigit() for c in text) > _MAX_DECIMAL_DIGITS:
+    if not _DECIMAL.fullmatch(text):
+        raise ValueError(text)
+    if len(text) - ("." in text) - (text[0] in "+-") > _MAX_DECIMAL_DIGITS:  # digits only left
         raise ValueError(text)
     value = decimal.Decimal(text)
     if value.is_zero():
@@ -206,7 +208,7 @@ class SourceShape:
     def __init__(self, schema: SourceSchema, timezone: str = "UTC") -> None:
         self.schema = schema
         self.zone = timezone
-        self.index: dict[str, int] = {}
+        self._plan: list[tuple[SourceField, int]] = []
 
     def header(self, names: list[str], excerpt: str, delimiter: str) -> None:
         """Require exactly the schema's field names (any order)."""
@@ -232,14 +234,15 @@ class SourceShape:
                 + hint,
                 excerpt,
             )
-        self.index = {name: i for i, name in enumerate(names)}
+        index = {name: i for i, name in enumerate(names)}
+        self._plan = [(f, index[f.name]) for f in self.schema.fields]
 
     def build(self, fields: list[str]) -> dict[str, Any]:
         """Check and convert one row; PII is hashed here, before anything else sees it."""
         values: dict[str, str | None] = {}
-        for field in self.schema.fields:
+        for field, i in self._plan:
             try:
-                value = canonical(field.type, fields[self.index[field.name]], self.zone)
+                value = canonical(field.type, fields[i], self.zone)
             except ValueError:
                 raise RowInvalid(
                     "invalid_value", invalid_value_message(field), field.name

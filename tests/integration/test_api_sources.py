@@ -252,15 +252,21 @@ async def test_a_bad_value_rejects_its_row_naming_the_column_and_fails_the_job(
 ) -> None:
     path = "sources/member/20200127_member.csv"
     with sftp_session(sftp_server) as sftp:
-        upload(sftp, path, HEADER + b"1,Ann,,,,,,\n2,Bob,1990-13-01,,,,,\n3,Cy,,,,,maybe,\n")
+        upload(
+            sftp,
+            path,
+            HEADER + b"1,Ann,,,,,,\n2,Bob,1990-13-01,,,,,\n3,Cy,,,,,maybe,\n1,Ann again,,,,,,\n",
+        )
     outcome = await flow.outcome(path)
     assert outcome["outcome"] == "partial"
-    assert (outcome["rows_accepted"], outcome["rejected_by_reason"]) == (1, {"invalid_value": 2})
-    await flow.dead.wait_for(lambda rs: len(rs) >= 2, 30)
+    assert outcome["rows_accepted"] == 1
+    assert outcome["rejected_by_reason"] == {"invalid_value": 2, "duplicate_key": 1}
+    await flow.dead.wait_for(lambda rs: len(rs) >= 3, 30)
     dead = sorted(flow.dead.records, key=lambda r: r["row"])
     assert [(r["row"], r["column"], r["reason"]) for r in dead] == [
         (2, "birthdate", "invalid_value"),
         (3, "vip", "invalid_value"),
+        (4, "id", "duplicate_key"),
     ]
     assert dead[0]["raw"] == b"2,Bob,1990-13-01,,,,,\n"
     await flow.records.wait_for(lambda rs: len(rs) >= 1, 30)
