@@ -481,14 +481,14 @@ class FileProcessor:
         job = sources.job(arrival, placed)
         await sources.store.begin(job)
         stats = ParseStats()
-        rows = sources.rows(stream, placed, session.settings.ingest, stats)
+        rows, redact = sources.rows(stream, placed, session.settings.ingest, stats)
 
         def dead_row(row: ParsedRow, reason: str, message: str, column: str | None) -> Record:
             return self._dead_row(arrival, row, reason, message, column)
 
         version = placed.schema.version
         encode = sources.encoder(
-            job, placed.schema, session.run, dead_row, _young(session, arrival), result
+            job, placed.schema, session.run, dead_row, redact, _young(session, arrival), result
         )
         try:
             await self._chunks(session, arrival, rows, stats, encode, result)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, BinaryIO
 
 from streams.codec import AvroCodec
@@ -32,6 +32,7 @@ from streams.control.sources import CONVERSATION, SourceSchema
 from streams.db import Database
 from streams.errors import SchemaError
 from streams.ingest.parse import (
+    EXCERPT,
     FileRejected,
     ParsedRow,
     ParseSettings,
@@ -53,6 +54,9 @@ _RECORD_OVERHEAD = 512
 DeadRow = Callable[[ParsedRow, str, str, str | None], Record]
 #: Runs a blocking call in the connector's worker thread.
 Run = Callable[..., Awaitable[Any]]
+Rejection = tuple[ParsedRow, str, str, str | None]
+#: Returns a rejected row fit for a dead letter (no PII in clear).
+Redact = Callable[[ParsedRow], ParsedRow]
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,11 +123,24 @@ class SourceFiles:
 
     def rows(
         self, stream: BinaryIO, placed: Placed, ingest: ParseSettings, stats: ParseStats
-    ) -> Iterator[ParsedRow]:
-        """The file's rows as the shared parser reads them against the schema."""
+    ) -> tuple[Iterator[ParsedRow], Redact]:
+        """The file's rows as the shared parser reads them against the schema, and how to
+        redact a rejected row's raw text (PII cells hashed) for its dead letter."""
         delimiter = "\t" if placed.file.fmt == "tsv" else ","
         shape = SourceShape(placed.schema, ingest.timezone)
-        return parse_delimited(stream, delimiter, ingest, shape, stats, allow_bom=False)
+        rows = parse_delimited(stream, delimiter, ingest, shape, stats, allow_bom=False)
+
+        def redact(row: ParsedRow) -> ParsedRow:
+            if row.raw_spool is not None:
+                row.raw_spool.close()
+            text = shape.redact(row.raw, delimiter) if row.raw_spool is None else None
+            if text == row.raw:
+                return row
+            if text is None:  # cannot tell the PII cells apart: keep nothing of the row
+                return replace(row, raw="", excerpt="", raw_spool=None)
+            return replace(row, raw=text, excerpt=_excerpt(text), raw_spool=None)
+
+        return rows, redact
 
     def encoder(
         self,
@@ -131,6 +148,7 @@ class SourceFiles:
         schema: SourceSchema,
         run: Run,
         dead_row: DeadRow,
+        redact: Redact,
         young: bool,
         result: Any,
     ) -> Callable[[list[ParsedRow]], Awaitable[list[Record]]]:
@@ -184,7 +202,7 @@ class SourceFiles:
             if bad and first_error is None:
                 await self.store.note_error(job.file_id, bad[0][2])
             if bad:
-                records.extend(await run(_dead_rows, dead_row, bad))
+                records.extend(await run(_dead_rows, dead_row, redact, bad))
             for reason in (b[1] for b in bad):
                 result.rejected[reason] += 1
             result.accepted += sum(counted.values())
@@ -247,8 +265,10 @@ class SourceFiles:
         return Counter({k: v for k, v in counts.items() if v})
 
 
-def _dead_rows(
-    dead_row: DeadRow, bad: list[tuple[ParsedRow, str, str, str | None]]
-) -> list[Record]:
+def _dead_rows(dead_row: DeadRow, redact: Redact, bad: list[Rejection]) -> list[Record]:
     """Build the dead letters of a chunk's rejected rows (worker thread: may write media)."""
-    return [dead_row(row, reason, message, column) for row, reason, message, column in bad]
+    return [dead_row(redact(row), reason, message, column) for row, reason, message, column in bad]
+
+
+def _excerpt(text: str) -> str:
+    return text[:EXCERPT].encode("utf-8", "surrogateescape").decode("utf-8", "replace")

@@ -33,14 +33,21 @@ Boolean   true/false, t/f, yes/no, y/n, 1/0 (any case)            ``true`` / ``f
 normalised form before the row leaves :meth:`SourceShape.build`: for String fields Unicode NFC,
 surrounding whitespace stripped, lowercased (``" Ann@Example.COM"`` and ``"ann@example.com"``
 hash alike); for the other types the canonical value above (``+0012`` hashes as ``12``). Empty
-stays null. The primary key is built after hashing, so a PII key is a digest too.
+stays null. A cell that already holds a SHA-256 hex digest (64 hex digits: the seed asks senders
+to hash sensitive data) is taken as hashed (lowercased), whatever the field's type. The primary
+key is built after hashing, so a PII key is a digest too. Rejected rows never carry PII in clear
+either: :meth:`SourceShape.redact` gives the raw row for the dead letter with each PII cell
+replaced by its digest (so a replay hashes to the same values), or nothing when the row cannot
+be lined up with the header (the file itself stays in the source's ``invalid/`` folder).
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import decimal
 import hashlib
+import io
 import json
 import re
 import unicodedata
@@ -69,6 +76,7 @@ _BOOLEANS = {
     "n": "false",
     "0": "false",
 }
+_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
 _INT64 = 2**63
 _MAX_DECIMAL_DIGITS = 38
 
@@ -209,6 +217,7 @@ class SourceShape:
         self.schema = schema
         self.zone = timezone
         self._plan: list[tuple[SourceField, int]] = []
+        self._width = 0
 
     def header(self, names: list[str], excerpt: str, delimiter: str) -> None:
         """Require exactly the schema's field names (any order)."""
@@ -236,11 +245,15 @@ class SourceShape:
             )
         index = {name: i for i, name in enumerate(names)}
         self._plan = [(f, index[f.name]) for f in self.schema.fields]
+        self._width = len(names)
 
     def build(self, fields: list[str]) -> dict[str, Any]:
         """Check and convert one row; PII is hashed here, before anything else sees it."""
         values: dict[str, str | None] = {}
         for field, i in self._plan:
+            if field.pii and _DIGEST.fullmatch(fields[i].strip()):
+                values[field.name] = fields[i].strip().lower()  # hashed by the sender
+                continue
             try:
                 value = canonical(field.type, fields[i], self.zone)
             except ValueError:
@@ -263,3 +276,31 @@ class SourceShape:
                 self.schema.key_fields[0].name,
             )
         return {"key": key, "values": values, "hash": content_hash(values)}
+
+    def redact(self, raw: str, delimiter: str) -> str | None:
+        """Return ``raw`` with every PII cell replaced by its digest (unchanged when the schema
+        has no PII field); None when the row does not line up with the header."""
+        if not any(f.pii for f, _i in self._plan):
+            return raw
+        try:
+            rows = list(csv.reader(io.StringIO(raw, newline=""), delimiter=delimiter, strict=True))
+        except csv.Error:
+            return None
+        if len(rows) != 1 or len(rows[0]) != self._width:
+            return None
+        cells = rows[0]
+        for field, i in self._plan:
+            text = cells[i]
+            if not field.pii or not text.strip() or _DIGEST.fullmatch(text.strip()):
+                continue
+            try:
+                value = canonical(field.type, text, self.zone)
+            except ValueError:
+                value = None
+            cells[i] = (
+                hash_pii(field.type, value) if value is not None else hash_pii("String", text)
+            )
+        end = raw[len(raw.rstrip("\r\n")) :]
+        out = io.StringIO()
+        csv.writer(out, delimiter=delimiter, lineterminator=end).writerow(cells)
+        return out.getvalue()

@@ -255,7 +255,9 @@ async def test_a_bad_value_rejects_its_row_naming_the_column_and_fails_the_job(
         upload(
             sftp,
             path,
-            HEADER + b"1,Ann,,,,,,\n2,Bob,1990-13-01,,,,,\n3,Cy,,,,,maybe,\n1,Ann again,,,,,,\n",
+            HEADER
+            + b"1,Ann,,,,,,\n2,Bob,1990-13-01,+65 8000 1111,,,,\n3,Cy,,,,,maybe,\n"
+            + b"1,Ann again,,,,,,\n",
         )
     outcome = await flow.outcome(path)
     assert outcome["outcome"] == "partial"
@@ -268,7 +270,9 @@ async def test_a_bad_value_rejects_its_row_naming_the_column_and_fails_the_job(
         (3, "vip", "invalid_value"),
         (4, "id", "duplicate_key"),
     ]
-    assert dead[0]["raw"] == b"2,Bob,1990-13-01,,,,,\n"
+    # the rejected row keeps no PII in clear: its phone is the digest a replay would compute
+    assert dead[0]["raw"] == f"2,Bob,1990-13-01,{sha('+65 8000 1111')},,,,\n".encode()
+    assert "8000" not in (dead[0]["excerpt"] or "")
     await flow.records.wait_for(lambda rs: len(rs) >= 1, 30)
     assert [r["primary_key"] for r in flow.records.records] == ["1"]
     job = await flow.job("20200127")

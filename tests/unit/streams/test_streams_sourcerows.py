@@ -293,3 +293,40 @@ def test_the_shared_parser_rules_still_apply() -> None:
         "wrong_column_count",
         None,
     ]
+
+
+def test_pii_already_hashed_by_the_sender_is_kept() -> None:
+    digest = sha("+65 9123 4567").upper()
+    (row,) = read(b"id,name,birthdate,phone,vip\n1,Ann,,%s,\n" % digest.encode())
+    assert row.conversation["values"]["phone"] == digest.lower()
+
+
+def shape_with_header(delimiter: str = ",") -> SourceShape:
+    shape = SourceShape(MEMBER)
+    shape.header(["id", "name", "birthdate", "phone", "vip"], "", delimiter)
+    return shape
+
+
+def test_rejected_rows_are_redacted_for_dead_letters() -> None:
+    shape = shape_with_header()
+    raw = '2,"Bob, Jr",1990-13-01, +65 8000 1111 ,maybe\r\n'
+    assert shape.redact(raw, ",") == (f'2,"Bob, Jr",1990-13-01,{sha("+65 8000 1111")},maybe\r\n')
+    # a redacted row replays to the same record as the original would
+    original = read(b"id,name,birthdate,phone,vip\n2,Bob,,+65 8000 1111,\n")[0]
+    redacted = shape.redact("2,Bob,,+65 8000 1111,\n", ",") or ""
+    replayed = read(b"id,name,birthdate,phone,vip\n" + redacted.encode())[0]
+    assert replayed.conversation == original.conversation
+
+
+@pytest.mark.parametrize("raw", ['1,"open,,,\n', "1,too,few\n", "1,a,b,c,d,e\n"])
+def test_rows_that_do_not_line_up_keep_nothing(raw: str) -> None:
+    assert shape_with_header().redact(raw, ",") is None
+
+
+def test_schemas_without_pii_keep_the_raw_row() -> None:
+    schema = MEMBER.model_copy(
+        update={"fields": [SourceField(name="id", type="Integer", primary_key=True)]}
+    )
+    shape = SourceShape(schema)
+    shape.header(["id"], "", ",")
+    assert shape.redact('"x\n', ",") == '"x\n'
