@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from streams.control import audit
 from streams.control.errors import ConflictError, NotFoundError
+from streams.control.text import Line, Paragraph
 from streams.db import metadata
 
 #: The source type whose files are conversation exports: read by today's path, no schema here.
@@ -95,8 +96,8 @@ class SourceSchemaIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
 
-    source_name: str = Field(min_length=1, max_length=100, examples=["Member"])
-    description: str = Field("", max_length=1000)
+    source_name: Line = Field(max_length=100, examples=["Member"])
+    description: Paragraph = Field("", max_length=1000)
     fields: list[SourceField] = Field(
         alias="schema", min_length=1, max_length=MAX_FIELDS, description="The fields, in order."
     )
