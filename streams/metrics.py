@@ -79,6 +79,13 @@ class Metrics:
             [*conn, "reason"],
             registry=r,
         )
+        self.source_records = Counter(
+            "callstream_source_records_total",
+            "Rows of source-type files (seed 002) by change: created, updated, unchanged, "
+            "deleted (tombstones of a re-uploaded date's file).",
+            [*conn, "change"],
+            registry=r,
+        )
         self.cases_opened = Counter(
             "callstream_cases_opened_total", "Cases opened.", tenant, registry=r
         )

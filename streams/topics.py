@@ -58,6 +58,11 @@ class Topics:
         """AnalysisResult records: the feedback topic contact-centre platforms consume."""
         return f"{self.prefix}.analysis-results.v1"
 
+    @property
+    def source_records(self) -> str:
+        """SourceRecord records: new, changed or deleted rows of a tenant's source types."""
+        return f"{self.prefix}.source-records.v1"
+
     def all(self) -> list[str]:
         """Every topic name."""
         return [
@@ -67,6 +72,7 @@ class Topics:
             self.dead_letter,
             self.cases,
             self.analysis_results,
+            self.source_records,
         ]
 
 

@@ -15,7 +15,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams.api import connectors as connector_api
-from streams.api import keys, openapi, tenants
+from streams.api import keys, openapi, sources, tenants
 from streams.api.auth import authenticator
 from streams.api.context import ApiContext
 from streams.api.problems import problem_middleware
@@ -30,7 +30,13 @@ routes = web.RouteTableDef()
 
 docs = ApiRoutes("docs", "This document and its page.")
 
-ROUTE_GROUPS: list[ApiRoutes] = [tenants.routes, keys.routes, connector_api.routes, docs]
+ROUTE_GROUPS: list[ApiRoutes] = [
+    tenants.routes,
+    keys.routes,
+    connector_api.routes,
+    sources.routes,
+    docs,
+]
 """Every resource's operations, in the order the document lists them."""
 
 _DOCS_PAGE = Path(__file__).with_name("docs.html")

@@ -35,7 +35,7 @@ import functools
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -72,6 +72,7 @@ from streams.ingest.parse import (
     parse,
 )
 from streams.ingest.recordings import RecordingSettings
+from streams.ingest.sourcefiles import Placed, SourceFiles
 from streams.kafka import Producer, Record
 from streams.media import MediaRejected, MediaStore
 from streams.metrics import Metrics
@@ -118,6 +119,8 @@ class FileResult:
     rows_done: int = 0
     lines_read: int = 0
     incomplete: bool = False
+    changes: Counter[str] = field(default_factory=Counter)
+    """Source-type files: records created, updated, unchanged, deleted."""
 
     def settle(self) -> None:
         """Decide the outcome from the counts (see the module doc)."""
@@ -185,6 +188,7 @@ class FileProcessor:
         media: MediaStore,
         bundles: BundleStore | None = None,
         catalog: Catalog | None = None,
+        sources: SourceFiles | None = None,
     ) -> None:
         self.codec = codec
         self.topics = topics
@@ -202,6 +206,10 @@ class FileProcessor:
             bundles = BundleStore(outcomes)
         self.bundles = bundles
         """Bundle state (in the case store's database); its ``clock`` is injectable."""
+        if sources is None and isinstance(outcomes, Database):
+            sources = SourceFiles(outcomes, codec, topics, producer, metrics, self.max_record_bytes)
+        self.sources = sources
+        """Source-type files (seed 002), read against the tenant's source schemas."""
 
     def close(self) -> None:
         """Close every store session."""
@@ -255,6 +263,16 @@ class FileProcessor:
             return result
         if prior is not None:
             _resume(result, prior)
+        ingest: ParseSettings = session.settings.ingest
+        placed: Placed | None = None
+        if self.sources is not None:
+            try:
+                placed = await self.sources.place(tenant, path, ingest)
+            except FileRejected as exc:  # misplaced: recorded, never read
+                await self._reject_file(arrival, exc, result)
+                result.settle()
+                await self._report(arrival, result)
+                return result
         try:
             current = await session.store_call(session.store.stat, path)
         except NotARegularFile:
@@ -268,11 +286,12 @@ class FileProcessor:
         except (FileVanished, NotARegularFile):
             result.skipped = "vanished"
             return result
-        ingest: ParseSettings = session.settings.ingest
         rec = session.settings.recordings
-        role = classify(path, rec) if rec is not None else None
+        role = classify(path, rec) if rec is not None and placed is None else None
         try:
-            if rec is not None and role is not None:
+            if placed is not None:
+                await self._source_rows(session, arrival, stream, placed, result)
+            elif rec is not None and role is not None:
                 await self._bundle(session, arrival, stream, rec, role, result)
             elif _is_media(path, ingest):
                 stored = await session.run(
@@ -468,8 +487,54 @@ class FileProcessor:
         ingest = session.settings.ingest
         stats = ParseStats()
         rows = parse(stream, arrival["path"], ingest, stats)
-        age = (utcnow() - arrival["mtime"]).total_seconds()
-        young = age < session.settings.poll.incomplete_grace_seconds
+        young = _young(session, arrival)
+
+        async def encode(fresh: list[ParsedRow]) -> list[Record]:
+            return await session.run(self._encode, arrival, ingest, fresh, young, result)  # type: ignore[no-any-return]
+
+        await self._chunks(session, arrival, rows, stats, encode, result)
+
+    async def _source_rows(
+        self,
+        session: _Session,
+        arrival: dict[str, Any],
+        stream: BinaryIO,
+        placed: Placed,
+        result: FileResult,
+    ) -> None:
+        """Read a source-type file into SourceRecords (:mod:`streams.ingest.sourcefiles`)."""
+        assert self.sources is not None  # noqa: S101 - only placed when there are sources
+        sources = self.sources
+        job = sources.job(arrival, placed)
+        await sources.store.begin(job)
+        stats = ParseStats()
+        rows, redact = sources.rows(stream, placed, session.settings.ingest, stats)
+
+        def dead_row(row: ParsedRow, reason: str, message: str, column: str | None) -> Record:
+            return self._dead_row(arrival, row, reason, message, column)
+
+        version = placed.schema.version
+        encode = sources.encoder(
+            job, placed.schema, session.run, dead_row, redact, _young(session, arrival), result
+        )
+        try:
+            await self._chunks(session, arrival, rows, stats, encode, result)
+        except FileRejected as exc:
+            await sources.store.note_error(job.file_id, str(exc))
+            raise
+        whole = not result.rejected and not result.incomplete
+        result.changes = await sources.finish(job, version, whole)
+
+    async def _chunks(
+        self,
+        session: _Session,
+        arrival: dict[str, Any],
+        rows: Iterator[ParsedRow],
+        stats: ParseStats,
+        encode: Callable[[list[ParsedRow]], Awaitable[list[Record]]],
+        result: FileResult,
+    ) -> None:
+        """Read, encode and publish ``rows`` chunk by chunk, recording progress after each."""
         while True:
             chunk = await session.run(self._next_chunk, rows)
             result.lines_read = stats.lines_read
@@ -478,7 +543,7 @@ class FileProcessor:
             fresh = [r for r in chunk if r.row > result.rows_done]
             if not fresh:
                 continue  # published before an outage: resume after it
-            records = await session.run(self._encode, arrival, ingest, fresh, young, result)
+            records = await encode(fresh)
             await self.producer.send_batch(records)
             result.rows_done = fresh[-1].row if not result.incomplete else fresh[-1].row - 1
             await self.outcomes.record_file_outcome(
@@ -631,7 +696,10 @@ class FileProcessor:
     async def _report(self, arrival: dict[str, Any], result: FileResult) -> None:
         row = _outcome_row(arrival, result, result.outcome, utcnow())
         await self.outcomes.record_file_outcome(row)
-        await self._publish_outcome(_outcome_event(row))
+        event = _outcome_event(row)
+        if result.changes:
+            event["records_by_change"] = dict(result.changes)
+        await self._publish_outcome(event)
         rejected = sum(result.rejected.values())
         log.info(
             "file %s/%s/%s: %s, %d rows accepted, %d rejected%s",
@@ -643,6 +711,14 @@ class FileProcessor:
             rejected,
             f" ({dict(result.rejected)})" if rejected else "",
         )
+        if result.changes:
+            log.info(
+                "file %s/%s/%s: records %s",
+                arrival["tenant"],
+                arrival["connector"],
+                arrival["path"],
+                dict(result.changes),
+            )
 
     async def _publish_outcome(self, event: dict[str, Any]) -> None:
         key = f"{event['tenant']}/{event['connector']}/{event['path']}".encode()
@@ -689,6 +765,7 @@ def _outcome_event(row: dict[str, Any]) -> dict[str, Any]:
         "reason": row["reason"],
         "decided_at": decided,
         "lines_read": row.get("lines_read") or 0,
+        "records_by_change": {},
     }
 
 
@@ -697,6 +774,12 @@ def _resume(result: FileResult, prior: dict[str, Any]) -> None:
     result.accepted = int(prior["rows_accepted"])
     result.rejected = Counter(json.loads(prior.get("rejected_by_reason") or "{}"))
     result.rows_done = int(prior.get("rows_done") or 0)
+
+
+def _young(session: _Session, arrival: dict[str, Any]) -> bool:
+    """Whether the file is within its connector's incomplete grace (its tail may be written)."""
+    age = (utcnow() - arrival["mtime"]).total_seconds()
+    return bool(age < session.settings.poll.incomplete_grace_seconds)
 
 
 def _is_media(path: str, ingest: ParseSettings) -> bool:

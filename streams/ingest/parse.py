@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import IO, Any, BinaryIO, Literal, Self
+from typing import IO, Any, BinaryIO, Literal, Protocol, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -132,6 +132,15 @@ class ParseSettings(BaseModel):
         description="Largest JSON transcript; must stay below kafka.message_max_bytes.",
     )
     max_turns: int = Field(10_000, ge=1, description="Most turns one transcript may have.")
+    sources_folder: str | None = Field(
+        "sources",
+        min_length=1,
+        max_length=100,
+        pattern=r"^[^/\x00-\x1f]+$",
+        description="Top folder of source-type files (seed 002: sources/<type>/<YYYYMMDD>_<type>"
+        ".csv|tsv, read against the tenant's source schemas; anything else under it is "
+        "'misplaced'). null: no source files, every file is read as conversations.",
+    )
 
     @field_validator("mapping")
     @classmethod
@@ -217,6 +226,27 @@ class _RowInvalid(Exception):
         self.error = RowError(reason, message, column)
 
 
+#: Raised by a :class:`RowShape` for a row it refuses (reason code, message, column).
+RowInvalid = _RowInvalid
+
+
+class RowShape(Protocol):
+    """What the rows of a delimited file become (Conversations by default).
+
+    The parser checks everything about text and shape (encoding, quoting, control characters,
+    sizes, duplicate or too many header columns, the column count of each row); the shape
+    checks the header's names once and turns each well-formed row into a record.
+    """
+
+    def header(self, names: list[str], excerpt: str, delimiter: str) -> None:
+        """Check the header's (stripped) column names; raise FileRejected to refuse the file."""
+        ...
+
+    def build(self, fields: list[str]) -> dict[str, Any]:
+        """Return the record of one row (``len(fields)`` is the header's); raise RowInvalid."""
+        ...
+
+
 def detect_format(path: str, settings: ParseSettings) -> str:
     """Return csv, tsv, chat_json or media for a file, or raise FileRejected."""
     if settings.format != "auto":
@@ -245,6 +275,25 @@ def parse(
     else:
         delimiter = settings.delimiter or ("\t" if fmt == "tsv" else ",")
         yield from _parse_delimited(stream, delimiter, settings, stats or ParseStats())
+
+
+def parse_delimited(
+    stream: BinaryIO,
+    delimiter: str,
+    settings: ParseSettings,
+    shape: RowShape,
+    stats: ParseStats | None = None,
+    *,
+    allow_bom: bool = True,
+) -> Iterator[ParsedRow]:
+    """Yield every row of a CSV/TSV ``stream`` as ``shape`` builds it (see the module doc).
+
+    ``ParsedRow.conversation`` then holds the shape's record. ``allow_bom=False`` rejects a
+    file that starts with a byte-order mark (``bom_not_allowed``).
+    """
+    yield from _parse_delimited(
+        stream, delimiter, settings, stats or ParseStats(), shape, allow_bom=allow_bom
+    )
 
 
 # -- values --------------------------------------------------------------------------------------
@@ -414,7 +463,7 @@ class _Lines:
         raise _LineTooLong(spool, size)
 
 
-def _open_text(stream: BinaryIO) -> io.TextIOWrapper:
+def _open_text(stream: BinaryIO, allow_bom: bool = True) -> io.TextIOWrapper:
     """Wrap ``stream`` as text: UTF-8 (BOM optional), or UTF-16/32 when a BOM says so."""
     head = stream.read(4)
     encoding, skip = "utf-8", 0
@@ -428,14 +477,20 @@ def _open_text(stream: BinaryIO) -> io.TextIOWrapper:
         if head.startswith(bom):
             encoding, skip = name, len(bom)
             break
+    if skip and not allow_bom:
+        raise FileRejected(
+            "bom_not_allowed",
+            f"the file starts with a byte-order mark ({encoding.upper()}): save it as UTF-8 "
+            "without BOM",
+        )
     raw = io.BufferedReader(_Prefixed(head[skip:], stream), buffer_size=256 * 1024)
     errors = "surrogateescape" if encoding == "utf-8" else "replace"
     return io.TextIOWrapper(raw, encoding=encoding, errors=errors, newline="")
 
 
 def _header(
-    reader: Any, lines: _Lines, delimiter: str, settings: ParseSettings
-) -> tuple[list[str], dict[str, int]]:
+    reader: Any, lines: _Lines, delimiter: str, settings: ParseSettings, shape: RowShape
+) -> list[str]:
     lines.begin()
     try:
         header = next(reader)
@@ -477,14 +532,41 @@ def _header(
     if dupes:
         shown = ", ".join(repr(d[:40]) for d in dupes[:5])
         raise FileRejected("duplicate_header", f"the header repeats column(s) {shown}", excerpt)
-    columns = _resolve_columns(header, settings)
-    if "external_interaction_id" not in columns:
-        hint = ""
-        if len(header) == 1 and any(d in header[0] for d in ",;\t|"):
-            hint = f" (one column only: is the delimiter {delimiter!r} right?)"
-        wanted = settings.mapping.get("external_interaction_id", "external_interaction_id")
-        raise FileRejected("missing_header", f"header has no {wanted!r} column{hint}", excerpt)
-    return names, columns
+    shape.header(names, excerpt, delimiter)
+    return names
+
+
+class ConversationShape:
+    """Rows as Conversations: columns mapped by ``settings.mapping`` or the aliases, every
+    other non-empty column into ``metadata``."""
+
+    def __init__(self, settings: ParseSettings) -> None:
+        self.settings = settings
+        self.columns: dict[str, int] = {}
+        self.extra: list[tuple[int, str]] = []
+
+    def header(self, names: list[str], excerpt: str, delimiter: str) -> None:
+        """Find the Conversation columns; the external interaction id is required."""
+        columns = _resolve_columns(names, self.settings)
+        if "external_interaction_id" not in columns:
+            hint = ""
+            if len(names) == 1 and any(d in names[0] for d in ",;\t|"):
+                hint = f" (one column only: is the delimiter {delimiter!r} right?)"
+            wanted = self.settings.mapping.get("external_interaction_id", "external_interaction_id")
+            raise FileRejected("missing_header", f"header has no {wanted!r} column{hint}", excerpt)
+        mapped = set(columns.values())
+        self.columns = columns
+        self.extra = [
+            (i, names[i] or f"column_{i + 1}") for i in range(len(names)) if i not in mapped
+        ]
+
+    def build(self, fields: list[str]) -> dict[str, Any]:
+        """Build the row's Conversation (without tenant and source)."""
+        values = {field: fields[i] for field, i in self.columns.items()}
+        record = build_conversation(values, self.settings)
+        record["turns"] = []
+        record["metadata"] = {name: fields[i] for i, name in self.extra if fields[i] != ""}
+        return record
 
 
 def _resolve_columns(header: list[str], settings: ParseSettings) -> dict[str, int]:
@@ -506,18 +588,23 @@ def _resolve_columns(header: list[str], settings: ParseSettings) -> dict[str, in
 
 
 def _parse_delimited(
-    stream: BinaryIO, delimiter: str, settings: ParseSettings, stats: ParseStats
+    stream: BinaryIO,
+    delimiter: str,
+    settings: ParseSettings,
+    stats: ParseStats,
+    shape: RowShape | None = None,
+    *,
+    allow_bom: bool = True,
 ) -> Iterator[ParsedRow]:
-    lines = _Lines(_open_text(stream), settings.max_row_bytes, settings.max_row_lines)
+    shape = shape or ConversationShape(settings)
+    lines = _Lines(_open_text(stream, allow_bom), settings.max_row_bytes, settings.max_row_lines)
     csv.field_size_limit(settings.max_field_bytes)
     reader = csv.reader(lines, delimiter=delimiter, strict=True)
     try:
-        names, columns = _header(reader, lines, delimiter, settings)
+        names = _header(reader, lines, delimiter, settings, shape)
     finally:
         stats.lines_read = lines.lines_read
     stats.header_lines = len(lines.record)
-    mapped = set(columns.values())
-    extra = [(i, names[i] or f"column_{i + 1}") for i in range(len(names)) if i not in mapped]
     width = len(names)
     row_no = 0
     while True:
@@ -578,7 +665,7 @@ def _parse_delimited(
                 yield ParsedRow(
                     row_no,
                     first,
-                    _conversation(fields, width, truncated, columns, extra, names, raw, settings),
+                    _record(fields, width, truncated, names, raw, settings, shape),
                     None,
                     excerpt,
                     raw,
@@ -602,15 +689,14 @@ def _parse_delimited(
         )
 
 
-def _conversation(
+def _record(
     fields: list[str],
     width: int,
     truncated: bool,
-    columns: dict[str, int],
-    extra: list[tuple[int, str]],
     names: list[str],
     raw: str,
     settings: ParseSettings,
+    shape: RowShape,
 ) -> dict[str, Any]:
     if len(fields) != width:
         if truncated and len(fields) < width:
@@ -628,11 +714,7 @@ def _conversation(
         for i, value in enumerate(fields):
             if _BAD_TEXT.search(value):
                 raise _bad_text_error(value, names[i] or f"column_{i + 1}")
-    values = {field: fields[i] for field, i in columns.items()}
-    record = build_conversation(values, settings)
-    record["turns"] = []
-    record["metadata"] = {name: fields[i] for i, name in extra if fields[i] != ""}
-    return record
+    return shape.build(fields)
 
 
 class _Prefixed(io.RawIOBase):

@@ -14,6 +14,7 @@ A route whose path parameter the matrix cannot fill fails the test: a new route 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections.abc import AsyncIterator
@@ -25,9 +26,46 @@ import pytest_asyncio
 from api_support import OPERATOR_TOKEN, ApiClient, Reply, new_tenant
 from support import running, settings_for
 
+from streams.cases.store import file_outcomes
+from streams.db import Database
+from streams.ingest.sourcestore import SourceJob, SourceStore
+
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 ALPHA, BETA = "alpha-7f3c", "beta-91de"
+ALPHA_JOB = "a1fa0000000000000000000000000001"
+
+
+async def _seed_job(database_url: str) -> None:
+    """Alpha's member file of 2020-01-25, as the file processor records it."""
+    async with Database(database_url) as db:
+        store = SourceStore(db)
+        job = SourceJob(
+            ALPHA_JOB,
+            ALPHA,
+            "member",
+            dt.date(2020, 1, 25),
+            "20200125_member.csv",
+            "drop",
+            "sources/member/20200125_member.csv",
+            1,
+        )
+        await store.begin(job)
+        await store.finish(job)
+        async with db.engine.begin() as conn:
+            await conn.execute(
+                file_outcomes.insert().values(
+                    file_id=ALPHA_JOB,
+                    tenant=ALPHA,
+                    connector="drop",
+                    path=job.path,
+                    version_id="v1",
+                    outcome="processed",
+                    rows_accepted=0,
+                    rows_rejected=0,
+                    decided_at=dt.datetime.now(dt.UTC),
+                )
+            )
 
 
 @dataclass
@@ -56,6 +94,15 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/keys"): {"name": "probe"},
     ("POST", "/v1/connectors"): {"name": "probe", "store": _s3("beta-probe-bucket")},
     ("PATCH", "/v1/connectors/{id}"): {"enabled": False},
+    ("PATCH", "/v1/{tenant}/sources/{source_type}/schema"): {
+        "source_name": "Probe",
+        "schema": [{"name": "id", "type": "Integer", "primary_key": True}],
+    },
+}
+
+#: The required query parameters of operations that have some, naming alpha's resources.
+QUERIES: dict[str, dict[str, str]] = {
+    "/v1/{tenant}/sources/{source_type}/job": {"date": "20200125"},
 }
 
 
@@ -81,14 +128,33 @@ async def _seed(client: ApiClient) -> World:
     assert connector.status == 201, connector.text
     beta_key = await new_tenant(operator, BETA, "beta main")
     main_key_id = alpha_key.split("_")[1]
+    schema = await alpha.patch(
+        f"/v1/{ALPHA}/sources/member/schema",
+        {
+            "source_name": "Alpha Members",
+            "schema": [{"name": "id", "type": "Integer", "primary_key": True}],
+        },
+    )
+    assert schema.status == 200, schema.text
     params = {
         "tenant": ALPHA,
         "tenant_id": ALPHA,
         "key_id": main_key_id,
         "id": connector.body["id"],
+        "source_type": "member",
     }
-    secrets = {ALPHA, main_key_id, spare.body["key_id"], "alpha main", "alpha spare"}
-    secrets |= {connector.body["id"], "alpha-crm", "alpha-bucket-7f3c"}
+    secrets = {
+        ALPHA,
+        main_key_id,
+        spare.body["key_id"],
+        "alpha main",
+        "alpha spare",
+        "Alpha Members",
+        ALPHA_JOB,
+        connector.body["id"],
+        "alpha-crm",
+        "alpha-bucket-7f3c",
+    }
     document = (await client.get("/v1/openapi.json")).body
     return World(client, document, alpha_key, spare.body["key"], beta_key, params, secrets)
 
@@ -98,6 +164,7 @@ async def world(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIt
     tmp = tmp_path_factory.mktemp("isolation")
     settings = settings_for(kafka, "isolation", tmp, [], api={"operator_token": OPERATOR_TOKEN})
     async with running(settings) as service, ApiClient(service.http_url or "") as client:
+        await _seed_job(settings.database_url)
         yield await _seed(client)
 
 
@@ -142,7 +209,8 @@ async def test_every_route_refuses_other_tenants_and_bad_credentials(world: Worl
         names_a_resource = "{" in path
         body = _body_for(method, path, op)
         for label, token in callers.items():
-            reply = await client.as_(token).call(method, url, body)
+            query = QUERIES.get(path)
+            reply = await client.as_(token).call(method, url, body, params=query)
             calls += 1
             where = f"{method} {path} as {label}: {reply.status}"
             if label != "beta's key" or operator_route:
@@ -170,7 +238,7 @@ async def test_alpha_still_sees_its_own_resources(world: World) -> None:
     for method, path, op in _operations(world.document):
         if method != "GET" or op["security"] != [{"tenant": []}]:
             continue
-        reply = await alpha.get(_fill(path, world.params))
+        reply = await alpha.get(_fill(path, world.params), params=QUERIES.get(path))
         assert reply.status == 200, f"GET {path} as alpha: {reply.status} {reply.text[:200]}"
     listed = await alpha.get("/v1/keys")
     assert "alpha main" in json.dumps(listed.body)

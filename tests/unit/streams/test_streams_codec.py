@@ -57,6 +57,7 @@ def outcome(**changes: Any) -> dict[str, Any]:
         "reason": "bad_header",
         "decided_at": WHEN,
         "lines_read": 13,
+        "records_by_change": {},
     }
     record.update(changes)
     return record
