@@ -24,6 +24,7 @@ from aiohttp import web
 from confluent_kafka.admin import AdminClient
 
 from streams.agents import cases as cases_agent
+from streams.agents import deadletters as deadletters_agent
 from streams.agents import files as files_agent
 from streams.api.app import create_app as create_http_app
 from streams.app import create_app
@@ -176,6 +177,7 @@ class Service:
             s, self.codec, self.topics, producer, self.metrics, cases, media, bundles
         )
         self.processor = processor
+        self.media = media
         self._stack.append(("file processor", _async(processor.close)))
         sweeper = BundleSweeper(
             bundles,
@@ -199,6 +201,9 @@ class Service:
         cases_agent.register(
             app, self.topics, self.codec, writer, relay, self.metrics, s.processors
         )
+        deadletters_agent.register(
+            app, self.topics, self.codec, cases.engine, self.metrics, s.processors
+        )
         self._stack.append(("stream processors", app.stop))  # also when start fails midway
         await app.start()
         self.faust_app = app
@@ -206,7 +211,11 @@ class Service:
             client_config(bootstrap, s.kafka.client_config),
             self.metrics,
             {
-                app.conf.id: [self.topics.file_arrivals, self.topics.conversations],
+                app.conf.id: [
+                    self.topics.file_arrivals,
+                    self.topics.conversations,
+                    self.topics.dead_letter,
+                ],
                 f"{self.topics.prefix}.connector-runner": [self.topics.file_outcomes],
             },
         )

@@ -1,0 +1,52 @@
+"""Keyset pages for the data lists (results, dead letters, files): newest first.
+
+Every such list sorts by ``(time, id)`` descending, both unique together, and a page's cursor is
+the last item's ``[time ISO 8601, id]``: rows added while a caller pages never make it skip or
+repeat an item (new rows are newer than the cursor, so they appear on a fresh first page).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import ColumnElement, and_, or_
+
+T = TypeVar("T")
+Key = tuple[dt.datetime, str]
+
+
+def utc(value: dt.datetime) -> dt.datetime:
+    """Return ``value`` in UTC (SQLite hands back naive datetimes: they were stored in UTC)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
+
+
+def cursor_key(raw: list[Any] | None) -> Key | None:
+    """Turn a decoded cursor ``[time, id]`` into a sort key; ValueError when it is not one."""
+    if raw is None:
+        return None
+    at, key = raw
+    if not isinstance(at, str) or not isinstance(key, str):
+        raise ValueError("not a [time, id] cursor")
+    return utc(dt.datetime.fromisoformat(at)), key
+
+
+def before(at: Any, ident: Any, key: Key | None) -> ColumnElement[bool] | None:
+    """The condition "sorts after ``key``" in newest-first order (None: first page)."""
+    if key is None:
+        return None
+    return or_(at < key[0], and_(at == key[0], ident < key[1]))
+
+
+def page(
+    rows: Sequence[T], limit: int, key_of: Callable[[T], Key]
+) -> tuple[list[T], list[Any] | None]:
+    """Split ``limit + 1`` fetched rows into a page and the next cursor key (None: last page)."""
+    items = list(rows[:limit])
+    if len(rows) <= limit or not items:
+        return items, None
+    at, ident = key_of(items[-1])
+    return items, [utc(at).isoformat(), ident]
