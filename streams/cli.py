@@ -1,8 +1,10 @@
 """The ``callstream`` command line.
 
 ``callstream run`` runs every role in one process; ``callstream check-config`` validates the
-settings and every Avro schema and exits non-zero naming each bad field; ``callstream kafka``
-fetches or runs the local broker used by the embedded stack and the tests.
+settings and every Avro schema and exits non-zero naming each bad field; ``callstream db``
+migrates the database; ``callstream tenants`` and ``callstream keys`` bootstrap tenants and API
+keys without the API; ``callstream kafka`` fetches or runs the local broker used by the embedded
+stack and the tests.
 """
 
 from __future__ import annotations
@@ -13,15 +15,22 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import click
 
 from streams import logs, security
 from streams.codec import AvroCodec
+from streams.control.errors import ControlError
 from streams.errors import CallstreamError, ConfigError, SchemaError
 from streams.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+T = TypeVar("T")
 
 EXIT_FAILED = 1
 """``run``: the service could not start, or parts of it did not stop within the grace period."""
@@ -182,6 +191,163 @@ def check_config(config: Path | None) -> None:
     if settings.demo_enabled:
         click.echo("demo tenant: on (no tenants configured)")
     click.echo("configuration is valid")
+
+
+def _with_engine(config: Path | None, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    """Open the configured database (migrated to this build), run ``work``, close it."""
+    from streams.db import Database
+
+    settings = _load(config)
+
+    async def main() -> T:
+        async with Database(settings.database_url) as db:
+            return await work(db.engine)
+
+    try:
+        return asyncio.run(main())
+    except ControlError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+@cli.group()
+def db() -> None:
+    """The database holding state, cases and the control plane (Alembic migrations)."""
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(config: Path | None) -> None:
+    """Apply every pending migration (also done at each start)."""
+    from streams import migrate
+    from streams.db import create_engine
+
+    settings = _load(config)
+
+    async def main() -> tuple[str | None, str | None]:
+        engine = create_engine(settings.database_url)
+        try:
+            return await migrate.upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    try:
+        before, after = asyncio.run(main())
+    except CallstreamError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    if before == after:
+        click.echo(f"database is up to date at revision {after}")
+    else:
+        click.echo(f"database upgraded from {before or '(empty)'} to {after}")
+
+
+@db.command("current")
+@click.pass_obj
+def db_current(config: Path | None) -> None:
+    """Print the database's revision and the newest one this build knows."""
+    from streams import migrate
+    from streams.db import create_engine
+
+    settings = _load(config)
+
+    async def main() -> str | None:
+        engine = create_engine(settings.database_url)
+        try:
+            return await migrate.current(engine)
+        finally:
+            await engine.dispose()
+
+    click.echo(f"database: {asyncio.run(main()) or '(never migrated)'}; newest: {migrate.head()}")
+
+
+@cli.group()
+def tenants() -> None:
+    """Create and list tenants (the operator's bootstrap, without the API)."""
+
+
+@tenants.command("create")
+@click.argument("tenant_id")
+@click.option("--name", help="Display name (default: the id).")
+@click.pass_obj
+def tenants_create(config: Path | None, tenant_id: str, name: str | None) -> None:
+    """Create the tenant TENANT_ID."""
+    from pydantic import ValidationError
+
+    from streams.control import tenants as ops
+
+    try:
+        data = ops.TenantIn(id=tenant_id, name=name or tenant_id)
+    except ValidationError as exc:
+        click.echo(f"error: invalid tenant: {exc.errors()[0]['msg']}", err=True)
+        sys.exit(EXIT_CONFIG)
+    tenant = _with_engine(config, lambda engine: ops.create(engine, data, "cli"))
+    click.echo(f"created tenant {tenant.id} ({tenant.name})")
+
+
+@tenants.command("list")
+@click.pass_obj
+def tenants_list(config: Path | None) -> None:
+    """List every tenant with its status."""
+    from streams.control import tenants as ops
+
+    async def work(engine: AsyncEngine) -> list[ops.Tenant]:
+        async with engine.connect() as conn:
+            return await ops.list_all(conn, limit=100_000)
+
+    for t in _with_engine(config, work):
+        click.echo(f"{t.id}\t{t.status}\t{t.origin}\t{t.name}")
+
+
+@cli.group()
+def keys() -> None:
+    """Create, list and revoke a tenant's API keys."""
+
+
+@keys.command("create")
+@click.option("--tenant", "-t", required=True, help="The tenant the key belongs to.")
+@click.option("--name", "-n", required=True, help="What the key is for.")
+@click.pass_obj
+def keys_create(config: Path | None, tenant: str, name: str) -> None:
+    """Create an API key and print it (once: it cannot be shown again)."""
+    from streams.control import keys as ops
+
+    key = _with_engine(
+        config, lambda engine: ops.create(engine, tenant, ops.ApiKeyIn(name=name), "cli")
+    )
+    click.echo(
+        f"created API key {key.key_id} for tenant {tenant}; store it now, it is not shown again:",
+        err=True,
+    )
+    click.echo(key.key)
+
+
+@keys.command("list")
+@click.option("--tenant", "-t", required=True, help="The tenant whose keys to list.")
+@click.pass_obj
+def keys_list(config: Path | None, tenant: str) -> None:
+    """List a tenant's keys (masked), newest first."""
+    from streams.control import keys as ops
+
+    async def work(engine: AsyncEngine) -> list[ops.ApiKey]:
+        async with engine.connect() as conn:
+            return await ops.list_keys(conn, tenant)
+
+    for k in _with_engine(config, work):
+        used = k.last_used_at.isoformat(timespec="minutes") if k.last_used_at else "never used"
+        click.echo(f"{k.key_id}\t{k.status}\t{k.masked_key}\t{k.name}\t{used}")
+
+
+@keys.command("revoke")
+@click.option("--tenant", "-t", required=True, help="The tenant the key belongs to.")
+@click.argument("key_id")
+@click.pass_obj
+def keys_revoke(config: Path | None, tenant: str, key_id: str) -> None:
+    """Revoke the key KEY_ID: calls with it get 401 from now on."""
+    from streams.control import keys as ops
+
+    key = _with_engine(config, lambda engine: ops.revoke(engine, tenant, key_id, "cli"))
+    click.echo(f"API key {key.key_id} of tenant {tenant} is {key.status}")
 
 
 @cli.group()

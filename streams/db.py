@@ -12,9 +12,9 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Self
 
-from sqlalchemy import MetaData, Table, event, func, inspect, select, text
+from sqlalchemy import MetaData, Table, event, func, inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 log = logging.getLogger(__name__)
 
@@ -56,27 +56,9 @@ def upsert(engine: AsyncEngine, table: Table, keys: Sequence[str], columns: Sequ
     )
 
 
-async def add_missing_columns(conn: AsyncConnection, table: Table) -> list[str]:
-    """Add ``table``'s nullable columns that an existing database lacks; return their names.
-
-    ``create_all`` creates missing tables but never alters existing ones: this keeps a database
-    from an earlier release usable when a table gains optional columns.
-    """
-
-    def existing(sync_conn: Any) -> set[str]:
-        return {c["name"] for c in inspect(sync_conn).get_columns(table.name)}
-
-    present = await conn.run_sync(existing)
-    added = []
-    for column in table.columns:
-        if column.name in present:
-            continue
-        if not column.nullable:
-            raise RuntimeError(f"table {table.name} lacks the required column {column.name}")
-        kind = column.type.compile(dialect=conn.dialect)
-        await conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
-        added.append(column.name)
-    return added
+def _unmigrated_tables(sync_conn: Any) -> list[str]:
+    present = set(inspect(sync_conn).get_table_names())
+    return sorted(name for name in metadata.tables if name not in present)
 
 
 def insert_ignore(engine: AsyncEngine, table: Table, keys: Sequence[str]) -> Any:
@@ -85,7 +67,7 @@ def insert_ignore(engine: AsyncEngine, table: Table, keys: Sequence[str]) -> Any
 
 
 class Database:
-    """Owns an async engine: ``start()`` connects and creates missing tables, ``stop()`` closes.
+    """Owns an async engine: ``start()`` connects and migrates the schema, ``stop()`` closes.
 
     The stores (:class:`~streams.state.ConnectorState`, :class:`~streams.cases.store.CaseStore`)
     build on it; they share one schema (:data:`metadata`).
@@ -96,14 +78,18 @@ class Database:
         self._engine: AsyncEngine | None = None
 
     async def start(self) -> None:
-        """Connect and create the tables that do not exist yet."""
+        """Connect and bring the database to this build's schema (see :mod:`streams.migrate`)."""
+        from streams import migrate  # alembic is imported only by what opens a database
+
         self._engine = create_engine(self.url)
+        await migrate.upgrade(self._engine)
         async with self._engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
-            for table in metadata.sorted_tables:
-                added = await add_missing_columns(conn, table)
-                if added:
-                    log.info("%s: added columns %s", table.name, ", ".join(added))
+            missing = await conn.run_sync(_unmigrated_tables)
+            if missing:
+                # A table defined in code without a revision yet (a change in progress). The
+                # suite's migration check fails on it; create it so development can go on.
+                log.warning("tables without a migration, created directly: %s", missing)
+                await conn.run_sync(metadata.create_all)
 
     async def stop(self) -> None:
         """Close the connection pool."""

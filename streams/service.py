@@ -27,9 +27,11 @@ from streams.agents import cases as cases_agent
 from streams.agents import deadletters as deadletters_agent
 from streams.agents import files as files_agent
 from streams.api.app import create_app as create_http_app
+from streams.api.context import ApiContext
 from streams.app import create_app
 from streams.cases.store import CaseStore, OutboxRelay
 from streams.codec import AvroCodec
+from streams.control import tenants
 from streams.demo import seed
 from streams.echo import Echo
 from streams.embedded.kafka import LocalKafka
@@ -37,6 +39,7 @@ from streams.ingest.bundles import BundleStore, BundleSweeper
 from streams.ingest.files import FileProcessor
 from streams.kafka import Producer, check_connection, client_config
 from streams.lag import LagMonitor
+from streams.media import MediaStore
 from streams.media_s3 import open_media_store
 from streams.metrics import Metrics
 from streams.runner import ConnectorRunner, OutcomeConsumer
@@ -71,6 +74,8 @@ class Service:
         self.topics = Topics(settings.kafka.topic_prefix)
         self.kafka: LocalKafka | None = None
         self.http_url: str | None = None
+        self.cases: CaseStore | None = None
+        self.media: MediaStore | None = None
         self._stack: list[tuple[str, Callable[[], Awaitable[object]]]] = []
         self._stop_deadline = 0.0
         self.unstopped: list[str] = []
@@ -121,6 +126,7 @@ class Service:
         state = ConnectorState(s.database_url)
         await state.start()
         self._stack.append(("connector state", state.stop))
+        await tenants.sync_config_tenants(state.engine, [t.id for t in s.tenants])
 
         producer = Producer(
             {
@@ -148,7 +154,19 @@ class Service:
         await outcomes.start()
         self._stack.append(("file-outcome consumer", outcomes.stop))
 
-        app_runner = web.AppRunner(create_http_app(self.metrics, self.runner), access_log=None)
+        self.api = ApiContext(
+            settings=s,
+            engine=state.engine,
+            codec=self.codec,
+            topics=self.topics,
+            metrics=self.metrics,
+            producer=producer,
+            runner=self.runner,
+            cases=self.cases,
+            media=self.media,
+        )
+        http_app = create_http_app(self.metrics, self.runner, self.api)
+        app_runner = web.AppRunner(http_app, access_log=None)
         await app_runner.setup()
         site = web.TCPSite(app_runner, s.http.host, s.http.port)
         await site.start()
@@ -170,6 +188,7 @@ class Service:
         await relay.start()
         self._stack.append(("outbox relay", relay.stop))
         media = open_media_store(s)
+        self.media = media
         await asyncio.to_thread(media.start)  # S3: abort what a killed process left unfinished
         bundles = BundleStore(cases)
         self.bundles = bundles

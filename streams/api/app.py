@@ -1,10 +1,24 @@
-"""aiohttp application factory: ``/metrics``, ``/healthz`` and ``/connectors``."""
+"""aiohttp application factory: ``/metrics``, ``/healthz``, ``/connectors`` and the ``/v1`` API.
+
+The ``/v1`` operations are declared per resource (one module each, a ``routes`` table of
+:class:`~streams.api.routing.ApiRoutes`) and listed in :data:`ROUTE_GROUPS`; the OpenAPI
+document (``/v1/openapi.json``) and the docs page (``/v1/docs``) are generated from them.
+"""
 
 from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from streams.api import keys, openapi, tenants
+from streams.api.auth import authenticator
+from streams.api.context import ApiContext
+from streams.api.problems import problem_middleware
+from streams.api.routing import ApiRoutes, Call, install
 from streams.metrics import Metrics
 from streams.runner import ConnectorRunner
 
@@ -12,6 +26,50 @@ METRICS = web.AppKey("metrics", Metrics)
 RUNNER = web.AppKey("runner", ConnectorRunner)
 
 routes = web.RouteTableDef()
+
+docs = ApiRoutes("docs", "This document and its page.")
+
+ROUTE_GROUPS: list[ApiRoutes] = [tenants.routes, keys.routes, docs]
+"""Every resource's operations, in the order the document lists them."""
+
+_DOCS_PAGE = Path(__file__).with_name("docs.html")
+
+
+def _version() -> str:
+    try:
+        return version("callstream")
+    except PackageNotFoundError:  # running from a checkout that is not installed
+        return "0+unknown"
+
+
+_DOCUMENT: dict[str, Any] | None = None
+
+
+def document() -> dict[str, Any]:
+    """Return the OpenAPI document of every route group (built once)."""
+    global _DOCUMENT
+    if _DOCUMENT is None:
+        _DOCUMENT = openapi.build(ROUTE_GROUPS, _version())
+    return _DOCUMENT
+
+
+@docs.get(
+    "/v1/openapi.json",
+    summary="This API's OpenAPI 3.1 document",
+    auth="public",
+    content_type="application/json",
+)
+async def openapi_document(_call: Call) -> web.Response:
+    """Serve the OpenAPI document."""
+    return web.json_response(document())
+
+
+@docs.get(
+    "/v1/docs", summary="A readable page of this API", auth="public", content_type="text/html"
+)
+async def docs_page(_call: Call) -> web.Response:
+    """Serve the docs page (it renders /v1/openapi.json; no external assets)."""
+    return web.Response(text=_DOCS_PAGE.read_text(encoding="utf-8"), content_type="text/html")
 
 
 @routes.get("/metrics")
@@ -44,10 +102,15 @@ async def connectors(request: web.Request) -> web.Response:
     return web.json_response({"connectors": items})
 
 
-def create_app(metrics: Metrics, runner: ConnectorRunner) -> web.Application:
-    """Build the HTTP application around the running service's parts."""
-    app = web.Application()
+def create_app(
+    metrics: Metrics, runner: ConnectorRunner, api: ApiContext | None = None
+) -> web.Application:
+    """Build the HTTP application around the running service's parts (``api``: serve /v1)."""
+    limit = api.settings.api.max_body_bytes if api is not None else 1024**2
+    app = web.Application(middlewares=[problem_middleware], client_max_size=limit)
     app[METRICS] = metrics
     app[RUNNER] = runner
     app.add_routes(routes)
+    if api is not None:
+        install(app, api, ROUTE_GROUPS, authenticator(api))
     return app

@@ -1,0 +1,80 @@
+"""Tenants (operator) and the caller's own tenant."""
+
+from __future__ import annotations
+
+from streams.api.pagination import Page, PageQuery, decode_cursor, encode_cursor
+from streams.api.routing import ApiRoutes, Call
+from streams.control import tenants
+from streams.control.tenants import Tenant, TenantIn
+
+routes = ApiRoutes(
+    "tenants", "Customers (operator token); a disabled tenant's keys and connectors stop working."
+)
+
+
+@routes.post(
+    "/v1/tenants",
+    summary="Create a tenant",
+    auth="operator",
+    body=TenantIn,
+    response=Tenant,
+    status=201,
+    errors=(409,),
+)
+async def create_tenant(call: Call) -> Tenant:
+    """Create an active tenant; 409 when the id is taken."""
+    return await tenants.create(call.ctx.engine, call.body, call.principal.actor)
+
+
+@routes.get(
+    "/v1/tenants", summary="List tenants", auth="operator", query=PageQuery, response=Page[Tenant]
+)
+async def list_tenants(call: Call) -> Page[Tenant]:
+    """List tenants by id."""
+    after = decode_cursor(call.query.cursor, 1)
+    limit = min(call.query.limit, call.ctx.settings.api.max_page_size)
+    async with call.ctx.engine.connect() as conn:
+        items = await tenants.list_all(conn, after[0] if after else None, limit + 1)
+    more = len(items) > limit
+    items = items[:limit]
+    return Page[Tenant](items=items, next_cursor=encode_cursor([items[-1].id]) if more else None)
+
+
+@routes.get("/v1/tenants/{tenant_id}", summary="Get a tenant", auth="operator", response=Tenant)
+async def get_tenant(call: Call) -> Tenant:
+    """Return one tenant."""
+    async with call.ctx.engine.connect() as conn:
+        return await tenants.get(conn, call.params["tenant_id"])
+
+
+@routes.post(
+    "/v1/tenants/{tenant_id}/disable",
+    summary="Disable a tenant: its connectors stop and its API keys fail",
+    auth="operator",
+    response=Tenant,
+)
+async def disable_tenant(call: Call) -> Tenant:
+    """Disable a tenant (idempotent)."""
+    return await tenants.set_status(
+        call.ctx.engine, call.params["tenant_id"], "disabled", call.principal.actor
+    )
+
+
+@routes.post(
+    "/v1/tenants/{tenant_id}/enable",
+    summary="Enable a disabled tenant again",
+    auth="operator",
+    response=Tenant,
+)
+async def enable_tenant(call: Call) -> Tenant:
+    """Enable a tenant (idempotent)."""
+    return await tenants.set_status(
+        call.ctx.engine, call.params["tenant_id"], "active", call.principal.actor
+    )
+
+
+@routes.get("/v1/tenant", summary="The caller's own tenant", response=Tenant)
+async def get_own_tenant(call: Call) -> Tenant:
+    """Return the tenant the API key belongs to."""
+    async with call.ctx.engine.connect() as conn:
+        return await tenants.get(conn, call.tenant)

@@ -1,0 +1,90 @@
+"""Calling the running service's /v1 API in integration tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+OPERATOR_TOKEN = "operator-token-for-tests-0123456789abcdef"
+"""The operator token the API tests configure (api.operator_token)."""
+
+
+@dataclass
+class Reply:
+    """One HTTP answer: status, content type and decoded JSON body (None when not JSON)."""
+
+    status: int
+    content_type: str
+    body: Any
+    text: str
+    headers: dict[str, str]
+
+
+class ApiClient:
+    """A small client of the /v1 API at ``base``, with an optional bearer token."""
+
+    def __init__(self, base: str, token: str | None = None) -> None:
+        self.base = base.rstrip("/")
+        self.token = token
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> ApiClient:
+        self._session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def as_(self, token: str | None) -> ApiClient:
+        """The same client sending another token (shares the session)."""
+        other = ApiClient(self.base, token)
+        other._session = self._session
+        return other
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        *,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Reply:
+        """Send one request and read the whole answer."""
+        assert self._session is not None
+        sent = dict(headers or {})
+        if self.token is not None:
+            sent.setdefault("Authorization", f"Bearer {self.token}")
+        async with self._session.request(
+            method, self.base + path, json=json, data=data, headers=sent, params=params
+        ) as resp:
+            text = await resp.text()
+            body = None
+            if resp.content_type in ("application/json", "application/problem+json"):
+                body = await resp.json(content_type=None)
+            return Reply(resp.status, resp.content_type, body, text, dict(resp.headers))
+
+    async def get(self, path: str, **kw: Any) -> Reply:
+        return await self.call("GET", path, **kw)
+
+    async def post(self, path: str, json: Any = None, **kw: Any) -> Reply:
+        return await self.call("POST", path, json, **kw)
+
+    async def patch(self, path: str, json: Any = None, **kw: Any) -> Reply:
+        return await self.call("PATCH", path, json, **kw)
+
+    async def delete(self, path: str, **kw: Any) -> Reply:
+        return await self.call("DELETE", path, **kw)
+
+
+async def new_tenant(operator: ApiClient, tenant: str, key_name: str = "tests") -> str:
+    """Create ``tenant`` through the operator API and return a fresh API key of it."""
+    created = await operator.post("/v1/tenants", {"id": tenant, "name": tenant.title()})
+    assert created.status == 201, created.text
+    key = await operator.post(f"/v1/tenants/{tenant}/keys", {"name": key_name})
+    assert key.status == 201, key.text
+    return str(key.body["key"])
