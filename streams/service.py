@@ -196,7 +196,6 @@ class Service:
             s, self.codec, self.topics, producer, self.metrics, cases, media, bundles
         )
         self.processor = processor
-        self.media = media
         self._stack.append(("file processor", _async(processor.close)))
         sweeper = BundleSweeper(
             bundles,

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from streams.api import keys, openapi, tenants
+from streams.api import conversations, deadletters, files, keys, openapi, results, tenants
 from streams.api.auth import authenticator
 from streams.api.context import ApiContext
 from streams.api.problems import problem_middleware
@@ -29,7 +29,15 @@ routes = web.RouteTableDef()
 
 docs = ApiRoutes("docs", "This document and its page.")
 
-ROUTE_GROUPS: list[ApiRoutes] = [tenants.routes, keys.routes, docs]
+ROUTE_GROUPS: list[ApiRoutes] = [
+    tenants.routes,
+    keys.routes,
+    conversations.routes,
+    results.routes,
+    files.routes,
+    deadletters.routes,
+    docs,
+]
 """Every resource's operations, in the order the document lists them."""
 
 _DOCS_PAGE = Path(__file__).with_name("docs.html")
