@@ -171,6 +171,17 @@ outbox = Table(
 )
 
 
+#: Conversation fields copied onto ``analysis_results`` for the results list's filters.
+FACETS = ("agent_id", "team", "campaign")
+_FACET_CHARS = 512
+
+
+def _facet(value: str | None) -> str | None:
+    """A filter value as stored: at most the column's 512 characters (a longer one is cut, so
+    it can never fail the write; filters match its first 512 characters)."""
+    return value[:_FACET_CHARS] if value else None
+
+
 def case_id(tenant: str, source_system: str, external_id: str) -> str:
     """Return the deterministic case id of a conversation."""
     raw = "\x00".join((tenant, source_system, external_id)).encode()
@@ -450,9 +461,7 @@ class CaseStore(Database):
                 "passed": analysis["passed"],
                 "result": encoded,
                 "analysed_at": now,
-                "agent_id": conv.get("agent_id"),
-                "team": conv.get("team"),
-                "campaign": conv.get("campaign"),
+                **{name: _facet(conv.get(name)) for name in FACETS},
             }
         )
         announced = conv["source"]["announced_at"] if conv.get("source") else None

@@ -105,9 +105,17 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+_TEXT = ("connector", "file_id", "path", "column", "reason", "message", "excerpt", "header")
+
+
+def storable(value: Any) -> Any:
+    """Text as every database stores it: PostgreSQL refuses NUL, kept as U+FFFD here."""
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+
+
 def row_of(record: dict[str, Any], now: dt.datetime | None = None) -> dict[str, Any]:
-    """The ``dead_letters`` row of a decoded DeadLetter record."""
-    return {
+    """The ``dead_letters`` row of a decoded DeadLetter record (id from the record as is)."""
+    row = {
         "id": dead_letter_id(record),
         **{
             k: record.get(k)
@@ -135,6 +143,9 @@ def row_of(record: dict[str, Any], now: dt.datetime | None = None) -> dict[str, 
         "status": "open",
         "replay_attempts": 0,
     }
+    for name in _TEXT:
+        row[name] = storable(row[name])
+    return row
 
 
 async def record(engine: AsyncEngine, records: Sequence[dict[str, Any]]) -> None:

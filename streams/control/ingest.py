@@ -185,7 +185,7 @@ def _shape_errors(exc: ValidationError, prefix: str) -> list[ItemError]:
         reason = {"extra_forbidden": "unknown_field", "missing": "missing_field"}.get(
             kind, "invalid_type"
         )
-        path = ".".join(str(p) for p in err["loc"])
+        path = "".join(c if c.isprintable() else "?" for c in ".".join(map(str, err["loc"])))
         where = f"{prefix}{path}".rstrip(".") or "(item)"
         out.append(ItemError(reason=reason, field=where, message=err["msg"]))
     return out

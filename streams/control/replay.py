@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from streams.cases.store import case_id, delivery_key
 from streams.codec import AvroCodec
 from streams.control import audit
-from streams.control.deadletters import dead_letters, filtered
+from streams.control.deadletters import dead_letters, filtered, storable
 from streams.control.errors import NotFoundError
 from streams.control.ingest import Source, check_item
 from streams.control.listing import utc
@@ -301,9 +301,9 @@ async def replay(parts: ReplayParts, tenant: str, body: ReplayIn, actor: str) ->
                 update(dead_letters)
                 .where(t.id == dl.id, t.status == "open")
                 .values(
-                    reason=(item.reason or dl.reason)[:64],
-                    message=(item.message or "")[:2000],
-                    column=column[:200] if column else None,
+                    reason=storable((item.reason or dl.reason)[:64]),
+                    message=storable((item.message or "")[:2000]),
+                    column=storable(column[:200]) if column else None,
                     replay_attempts=t.replay_attempts + 1,
                     last_replay_at=now,
                 )
