@@ -338,23 +338,17 @@ async def _claim(
     raise ConflictError("a concurrent request with this Idempotency-Key is in progress")
 
 
-async def ingest(parts: IngestParts, tenant: str, data: Any, key: str | None) -> IngestResult:
-    """Validate, publish and answer one push (see the module doc)."""
-    items, prefix = split_body(data)
-    digest = hashlib.sha256(canonical(data)).hexdigest()
-    source, done = await _claim(parts.engine, tenant, key, digest, len(items))
-    if done is not None:
-        return done
-    checked = [
-        check_item(
-            item, i, prefix, tenant, source, parts.codec, parts.topics, parts.max_record_bytes
-        )
-        for i, item in enumerate(items)
-    ]
+def _judge(
+    parts: IngestParts, tenant: str, source: Source, items: list[Any], prefix: str
+) -> tuple[list[Record], list[dict[str, Any]], list[ItemResult]]:
+    """Check every item and build its record or dead letter (worker thread: CPU, media)."""
     records: list[Record] = []
     dead: list[dict[str, Any]] = []
     results = []
-    for c in checked:
+    for i, item in enumerate(items):
+        c = check_item(
+            item, i, prefix, tenant, source, parts.codec, parts.topics, parts.max_record_bytes
+        )
         if c.record is not None:
             records.append(c.record)
             results.append(
@@ -367,8 +361,7 @@ async def ingest(parts: IngestParts, tenant: str, data: Any, key: str | None) ->
             )
             continue
         first = c.errors[0]
-        record = await asyncio.to_thread(
-            parts.dead.build,
+        record = parts.dead.build(
             tenant=tenant,
             connector=API_CONNECTOR,
             file_id=source.request_id,
@@ -394,9 +387,21 @@ async def ingest(parts: IngestParts, tenant: str, data: Any, key: str | None) ->
                 errors=c.errors,
             )
         )
+    return records, dead, results
+
+
+async def ingest(parts: IngestParts, tenant: str, data: Any, key: str | None) -> IngestResult:
+    """Validate, publish and answer one push (see the module doc)."""
+    items, prefix = split_body(data)
+    digest = hashlib.sha256(canonical(data)).hexdigest()
+    source, done = await _claim(parts.engine, tenant, key, digest, len(items))
+    if done is not None:
+        return done
+    records, dead, results = await asyncio.to_thread(_judge, parts, tenant, source, items, prefix)
     await deadletters.record(parts.engine, dead)
     await parts.producer.send_batch(records)
     accepted = sum(1 for r in results if r.status == "accepted")
+    parts.dead.metrics.records_accepted.labels(tenant=tenant, connector=API_CONNECTOR).inc(accepted)
     answer = IngestResult(
         request_id=source.request_id,
         received_at=source.received_at,

@@ -4,6 +4,7 @@ PostgreSQL)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,15 @@ def settings(kafka: str, prefix: str, tmp: Path, db: str, mapping: dict[str, str
 
 
 async def until(client: ApiClient, path: str, ready: Any, timeout: float = 60, **kw: Any) -> Any:
-    """GET ``path`` until ``ready(reply)`` holds; return the reply."""
+    """GET ``path`` until ``ready(body)`` holds (an IndexError: not yet); return the body."""
     deadline = time.monotonic() + timeout
     while True:
         reply = await client.get(path, **kw)
-        if reply.status == 200 and ready(reply.body):
+        try:
+            done = reply.status == 200 and ready(reply.body)
+        except IndexError:
+            done = False
+        if done:
             return reply.body
         assert time.monotonic() < deadline, f"{path}: {reply.status} {reply.text[:2000]}"
         await asyncio.sleep(0.3)
@@ -58,7 +63,8 @@ async def test_a_dead_row_fixed_by_a_new_mapping_replays_once(
         me = client.as_(made.body["key"])
         (tmp_path / "inbox" / "export.csv").write_text(EXPORT)
 
-        files = await until(me, "/v1/files", lambda b: b["items"] and b["items"][0]["decided_at"])
+        judged = ("processed", "partial", "invalid")
+        files = await until(me, "/v1/files", lambda b: b["items"][0]["outcome"] in judged)
         [file] = files["items"]
         assert (file["path"], file["outcome"], file["connector"]) == (
             "export.csv",
@@ -121,3 +127,26 @@ async def test_a_dead_row_fixed_by_a_new_mapping_replays_once(
         assert case["version"] == 1 and len(case["results"]) == 1
         lineage = (await me.get(f"/v1/cases/{item['case_id']}/lineage")).body
         assert lineage["steps"][0]["file"]["path"] == "export.csv"
+
+        # The ingest API on the same database: idempotent push, lineage, dead letter.
+        body = {
+            "items": [
+                {"external_interaction_id": "API-1", "started_at": "2026-11-20T11:00:00Z"},
+                {"external_interaction_id": "API-2"},
+            ]
+        }
+        headers = {"Idempotency-Key": "push-1"}
+        pushed = await me.post("/v1/conversations", body, headers=headers)
+        assert pushed.status == 202, pushed.text
+        assert (await me.post("/v1/conversations", body, headers=headers)).body == pushed.body
+        accepted, rejected = pushed.body["items"]
+        assert rejected["errors"][0]["reason"] == "bad_timestamp"
+        lineage = await until(
+            me, f"/v1/cases/{accepted['case_id']}/lineage", lambda b: b["steps"][0]["results"]
+        )
+        assert lineage["steps"][0]["request"]["request_id"] == pushed.body["request_id"]
+        today = dt.datetime.now(dt.UTC).date().isoformat()
+        listed = await me.get("/v1/dead-letters", params={"date": today, "reason": "bad_timestamp"})
+        assert rejected["dead_letter_id"] in {d["id"] for d in listed.body["items"]}
+        retried = await me.post("/v1/dead-letters/replay", {"ids": [rejected["dead_letter_id"]]})
+        assert retried.body["items"][0]["outcome"] == "failed"
