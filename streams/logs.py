@@ -1,10 +1,11 @@
 """Logging set-up: readable text for people, one JSON object per line for production.
 
 The console shows callstream's own lines at the configured level and only warnings and errors
-from the frameworks underneath (Faust, mode, aiokafka, librdkafka, paramiko) unless the level is
-DEBUG. A framework line that repeats (librdkafka retrying a refused login every few hundred
-milliseconds, aiokafka reconnecting to a broker that is gone) is shown once per minute with a
-count of the repeats in between, so a persistent problem is one readable line, not a flood.
+from the frameworks underneath (Faust, mode, aiokafka, librdkafka, paramiko, alembic, aiohttp)
+unless the level is DEBUG. A framework line that repeats (librdkafka retrying a refused login
+every few hundred milliseconds, aiokafka reconnecting to a broker that is gone) is shown once
+per minute with a count of the repeats in between, so a persistent problem is one readable
+line, not a flood. A malformed HTTP request is one WARNING line, not an ERROR with a traceback.
 """
 
 from __future__ import annotations
@@ -18,7 +19,18 @@ import sys
 import threading
 import time
 
-FRAMEWORK_LOGGERS = ("faust", "mode", "aiokafka", "kafka", "librdkafka", "paramiko")
+from aiohttp.http_exceptions import HttpProcessingError
+
+FRAMEWORK_LOGGERS = (
+    "faust",
+    "mode",
+    "aiokafka",
+    "kafka",
+    "librdkafka",
+    "paramiko",
+    "alembic",
+    "aiohttp",
+)
 """Loggers of the libraries callstream runs on: WARNING and above unless log_level is DEBUG."""
 
 _DIGITS = re.compile(r"\d+")
@@ -103,6 +115,22 @@ def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
     logging.getLogger(__name__).error("thread %s failed", name, exc_info=exc_info)
 
 
+class MalformedRequestFilter(logging.Filter):
+    """Log a malformed HTTP request (aiohttp answered it with 400) as one WARNING line.
+
+    aiohttp logs every request its parser refuses (a NUL in a header, a bad request line) as an
+    ERROR with a traceback; that is a client's mistake, not the service's.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if record.name == "aiohttp.server" and isinstance(exc, HttpProcessingError):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = "refused a malformed HTTP request: %s", (exc.message,)
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def configure(level: str = "INFO", fmt: str = "text") -> None:
     """Send logs to stderr in the chosen format; frameworks at WARNING unless ``level`` is DEBUG.
 
@@ -115,6 +143,7 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
         )
+    handler.addFilter(MalformedRequestFilter())
     handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -166,7 +166,11 @@ class Service:
             media=self.media,
         )
         http_app = create_http_app(self.metrics, self.runner, self.api)
-        app_runner = web.AppRunner(http_app, access_log=None)
+        # Request lines up to 32 KiB: a long (even hostile) query string gets a problem detail
+        # from the API rather than aiohttp's plain-text 400 at 8 KiB.
+        app_runner = web.AppRunner(
+            http_app, access_log=None, max_line_size=32_768, max_field_size=32_768
+        )
         await app_runner.setup()
         site = web.TCPSite(app_runner, s.http.host, s.http.port)
         await site.start()

@@ -26,7 +26,10 @@ class PageQuery(BaseModel):
 
     limit: int = Field(DEFAULT_LIMIT, ge=1, le=500, description="Most items to return (1-500).")
     cursor: str | None = Field(
-        None, max_length=1024, description="next_cursor of the previous page."
+        None,
+        max_length=512,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="next_cursor of the previous page.",
     )
 
 

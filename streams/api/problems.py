@@ -163,7 +163,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         problem = ProblemDetail(
             title=title, status=exc.status, detail=detail, instance=request.path
         )
-        return problem_response(problem, dict(exc.headers) if exc.status == 405 else None)
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return problem_response(problem, allow)
     except Exception:  # a bug: log it whole, tell the caller nothing internal
         log.exception("%s %s failed", request.method, request.path)
         problem = ProblemDetail(

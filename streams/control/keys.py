@@ -33,6 +33,7 @@ from streams.control import audit
 from streams.control.errors import ConflictError, NotFoundError
 from streams.control.tenants import get as get_tenant
 from streams.control.tenants import tenants
+from streams.control.text import Line
 from streams.db import metadata
 
 MAX_ACTIVE_KEYS = 2
@@ -60,7 +61,7 @@ api_keys = Table(
 class ApiKeyIn(BaseModel):
     """A key to create."""
 
-    name: str = Field(min_length=1, max_length=100, description="What the key is for.")
+    name: Line = Field(max_length=100, description="What the key is for.")
 
 
 class ApiKey(BaseModel):

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from streams.control import audit
 from streams.control.errors import ConflictError, NotFoundError
+from streams.control.text import Line
 from streams.db import insert_ignore, metadata
 
 TenantId = Annotated[
@@ -47,7 +48,7 @@ class TenantIn(BaseModel):
     """A tenant to create."""
 
     id: TenantId
-    name: str = Field(min_length=1, max_length=200, description="Display name.")
+    name: Line = Field(max_length=200, description="Display name.")
 
 
 class Tenant(BaseModel):

@@ -1,0 +1,163 @@
+"""Isolation matrix: every route of the OpenAPI document, called as every kind of wrong caller.
+
+Tenant ``alpha`` owns one of each resource (key, connector, conversation, case, schema, ...).
+Every operation in ``/v1/openapi.json`` is called with path parameters naming alpha's resources
+and, as the caller: tenant ``beta``'s key, alpha's revoked key, no key and a malformed key.
+
+- no, malformed or revoked key: 401 on every non-public route;
+- beta's key: 404 on every route naming one of alpha's resources, 401 on operator routes, and
+  on beta's own collections whatever beta may see — but no response body, whatever its status,
+  contains any of alpha's identifiers (beyond echoing the ids the caller put in the URL).
+
+A route whose path parameter the matrix cannot fill fails the test: a new route must join it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from api_support import OPERATOR_TOKEN, ApiClient, Reply, new_tenant
+from support import running, settings_for
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+ALPHA, BETA = "alpha-7f3c", "beta-91de"
+
+
+@dataclass
+class World:
+    """The running service, its operation list and alpha's resources."""
+
+    client: ApiClient
+    document: dict[str, Any]
+    alpha_key: str
+    alpha_revoked_key: str
+    beta_key: str
+    params: dict[str, str]
+    """Path parameter name -> one of alpha's resources."""
+    secrets: set[str]
+    """Strings that identify alpha's data; none may appear in an answer to another caller."""
+
+
+#: A valid body for every tenant operation that takes one: validation runs before the handler
+#: looks the resource up, so only a valid body shows whether another tenant's id is refused.
+BODIES: dict[tuple[str, str], Any] = {
+    ("POST", "/v1/keys"): {"name": "probe"},
+}
+
+
+def _body_for(method: str, path: str, op: dict[str, Any]) -> Any:
+    """The valid body of a tenant operation that takes one (None when it takes none)."""
+    if "requestBody" not in op or op["security"] != [{"tenant": []}]:
+        return None
+    assert (method, path) in BODIES, f"the isolation matrix has no body for {method} {path}"
+    return BODIES[(method, path)]
+
+
+async def _seed(client: ApiClient) -> World:
+    operator = client.as_(OPERATOR_TOKEN)
+    alpha_key = await new_tenant(operator, ALPHA, "alpha main")
+    alpha = client.as_(alpha_key)
+    spare = await alpha.post("/v1/keys", {"name": "alpha spare"})
+    assert spare.status == 201
+    revoked = await alpha.post(f"/v1/keys/{spare.body['key_id']}/revoke")
+    assert revoked.status == 200
+    beta_key = await new_tenant(operator, BETA, "beta main")
+    main_key_id = alpha_key.split("_")[1]
+    params = {
+        "tenant": ALPHA,
+        "tenant_id": ALPHA,
+        "key_id": main_key_id,
+    }
+    secrets = {ALPHA, main_key_id, spare.body["key_id"], "alpha main", "alpha spare"}
+    document = (await client.get("/v1/openapi.json")).body
+    return World(client, document, alpha_key, spare.body["key"], beta_key, params, secrets)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def world(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    tmp = tmp_path_factory.mktemp("isolation")
+    settings = settings_for(kafka, "isolation", tmp, [], api={"operator_token": OPERATOR_TOKEN})
+    async with running(settings) as service, ApiClient(service.http_url or "") as client:
+        yield await _seed(client)
+
+
+def _operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method.upper(), path, op)
+        for path, item in document["paths"].items()
+        for method, op in item.items()
+    ]
+
+
+def _fill(path: str, params: dict[str, str]) -> str:
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        assert name in params, f"the isolation matrix has no value for {{{name}}} in {path}"
+        return params[name]
+
+    return re.sub(r"\{(\w+)\}", value, path)
+
+
+def _leaks(reply: Reply, secrets: set[str], url: str) -> list[str]:
+    """Alpha's identifiers in an answer, beyond those the caller itself sent in the URL."""
+    return sorted(s for s in secrets if s in reply.text and s not in url)
+
+
+async def test_every_route_refuses_other_tenants_and_bad_credentials(world: World) -> None:
+    client = world.client
+    callers = {
+        "beta's key": world.beta_key,
+        "revoked key": world.alpha_revoked_key,
+        "no key": None,
+        "malformed key": "Bearer-not-a-key",
+    }
+    failures: list[str] = []
+    calls = 0
+    for method, path, op in _operations(world.document):
+        public = op["security"] == []
+        if public:
+            continue
+        operator_route = op["security"] == [{"operator": []}]
+        url = _fill(path, world.params)
+        names_a_resource = "{" in path
+        body = _body_for(method, path, op)
+        for label, token in callers.items():
+            reply = await client.as_(token).call(method, url, body)
+            calls += 1
+            where = f"{method} {path} as {label}: {reply.status}"
+            if label != "beta's key" or operator_route:
+                expected = {401}
+            elif names_a_resource:
+                expected = {404}
+            else:
+                expected = None  # beta's own collection: any non-5xx answer
+            if expected is not None and reply.status not in expected:
+                failures.append(f"{where}, expected {sorted(expected)}: {reply.text[:200]}")
+            if reply.status >= 500:
+                failures.append(f"{where}: server error")
+            if leaked := _leaks(reply, world.secrets, url):
+                failures.append(f"{where}: body contains alpha's {leaked}")
+    print(
+        f"\nisolation matrix: {len(_operations(world.document))} operations x "
+        f"{len(callers)} callers = {calls} calls, {len(failures)} failures"
+    )
+    assert not failures, "\n".join(failures)
+
+
+async def test_alpha_still_sees_its_own_resources(world: World) -> None:
+    """The matrix's expectations are not vacuous: alpha's own key reaches what beta cannot."""
+    alpha = world.client.as_(world.alpha_key)
+    for method, path, op in _operations(world.document):
+        if method != "GET" or op["security"] != [{"tenant": []}]:
+            continue
+        reply = await alpha.get(_fill(path, world.params))
+        assert reply.status == 200, f"GET {path} as alpha: {reply.status} {reply.text[:200]}"
+    listed = await alpha.get("/v1/keys")
+    assert "alpha main" in json.dumps(listed.body)
