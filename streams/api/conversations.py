@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import RootModel, SkipValidation
+from pydantic import RootModel, SkipValidation, ValidationError
 
-from streams.api.problems import ApiError, BadRequest, FieldError, Unprocessable
+from streams.api.problems import ApiError, BadRequest, FieldError, Unprocessable, field_errors
 from streams.api.routing import ApiRoutes, Call
 from streams.control.ingest import (
     MAX_ITEMS,
@@ -33,22 +33,31 @@ class ServiceUnavailable(ApiError):
 
 
 class ConversationsBody(RootModel[SkipValidation[ConversationIn | ConversationBatchIn]]):
-    """One conversation, or ``{"items": [...]}`` with up to 1,000.
-
-    Items are judged one by one (the answer says which were accepted), so the body is only
-    checked for its outline here.
-    """
+    """One conversation, or ``{"items": [...]}`` with 1 to 1,000."""
 
 
-def _items_of(data: Any) -> None:
-    """Refuse a body that is neither a conversation nor a batch of at most 1,000 (422)."""
+def check_shape(data: Any) -> None:
+    """Refuse (422, every field at once, nothing published) a body that does not match the
+    documented schema: not a conversation nor a batch of 1 to 1,000, unknown fields, wrong
+    JSON types. The rules files obey are judged per item afterwards."""
     if not isinstance(data, dict):
         raise Unprocessable(
             'the body must be a conversation object or {"items": [...]}',
             [FieldError(field="(body)", message="expected a JSON object")],
         )
-    if "items" not in data:
-        return
+    if "items" in data:
+        _check_batch(data)
+    model = ConversationBatchIn if "items" in data else ConversationIn
+    try:
+        model.model_validate(data)
+    except ValidationError as exc:
+        raise Unprocessable(
+            "the body does not match the ConversationIn schema", field_errors(exc)
+        ) from exc
+
+
+def _check_batch(data: dict[str, Any]) -> None:
+    """Refuse a batch that is not a list of 1 to 1,000, with a message saying so."""
     items = data["items"]
     extra = sorted(k for k in data if k != "items")
     errors = [FieldError(field=k, message="unknown field next to items") for k in extra]
@@ -75,9 +84,11 @@ def _items_of(data: Any) -> None:
     status=202,
     errors=(400, 409, 422, 503),
     description=(
-        "Each item is validated by the same rules as file rows and answered as accepted (it "
-        "flows through Kafka to its case and result) or rejected (reason codes and field "
-        "paths; it is kept as a dead letter you can fix and replay). The answer comes after "
+        "A body that does not match this schema (unknown fields, wrong JSON types, more than "
+        "1,000 items) is refused whole with 422. Then each item is validated by the same rules "
+        "as file rows and answered as accepted (it flows through Kafka to its case and result) "
+        "or rejected (reason codes and field paths; it is kept as a dead letter you can fix "
+        "and replay). The answer comes after "
         "Kafka acknowledged the accepted items. Send an `Idempotency-Key` header to retry "
         "safely: the same key and body get the same answer and no second effect; the same key "
         "with another body is 409. The tenant is the API key's; an item naming another "
@@ -87,7 +98,7 @@ def _items_of(data: Any) -> None:
 async def ingest_conversations(call: Call) -> IngestResult:
     """Validate and publish the pushed conversations; answer per item."""
     data = call.body.root
-    _items_of(data)
+    check_shape(data)
     key = call.request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 255:
         raise BadRequest("Idempotency-Key must have 1 to 255 characters")

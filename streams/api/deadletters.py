@@ -14,6 +14,8 @@ from streams.api.results import next_cursor, page_key
 from streams.api.routing import ApiRoutes, Call
 from streams.control import deadletters, replay
 from streams.control.deadletters import DeadLetterStatus
+from streams.control.listing import UtcDateTime
+from streams.control.text import Line
 from streams.errors import PublishError
 from streams.ingest.parse import ParseSettings
 from streams.media_s3 import open_media_store
@@ -24,11 +26,11 @@ routes = ApiRoutes("dead-letters", "Rejected rows, items and files: list, fix, r
 class DeadLettersQuery(PageQuery):
     """Filters of the dead-letter list (newest first)."""
 
-    file_id: str | None = Field(None, max_length=64, description="File version or request id.")
-    reason: str | None = Field(None, max_length=64, description="Reason code.")
+    file_id: Line | None = Field(None, max_length=64, description="File version or request id.")
+    reason: Line | None = Field(None, max_length=64, description="Reason code.")
     status: DeadLetterStatus | None = Field(None, description="open or replayed.")
     date: dt.date | None = Field(None, description="Occurred on this day (UTC), YYYY-MM-DD.")
-    since: dt.datetime | None = Field(None, description="Occurred at or after (ISO 8601).")
+    since: UtcDateTime | None = Field(None, description="Occurred at or after (ISO 8601).")
 
 
 @routes.get(
@@ -46,7 +48,7 @@ async def list_dead_letters(call: Call) -> Page[deadletters.DeadLetter]:
     if q.date is not None:
         day = dt.datetime.combine(q.date, dt.time(), dt.UTC)
         since = max(since, day) if since is not None else day
-        until = day + dt.timedelta(days=1)
+        until = day + dt.timedelta(days=1) if q.date < dt.date.max else None
     items, nxt = await deadletters.list_page(
         call.ctx.engine,
         call.tenant,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from pydantic import Field
 
 from streams.api.pagination import Page, PageQuery
@@ -11,6 +9,8 @@ from streams.api.results import next_cursor, page_key
 from streams.api.routing import ApiRoutes, Call
 from streams.control import files
 from streams.control.files import FileOutcome
+from streams.control.listing import UtcDateTime
+from streams.control.text import Line
 
 routes = ApiRoutes("files", "File versions the connectors announced, and what became of them.")
 
@@ -18,9 +18,9 @@ routes = ApiRoutes("files", "File versions the connectors announced, and what be
 class FilesQuery(PageQuery):
     """Filters of the files list (newest first)."""
 
-    connector: str | None = Field(None, max_length=64, description="Connector name.")
+    connector: Line | None = Field(None, max_length=64, description="Connector name.")
     outcome: FileOutcome | None = Field(None, description="pending: not judged yet.")
-    since: dt.datetime | None = Field(None, description="Announced at or after (ISO 8601).")
+    since: UtcDateTime | None = Field(None, description="Announced at or after (ISO 8601).")
 
 
 @routes.get(

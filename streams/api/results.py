@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from pydantic import Field
 
 from streams.api.pagination import Page, PageQuery, decode_cursor, encode_cursor
-from streams.api.problems import BadRequest
+from streams.api.problems import BadRequest, NotFound
 from streams.api.routing import ApiRoutes, Call
 from streams.control import results
-from streams.control.listing import Key, cursor_key
+from streams.control.listing import Key, UtcDateTime, cursor_key
+from streams.control.text import Line
 
 routes = ApiRoutes("results", "Analysis results, cases and their lineage.")
 
@@ -19,7 +18,7 @@ def page_key(cursor: str | None) -> Key | None:
     """Decode a ``[time, id]`` cursor of the data lists (400 when it is not one)."""
     try:
         return cursor_key(decode_cursor(cursor, 2))
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise BadRequest("invalid cursor: pass next_cursor of the previous page") from exc
 
 
@@ -31,13 +30,21 @@ def next_cursor(key: list[object] | None) -> str | None:
 class ResultsQuery(PageQuery):
     """Filters of the results list (newest first)."""
 
-    since: dt.datetime | None = Field(None, description="Analysed at or after (ISO 8601).")
-    profile: str | None = Field(None, max_length=64, description="Quality profile id.")
+    since: UtcDateTime | None = Field(None, description="Analysed at or after (ISO 8601).")
+    profile: Line | None = Field(None, max_length=64, description="Quality profile id.")
     passed: bool | None = Field(None, description="true: passed only; false: failed only.")
-    agent: str | None = Field(None, max_length=512, description="Agent id of the conversation.")
-    team: str | None = Field(None, max_length=512)
-    campaign: str | None = Field(None, max_length=512)
-    case_id: str | None = Field(None, max_length=32, description="Results of one case.")
+    agent: Line | None = Field(None, max_length=512, description="Agent id of the conversation.")
+    team: Line | None = Field(None, max_length=512)
+    campaign: Line | None = Field(None, max_length=512)
+    case_id: Line | None = Field(None, max_length=32, description="Results of one case.")
+
+
+def case_param(call: Call) -> str:
+    """The ``{case_id}`` of the path; 404 at once for what no case id can be."""
+    ident = call.params["case_id"]
+    if not 1 <= len(ident) <= 32 or not ident.isalnum() or not ident.isascii():
+        raise NotFound(f"no case {ident[:40]!r}")
+    return ident
 
 
 @routes.get(
@@ -76,9 +83,7 @@ async def list_results(call: Call) -> Page[results.Result]:
 )
 async def get_case(call: Call) -> results.Case:
     """Return one case of the tenant."""
-    return await results.get_case(
-        call.ctx.engine, call.ctx.codec, call.tenant, call.params["case_id"]
-    )
+    return await results.get_case(call.ctx.engine, call.ctx.codec, call.tenant, case_param(call))
 
 
 @routes.get(
@@ -91,6 +96,4 @@ async def get_case(call: Call) -> results.Case:
 )
 async def get_case_lineage(call: Call) -> results.Lineage:
     """Return the lineage of one case of the tenant."""
-    return await results.lineage(
-        call.ctx.engine, call.ctx.codec, call.tenant, call.params["case_id"]
-    )
+    return await results.lineage(call.ctx.engine, call.ctx.codec, call.tenant, case_param(call))

@@ -129,7 +129,7 @@ class ConversationBatchIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    items: list[ConversationIn] = Field(max_length=MAX_ITEMS)
+    items: list[ConversationIn] = Field(min_length=1, max_length=MAX_ITEMS)
 
 
 class ItemError(BaseModel):
@@ -168,7 +168,8 @@ def utcnow() -> dt.datetime:
 
 def canonical(data: Any) -> bytes:
     """Canonical JSON of a body: equal for equal content whatever the key order."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    # ASCII, non-ASCII as escapes: lone surrogates (valid JSON, not UTF-8) encode too.
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
 def split_body(data: Any) -> tuple[list[Any], str]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
+from pydantic import AfterValidator
 from sqlalchemy import ColumnElement, and_, or_
 
 T = TypeVar("T")
@@ -24,6 +25,17 @@ def utc(value: dt.datetime) -> dt.datetime:
     return value.astimezone(dt.UTC)
 
 
+def _in_utc(value: dt.datetime) -> dt.datetime:
+    try:
+        return utc(value)
+    except OverflowError as exc:
+        raise ValueError("out of range once converted to UTC") from exc
+
+
+UtcDateTime = Annotated[dt.datetime, AfterValidator(_in_utc)]
+"""A time filter: ISO 8601, converted to UTC (no offset: UTC)."""
+
+
 def cursor_key(raw: list[Any] | None) -> Key | None:
     """Turn a decoded cursor ``[time, id]`` into a sort key; ValueError when it is not one."""
     if raw is None:
@@ -31,7 +43,7 @@ def cursor_key(raw: list[Any] | None) -> Key | None:
     at, key = raw
     if not isinstance(at, str) or not isinstance(key, str):
         raise ValueError("not a [time, id] cursor")
-    return utc(dt.datetime.fromisoformat(at)), key
+    return _in_utc(dt.datetime.fromisoformat(at)), key
 
 
 def before(at: Any, ident: Any, key: Key | None) -> ColumnElement[bool] | None:

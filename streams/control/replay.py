@@ -27,9 +27,9 @@ import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -39,7 +39,8 @@ from streams.control import audit
 from streams.control.deadletters import dead_letters, filtered, storable
 from streams.control.errors import NotFoundError
 from streams.control.ingest import Source, check_item
-from streams.control.listing import utc
+from streams.control.listing import UtcDateTime, utc
+from streams.control.text import Line
 from streams.errors import SchemaError
 from streams.ingest.parse import (
     FileRejected,
@@ -60,13 +61,15 @@ Outcome = Literal["replayed", "failed", "already_replayed", "not_replayable"]
 class ReplayIn(BaseModel):
     """Which dead letters to replay: by ``ids``, or every open one matching the filters."""
 
-    ids: list[str] | None = Field(
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[Annotated[Line, Field(max_length=32)]] | None = Field(
         None, min_length=1, max_length=MAX_REPLAY, description="Dead-letter ids (dl_...)."
     )
-    file_id: str | None = Field(None, max_length=64, description="Of this file version.")
-    reason: str | None = Field(None, max_length=64, description="With this reason code.")
-    since: dt.datetime | None = Field(None, description="Occurred at or after.")
-    until: dt.datetime | None = Field(None, description="Occurred before.")
+    file_id: Line | None = Field(None, max_length=64, description="Of this file version.")
+    reason: Line | None = Field(None, max_length=64, description="With this reason code.")
+    since: UtcDateTime | None = Field(None, description="Occurred at or after.")
+    until: UtcDateTime | None = Field(None, description="Occurred before.")
     limit: int = Field(MAX_REPLAY, ge=1, le=MAX_REPLAY, description="Most to replay by filter.")
 
 
@@ -231,9 +234,9 @@ async def _select(engine: AsyncEngine, tenant: str, body: ReplayIn) -> list[Any]
             ids = list(dict.fromkeys(body.ids))
             stmt = select(dead_letters).where(t.tenant == tenant, t.id.in_(ids))
             rows = {r.id: r for r in (await conn.execute(stmt)).all()}
-            missing = [i for i in ids if i not in rows]
-            if missing:
-                raise NotFoundError(f"no dead letter {missing[0]!r}")
+            missing = [n for n, i in enumerate(body.ids) if i not in rows]
+            if missing:  # the id itself is not echoed: it names no resource of the caller's
+                raise NotFoundError(f"ids.{missing[0]}: no such dead letter; nothing replayed")
             return [rows[i] for i in ids]
         stmt = filtered(
             tenant,

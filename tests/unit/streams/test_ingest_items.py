@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from streams.api.conversations import _items_of
+from streams.api.conversations import check_shape
 from streams.api.problems import Unprocessable
 from streams.cases.store import delivery_key
 from streams.codec import AvroCodec
@@ -107,11 +107,11 @@ def test_the_record_limit_and_source_system_rules_apply() -> None:
 
 
 def test_batches_over_1000_items_are_refused_whole() -> None:
-    _items_of({"items": [{}] * 1000})
-    _items_of({"external_interaction_id": "x"})
+    check_shape({"items": [{}] * 1000})
+    check_shape({"external_interaction_id": "x"})
     for body in ({"items": [{}] * 1001}, {"items": []}, {"items": {}}, [], {"items": [], "x": 1}):
         with pytest.raises(Unprocessable):
-            _items_of(body)
+            check_shape(body)
 
 
 def test_delivery_keys_tell_requests_from_files() -> None:
