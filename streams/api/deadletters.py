@@ -9,7 +9,6 @@ from pydantic import Field
 from streams.api.context import ApiContext
 from streams.api.conversations import ServiceUnavailable
 from streams.api.pagination import Page, PageQuery
-from streams.api.problems import FieldError, Unprocessable
 from streams.api.results import next_cursor, page_key
 from streams.api.routing import ApiRoutes, Call
 from streams.control import deadletters, replay
@@ -90,16 +89,12 @@ def settings_of(ctx: ApiContext) -> replay.ParseSettingsOf:
     description="Validates each selected dead letter's kept input again with the connector's "
     "current settings; what passes is published and marked replayed, what fails stays open "
     "with its new reason. Replaying a replayed dead letter does nothing. Select by ids (any "
-    "unknown id: 404, nothing replayed) or by filters (open ones only).",
+    "unknown id: 404, nothing replayed) or by filters (open ones only; no filter: every open "
+    "one, up to limit).",
 )
 async def replay_dead_letters(call: Call) -> replay.ReplayResult:
     """Replay the selected dead letters of the tenant."""
     body: replay.ReplayIn = call.body
-    if body.ids is None and not (body.file_id or body.reason or body.since or body.until):
-        raise Unprocessable(
-            "say which dead letters to replay",
-            [FieldError(field="ids", message="give ids, or at least one filter")],
-        )
     ctx = call.ctx
     if ctx.producer is None:
         raise ServiceUnavailable("this process does not publish to Kafka")

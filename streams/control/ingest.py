@@ -29,7 +29,15 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 from sqlalchemy import Column, DateTime, Integer, String, Table, Text, UniqueConstraint, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.exc import IntegrityError
@@ -67,6 +75,10 @@ ingest_requests = Table(
 )
 
 
+Stamp = StrictStr | StrictInt | StrictFloat
+"""A time as JSON gives it: ISO 8601 text or epoch seconds (never true/false)."""
+
+
 class TurnIn(BaseModel):
     """One utterance or message of an inline transcript."""
 
@@ -75,9 +87,7 @@ class TurnIn(BaseModel):
     speaker: str = Field(
         description="agent, customer or system (user and visitor mean customer, bot system)."
     )
-    at: str | int | float | None = Field(
-        None, description="ISO 8601 (UTC when no offset) or epoch seconds."
-    )
+    at: Stamp | None = Field(None, description="ISO 8601 (UTC when no offset) or epoch seconds.")
     text: str
 
 
@@ -104,13 +114,13 @@ class ConversationIn(BaseModel):
     )
     channel: str | None = Field(None, description="voice (default), chat, email or social.")
     direction: str | None = Field(None, description="inbound, outbound or internal.")
-    started_at: str | int | float | None = Field(
+    started_at: Stamp | None = Field(
         None,
         description="ISO 8601 (UTC when no offset) or epoch seconds; required unless turns "
         "carry times.",
         examples=["2026-11-20T09:00:00Z"],
     )
-    ended_at: str | int | float | None = Field(None, description="Not before started_at.")
+    ended_at: Stamp | None = Field(None, description="Not before started_at.")
     agent_id: str | None = None
     agent_name: str | None = None
     team: str | None = None
@@ -121,7 +131,7 @@ class ConversationIn(BaseModel):
     transcript_ref: str | None = None
     turns: list[TurnIn] = Field(default_factory=list, description="Inline transcript, in order.")
     metadata: dict[str, str] = Field(default_factory=dict, description="Flat extra metadata.")
-    duration_ms: int | None = Field(None, ge=0, description="Length of the call when known.")
+    duration_ms: StrictInt | None = Field(None, ge=0, description="Length of the call when known.")
 
 
 class ConversationBatchIn(BaseModel):

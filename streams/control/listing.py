@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BeforeValidator
 from sqlalchemy import ColumnElement, and_, or_
 
 T = TypeVar("T")
@@ -32,7 +32,15 @@ def _in_utc(value: dt.datetime) -> dt.datetime:
         raise ValueError("out of range once converted to UTC") from exc
 
 
-UtcDateTime = Annotated[dt.datetime, AfterValidator(_in_utc)]
+def _iso_only(value: Any) -> Any:
+    """Refuse numbers (pydantic would read them as epoch seconds): the filter is ISO 8601."""
+    number = isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit()
+    if number or isinstance(value, int | float):
+        raise ValueError("expected an ISO 8601 date-time, e.g. 2026-11-20T09:00:00Z")
+    return value
+
+
+UtcDateTime = Annotated[dt.datetime, BeforeValidator(_iso_only), AfterValidator(_in_utc)]
 """A time filter: ISO 8601, converted to UTC (no offset: UTC)."""
 
 

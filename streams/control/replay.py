@@ -59,7 +59,8 @@ Outcome = Literal["replayed", "failed", "already_replayed", "not_replayable"]
 
 
 class ReplayIn(BaseModel):
-    """Which dead letters to replay: by ``ids``, or every open one matching the filters."""
+    """Which dead letters to replay: by ``ids``, or every open one matching the filters (no
+    filter: every open one, up to ``limit``)."""
 
     model_config = ConfigDict(extra="forbid")
 
