@@ -13,7 +13,7 @@ from streams.api.results import next_cursor, page_key
 from streams.api.routing import ApiRoutes, Call
 from streams.control import deadletters, replay
 from streams.control.deadletters import DeadLetterStatus
-from streams.control.listing import UtcDateTime
+from streams.control.listing import IsoDate, UtcDateTime
 from streams.control.text import Line
 from streams.errors import PublishError
 from streams.ingest.parse import ParseSettings
@@ -28,7 +28,7 @@ class DeadLettersQuery(PageQuery):
     file_id: Line | None = Field(None, max_length=64, description="File version or request id.")
     reason: Line | None = Field(None, max_length=64, description="Reason code.")
     status: DeadLetterStatus | None = Field(None, description="open or replayed.")
-    date: dt.date | None = Field(None, description="Occurred on this day (UTC), YYYY-MM-DD.")
+    date: IsoDate | None = Field(None, description="Occurred on this day (UTC), YYYY-MM-DD.")
     since: UtcDateTime | None = Field(None, description="Occurred at or after (ISO 8601).")
 
 

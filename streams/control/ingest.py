@@ -27,10 +27,11 @@ import hashlib
 import json
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictFloat,
@@ -73,6 +74,12 @@ ingest_requests = Table(
     Column("response", Text),  # the answer as JSON, replayed to a retry with the same key
     UniqueConstraint("tenant", "idempotency_key", name="uq_ingest_requests_key"),
 )
+
+
+def _no_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer, not true/false")
+    return value
 
 
 Stamp = StrictStr | StrictInt | StrictFloat
@@ -131,7 +138,9 @@ class ConversationIn(BaseModel):
     transcript_ref: str | None = None
     turns: list[TurnIn] = Field(default_factory=list, description="Inline transcript, in order.")
     metadata: dict[str, str] = Field(default_factory=dict, description="Flat extra metadata.")
-    duration_ms: StrictInt | None = Field(None, ge=0, description="Length of the call when known.")
+    duration_ms: Annotated[int, BeforeValidator(_no_bool)] | None = Field(
+        None, ge=0, description="Length of the call when known."
+    )
 
 
 class ConversationBatchIn(BaseModel):

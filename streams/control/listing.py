@@ -41,6 +41,8 @@ def _iso_only(value: Any) -> Any:
 
 
 UtcDateTime = Annotated[dt.datetime, BeforeValidator(_iso_only), AfterValidator(_in_utc)]
+IsoDate = Annotated[dt.date, BeforeValidator(_iso_only)]
+"""A day filter: YYYY-MM-DD (never a number)."""
 """A time filter: ISO 8601, converted to UTC (no offset: UTC)."""
 
 
