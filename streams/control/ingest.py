@@ -138,8 +138,8 @@ class ConversationIn(BaseModel):
     transcript_ref: str | None = None
     turns: list[TurnIn] = Field(default_factory=list, description="Inline transcript, in order.")
     metadata: dict[str, str] = Field(default_factory=dict, description="Flat extra metadata.")
-    duration_ms: Annotated[int, BeforeValidator(_no_bool)] | None = Field(
-        None, ge=0, description="Length of the call when known."
+    duration_ms: Annotated[int, Field(ge=0), BeforeValidator(_no_bool)] | None = Field(
+        None, description="Length of the call when known."
     )
 
 
