@@ -20,6 +20,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -54,7 +55,10 @@ def head() -> str:
 
 
 def _known(revision: str) -> bool:
-    return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
+    try:
+        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
+    except CommandError:
+        return False
 
 
 def _current(conn: Connection) -> str | None:

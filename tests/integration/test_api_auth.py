@@ -147,8 +147,10 @@ async def test_errors_are_problem_details_naming_the_field(api) -> None:
     assert huge.status == 413 and huge.content_type == "application/problem+json"
     page = await operator.get("/v1/tenants", params={"limit": "100000"})
     assert page.status == 422 and page.body["errors"][0]["field"] == "query.limit"
-    cursor = await operator.get("/v1/tenants", params={"cursor": "garbage!"})
-    assert cursor.status == 400
+    cursor = await operator.get("/v1/tenants", params={"cursor": "Z2FyYmFnZQ"})  # not ours
+    assert cursor.status == 400 and "invalid cursor" in cursor.body["detail"]
+    cursor = await operator.get("/v1/tenants", params={"cursor": "garbage!"})  # not base64url
+    assert cursor.status == 422 and cursor.body["errors"][0]["field"] == "query.cursor"
     missing = await operator.get("/v1/tenants/nobody")
     assert missing.status == 404
     unknown_route = await operator.get("/v1/nothing-here")
