@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Self
 
-from sqlalchemy import MetaData, Table, event, func, inspect, select
+from sqlalchemy import MetaData, Table, event, func, inspect, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -61,6 +61,21 @@ def _unmigrated_tables(sync_conn: Any) -> list[str]:
     return sorted(name for name in metadata.tables if name not in present)
 
 
+def _add_unmigrated_columns(sync_conn: Any) -> list[str]:
+    """Add the nullable columns the code defines and the database lacks (development only)."""
+    inspector = inspect(sync_conn)
+    added = []
+    for table in metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present or not column.nullable:
+                continue
+            kind = column.type.compile(dialect=sync_conn.dialect)
+            sync_conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+            added.append(f"{table.name}.{column.name}")
+    return added
+
+
 def insert_ignore(engine: AsyncEngine, table: Table, keys: Sequence[str]) -> Any:
     """INSERT ... ON CONFLICT (keys) DO NOTHING, for either dialect."""
     return _insert(engine, table).on_conflict_do_nothing(index_elements=list(keys))
@@ -90,6 +105,9 @@ class Database:
                 # suite's migration check fails on it; create it so development can go on.
                 log.warning("tables without a migration, created directly: %s", missing)
                 await conn.run_sync(metadata.create_all)
+            added = await conn.run_sync(_add_unmigrated_columns)
+            if added:  # the same for nullable columns added to a migrated table
+                log.warning("columns without a migration, added directly: %s", added)
 
     async def stop(self) -> None:
         """Close the connection pool."""

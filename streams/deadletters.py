@@ -4,14 +4,18 @@ Contract: :meth:`DeadLetters.build` returns a ``callstream.DeadLetter`` record f
 dead-letter topic that always fits the record limit. It carries the reason code, where the input
 came from (tenant, connector, file, row, line, column), a human message and excerpt, and the
 full raw input: inline in ``raw`` when it fits, otherwise stored in the media store and
-referenced by ``raw_ref`` (``raw_size`` says how big it was). Blocking when it writes to the
-media store: call it from a worker thread. Every dead letter is counted in
+referenced by ``raw_ref`` (``raw_size`` says how big it was); a delimited file's row also carries
+the file's header (``header``, or ``header_ref`` when it is large), so it can be parsed again on
+its own. :func:`dead_letter_id` names a dead letter deterministically (a redelivered rejection
+has the same id), which keeps the ``dead_letters`` table free of duplicates. Blocking when it
+writes to the media store: call it from a worker thread. Every dead letter is counted in
 ``callstream_records_rejected_total`` by reason.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import tempfile
 from typing import IO, Any
 
@@ -24,6 +28,27 @@ from streams.topics import Topics
 DEAD_LETTER = "callstream.DeadLetter"
 #: Room left in a record for everything but the raw input (message, excerpt, path, ids).
 _OVERHEAD = 16_384
+#: Largest header carried inline; a larger one goes to the media store.
+HEADER_INLINE_BYTES = 65_536
+
+
+def dead_letter_id(record: dict[str, Any]) -> str:
+    """Return the deterministic id of a DeadLetter record: ``dl_`` + 24 hex characters.
+
+    Built from where the input came from, the stage and the reason, and the raw input itself
+    (so undecodable records without a source still get one id each).
+    """
+    raw = record.get("raw") or (record.get("raw_ref") or "").encode()
+    parts = (
+        record["tenant"],
+        record["connector"],
+        record["file_id"],
+        str(record.get("row") if record.get("row") is not None else "file"),
+        record.get("stage") or "",
+        record["reason"],
+        hashlib.sha256(raw).hexdigest(),
+    )
+    return "dl_" + hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:24]
 
 
 class DeadLetters:
@@ -59,11 +84,21 @@ class DeadLetters:
         excerpt: str | None = None,
         raw: bytes | None = None,
         raw_spool: IO[bytes] | None = None,
+        header: str | None = None,
     ) -> Record:
         """Return the dead-letter record (topic, key, value) for one rejected input."""
         raw_ref: str | None = None
         raw_size: int | None = None
-        if raw_spool is not None or (raw is not None and len(raw) > self.raw_budget):
+        header_ref: str | None = None
+        budget = self.raw_budget
+        if header is not None:
+            encoded = header.encode("utf-8", "surrogateescape")
+            if len(encoded) > min(HEADER_INLINE_BYTES, budget):
+                key = f"{tenant}/dead-letters/{connector}/{file_id}/header.raw"
+                header_ref, header = self.media.put_bytes(key, encoded), None
+            else:
+                budget -= len(encoded)
+        if raw_spool is not None or (raw is not None and len(raw) > budget):
             key = f"{tenant}/dead-letters/{connector}/{file_id}/{row if row else 'file'}.raw"
             if raw_spool is None:
                 spool: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
@@ -92,6 +127,8 @@ class DeadLetters:
             "raw": raw,
             "raw_ref": raw_ref,
             "raw_size": raw_size,
+            "header": header,
+            "header_ref": header_ref,
             "occurred_at": dt.datetime.now(dt.UTC),
         }
         self.metrics.records_rejected.labels(

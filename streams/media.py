@@ -102,6 +102,11 @@ class MediaStore(Protocol):
 
     def put_bytes(self, key: str, data: bytes) -> str: ...
 
+    def get_bytes(self, key: str, max_bytes: int) -> bytes:
+        """Return the object under ``key`` (a dead letter's raw input, to replay it); raise
+        :class:`MediaRejected` ``too_large`` past ``max_bytes``."""
+        ...
+
 
 def media_key(tenant: str, file_id: str, name: str, when: dt.datetime) -> str:
     """Return ``<tenant>/<yyyy>/<mm>/<dd>/<file_id>/<name>`` (date in UTC, name's last part)."""
@@ -214,3 +219,11 @@ class LocalMediaStore:
         tmp.write_bytes(data)
         os.replace(tmp, target)
         return key
+
+    def get_bytes(self, key: str, max_bytes: int) -> bytes:
+        """Return the object under ``key``, at most ``max_bytes`` long."""
+        with (self.root / paths.normalize(key)).open("rb") as f:
+            data = f.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise MediaRejected("too_large", f"{key} is larger than {max_bytes} bytes")
+        return data

@@ -66,6 +66,7 @@ from streams.media import (
     READ_BYTES,
     LocalMediaStore,
     MediaCopy,
+    MediaRejected,
     MediaStore,
     StoredMedia,
     check_media_name,
@@ -193,6 +194,22 @@ class S3MediaStore:
         )
         self._verify(full, len(data), digest.hex())
         return key
+
+    def get_bytes(self, key: str, max_bytes: int) -> bytes:
+        """Return the object under ``key``, at most ``max_bytes`` long."""
+        full = self.prefix + paths.normalize(key)
+
+        def read() -> bytes:
+            body = self.client.get_object(Bucket=self.bucket, Key=full)["Body"]
+            try:
+                return bytes(body.read(max_bytes + 1))
+            finally:
+                body.close()
+
+        data = self._call("reading", full, read)
+        if len(data) > max_bytes:
+            raise MediaRejected("too_large", f"{key} is larger than {max_bytes} bytes")
+        return data
 
     # ------------------------------------------------------------------ start-up clean-up
 

@@ -24,6 +24,7 @@ from aiohttp import web
 from confluent_kafka.admin import AdminClient
 
 from streams.agents import cases as cases_agent
+from streams.agents import deadletters as deadletters_agent
 from streams.agents import files as files_agent
 from streams.api.app import create_app as create_http_app
 from streams.api.context import ApiContext
@@ -228,6 +229,9 @@ class Service:
         cases_agent.register(
             app, self.topics, self.codec, writer, relay, self.metrics, s.processors
         )
+        deadletters_agent.register(
+            app, self.topics, self.codec, cases.engine, self.metrics, s.processors
+        )
         self._stack.append(("stream processors", app.stop))  # also when start fails midway
         await app.start()
         self.faust_app = app
@@ -235,7 +239,11 @@ class Service:
             client_config(bootstrap, s.kafka.client_config),
             self.metrics,
             {
-                app.conf.id: [self.topics.file_arrivals, self.topics.conversations],
+                app.conf.id: [
+                    self.topics.file_arrivals,
+                    self.topics.conversations,
+                    self.topics.dead_letter,
+                ],
                 f"{self.topics.prefix}.connector-runner": [self.topics.file_outcomes],
             },
         )

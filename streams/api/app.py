@@ -15,7 +15,16 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams.api import connectors as connector_api
-from streams.api import keys, openapi, sources, tenants
+from streams.api import (
+    conversations,
+    deadletters,
+    files,
+    keys,
+    openapi,
+    results,
+    sources,
+    tenants,
+)
 from streams.api.auth import authenticator
 from streams.api.context import ApiContext
 from streams.api.problems import problem_middleware
@@ -35,6 +44,10 @@ ROUTE_GROUPS: list[ApiRoutes] = [
     keys.routes,
     connector_api.routes,
     sources.routes,
+    conversations.routes,
+    results.routes,
+    files.routes,
+    deadletters.routes,
     docs,
 ]
 """Every resource's operations, in the order the document lists them."""

@@ -28,6 +28,7 @@ _ERROR_TEXT = {
     413: "The request body is larger than api.max_body_bytes.",
     415: "The body is not application/json.",
     422: "The body or query failed validation; `errors` names each field.",
+    503: "Kafka did not acknowledge the records in time; retry (with the same Idempotency-Key).",
 }
 
 

@@ -3,11 +3,13 @@
 Exactly-once effects on at-least-once input: :meth:`CaseStore.apply` takes a batch of validated
 conversations and, in one transaction,
 
-- skips every delivery applied before (``applied_deliveries``: file version + row), so a
-  redelivery never creates a version, even after newer content for its case was applied;
+- skips every delivery applied before (``applied_deliveries``: file version + row, or API
+  request + item), so a redelivery never creates a version, even after newer content for its
+  case was applied;
 - opens a case for each new conversation (case id = hash of tenant, source system and external
   interaction id), or updates it (version + 1) when its content changed, or does nothing when
-  it is a re-uploaded duplicate (counted);
+  it is a re-uploaded duplicate (counted); every new version is kept in ``case_versions``
+  with its source (lineage);
 - stores the analysis result of every opened or updated case (computed in a worker thread
   before the transaction opens) under its idempotency key
   ``case_id:case_version:profile_id:profile_version``;
@@ -97,7 +99,32 @@ analysis_results = Table(
     Column("passed", Boolean, nullable=False),
     Column("result", LargeBinary, nullable=False),  # the AnalysisResult, Avro-encoded
     Column("analysed_at", DateTime(timezone=True), nullable=False),
+    # Copied from the conversation so GET /v1/results filters without reading cases (null on
+    # rows written before they existed).
+    Column("agent_id", String(512)),
+    Column("team", String(512)),
+    Column("campaign", String(512)),
     Index("ix_analysis_results_case", "case_id", "result_version"),
+    Index("ix_analysis_results_tenant_time", "tenant", "analysed_at", "idempotency_key"),
+    Index("ix_analysis_results_tenant_agent", "tenant", "agent_id"),
+    Index("ix_analysis_results_tenant_team", "tenant", "team"),
+    Index("ix_analysis_results_tenant_campaign", "tenant", "campaign"),
+)
+
+#: Every version a case went through, written in the transaction that applies it: where it was
+#: read from (a file version and row, or an API request and item) and what it held (hash).
+case_versions = Table(
+    "case_versions",
+    metadata,
+    Column("case_id", String(32), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("file_id", String(64)),  # the file version, or the API request id (req_...)
+    Column("row", BigInteger),  # 1-based row of the file, or item of the request
+    Column("source", Text),  # the record's SourceRef as JSON
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+    Index("ix_case_versions_tenant_file", "tenant", "file_id"),
 )
 
 file_outcomes = Table(
@@ -142,6 +169,17 @@ outbox = Table(
     Column("published_at", DateTime(timezone=True), index=True),
     Column("announced_at", DateTime(timezone=True)),  # source file announced: for latency
 )
+
+
+#: Conversation fields copied onto ``analysis_results`` for the results list's filters.
+FACETS = ("agent_id", "team", "campaign")
+_FACET_CHARS = 512
+
+
+def _facet(value: str | None) -> str | None:
+    """A filter value as stored: at most the column's 512 characters (a longer one is cut, so
+    it can never fail the write; filters match its first 512 characters)."""
+    return value[:_FACET_CHARS] if value else None
 
 
 def case_id(tenant: str, source_system: str, external_id: str) -> str:
@@ -203,12 +241,19 @@ class BatchOutcome:
         self.results += other.results
 
 
+#: ``SourceRef.file_id`` of a conversation pushed through the ingest API starts with this;
+#: ``row`` is then the 1-based item of the request.
+API_REQUEST_PREFIX = "req_"
+
+
 def delivery_key(conversation: dict[str, Any]) -> str | None:
-    """Identify one delivery of a conversation: its file version and row (None: no source)."""
+    """Identify one delivery of a conversation: its file version and row, or its API request
+    and item (None: no source)."""
     source = conversation.get("source")
     if not source:
         return None
-    return f"file:{source['file_id']}:{source['row']}"
+    kind = "api" if str(source["file_id"]).startswith(API_REQUEST_PREFIX) else "file"
+    return f"{kind}:{source['file_id']}:{source['row']}"
 
 
 @dataclass
@@ -219,6 +264,7 @@ class _Plan:
     new_cases: list[dict[str, Any]] = field(default_factory=list)
     changed_cases: list[dict[str, Any]] = field(default_factory=list)
     deliveries: list[dict[str, Any]] = field(default_factory=list)
+    versions: list[dict[str, Any]] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
     box: list[dict[str, Any]] = field(default_factory=list)
 
@@ -345,6 +391,19 @@ class CaseStore(Database):
                 "updated_at": now,
             }
             (out.opened if kind == "opened" else out.updated)[tenant] += 1
+            source = conv.get("source") or {}
+            plan.versions.append(
+                {
+                    "case_id": cid,
+                    "version": version,
+                    "tenant": tenant,
+                    "content_hash": digest,
+                    "file_id": source.get("file_id"),
+                    "row": source.get("row"),
+                    "source": rows[cid]["source"],
+                    "applied_at": now,
+                }
+            )
             self._queue_events(plan, conv, cid, kind, version, digest, now)
         for cid, row in rows.items():
             (plan.changed_cases if cid in current else plan.new_cases).append(row)
@@ -402,6 +461,7 @@ class CaseStore(Database):
                 "passed": analysis["passed"],
                 "result": encoded,
                 "analysed_at": now,
+                **{name: _facet(conv.get(name)) for name in FACETS},
             }
         )
         announced = conv["source"]["announced_at"] if conv.get("source") else None
@@ -429,6 +489,8 @@ class CaseStore(Database):
                 columns = [c for c in plan.changed_cases[0] if c != "opened_at"]
                 stmt = upsert(self.engine, cases, ["case_id"], columns)  # keeps opened_at
                 await conn.execute(stmt, plan.changed_cases)
+            if plan.versions:
+                await conn.execute(case_versions.insert(), plan.versions)
             if plan.results:
                 await conn.execute(
                     insert_ignore(self.engine, analysis_results, ["idempotency_key"]),

@@ -47,7 +47,6 @@ from streams.codec import AvroCodec
 from streams.control.catalog import CONFIG_REVISION, Catalog
 from streams.db import Database
 from streams.deadletters import DeadLetters
-from streams.errors import SchemaError
 from streams.failures import GaveUp
 from streams.ingest.bundles import (
     Bundle,
@@ -68,10 +67,12 @@ from streams.ingest.parse import (
     ParsedRow,
     ParseSettings,
     ParseStats,
+    RowInvalid,
     detect_format,
     parse,
 )
 from streams.ingest.recordings import RecordingSettings
+from streams.ingest.records import conversation_record
 from streams.ingest.sourcefiles import Placed, SourceFiles
 from streams.kafka import Producer, Record
 from streams.media import MediaRejected, MediaStore
@@ -82,12 +83,9 @@ from streams.topics import Topics
 
 log = logging.getLogger(__name__)
 
-CONVERSATION = "callstream.Conversation"
 FILE_OUTCOME = "callstream.FileOutcome"
 #: Outcomes after which a file version is never processed again.
 FINAL = frozenset({"processed", "partial", "invalid"})
-#: Room in a record for the key and Kafka's per-record overhead.
-_RECORD_OVERHEAD = 512
 
 
 def utcnow() -> dt.datetime:
@@ -457,17 +455,10 @@ class FileProcessor:
         }
         conv = conversation(bundle, rec, source)
         try:
-            value = self.codec.encode(CONVERSATION, conv)
-        except SchemaError as exc:
-            raise FileRejected("schema_violation", str(exc)) from exc
-        key = f"{bundle.tenant}/{bundle.source_system}/{bundle.call_key}".encode()
-        if len(value) + len(key) + _RECORD_OVERHEAD > self.max_record_bytes:
-            raise FileRejected(
-                "record_too_large",
-                f"the call's conversation encodes to {len(value)} bytes; the record limit "
-                f"(kafka.message_max_bytes) is {self.max_record_bytes}",
-            )
-        await self.producer.send_batch([(self.topics.conversations, key, value)])
+            record = conversation_record(self.codec, self.topics, conv, self.max_record_bytes)
+        except RowInvalid as exc:
+            raise FileRejected(exc.error.reason, exc.error.message) from exc
+        await self.producer.send_batch([record])
         result.accepted += 1
         self.metrics.records_accepted.labels(
             tenant=bundle.tenant, connector=arrival["connector"]
@@ -490,7 +481,10 @@ class FileProcessor:
         young = _young(session, arrival)
 
         async def encode(fresh: list[ParsedRow]) -> list[Record]:
-            return await session.run(self._encode, arrival, ingest, fresh, young, result)  # type: ignore[no-any-return]
+            records: list[Record] = await session.run(
+                self._encode, arrival, ingest, fresh, young, result, stats.header_raw
+            )
+            return records
 
         await self._chunks(session, arrival, rows, stats, encode, result)
 
@@ -511,7 +505,7 @@ class FileProcessor:
         rows, redact = sources.rows(stream, placed, session.settings.ingest, stats)
 
         def dead_row(row: ParsedRow, reason: str, message: str, column: str | None) -> Record:
-            return self._dead_row(arrival, row, reason, message, column)
+            return self._dead_row(arrival, row, reason, message, column, stats.header_raw)
 
         version = placed.schema.version
         encode = sources.encoder(
@@ -568,6 +562,7 @@ class FileProcessor:
         chunk: list[ParsedRow],
         young: bool,
         result: FileResult,
+        header: str | None = None,
     ) -> list[Record]:
         """Encode a chunk into conversation and dead-letter records (worker thread)."""
         records: list[Record] = []
@@ -580,7 +575,9 @@ class FileProcessor:
                     result.incomplete = True  # the writer may still be at it: not a dead letter
                     continue
                 err = row.error
-                records.append(self._dead_row(arrival, row, err.reason, err.message, err.column))
+                records.append(
+                    self._dead_row(arrival, row, err.reason, err.message, err.column, header)
+                )
                 result.rejected[err.reason] += 1
                 continue
             conv = {
@@ -596,21 +593,14 @@ class FileProcessor:
                 },
             }
             try:
-                value = self.codec.encode(CONVERSATION, conv)
-            except SchemaError as exc:
-                records.append(self._dead_row(arrival, row, "schema_violation", str(exc), None))
-                result.rejected["schema_violation"] += 1
-                continue
-            key = f"{tenant}/{ingest.source_system}/{conv['external_interaction_id']}".encode()
-            if len(value) + len(key) + _RECORD_OVERHEAD > self.max_record_bytes:
-                message = (
-                    f"the conversation encodes to {len(value)} bytes; the record limit "
-                    f"(kafka.message_max_bytes) is {self.max_record_bytes}"
+                records.append(
+                    conversation_record(self.codec, self.topics, conv, self.max_record_bytes)
                 )
-                records.append(self._dead_row(arrival, row, "record_too_large", message, None))
-                result.rejected["record_too_large"] += 1
+            except RowInvalid as exc:
+                err = exc.error
+                records.append(self._dead_row(arrival, row, err.reason, err.message, None, header))
+                result.rejected[err.reason] += 1
                 continue
-            records.append((self.topics.conversations, key, value))
             accepted += 1
         result.accepted += accepted
         self.metrics.records_accepted.labels(tenant=tenant, connector=arrival["connector"]).inc(
@@ -619,7 +609,13 @@ class FileProcessor:
         return records
 
     def _dead_row(
-        self, arrival: dict[str, Any], row: ParsedRow, reason: str, message: str, column: str | None
+        self,
+        arrival: dict[str, Any],
+        row: ParsedRow,
+        reason: str,
+        message: str,
+        column: str | None,
+        header: str | None,
     ) -> Record:
         return self.dead.build(
             tenant=arrival["tenant"],
@@ -635,6 +631,7 @@ class FileProcessor:
             excerpt=row.excerpt,
             raw=row.raw.encode("utf-8", "surrogateescape") if row.raw_spool is None else None,
             raw_spool=row.raw_spool,
+            header=header or None,
         )
 
     async def _reject_file(

@@ -209,6 +209,8 @@ class ParseStats:
     lines_read: int = 0
     header_lines: int = 0
     blank_lines: int = 0
+    header_raw: str = ""
+    """The header's text as read (line end included): a dead row is replayed under it."""
 
 
 class FileRejected(Exception):
@@ -220,14 +222,12 @@ class FileRejected(Exception):
         self.excerpt = excerpt
 
 
-class _RowInvalid(Exception):
+class RowInvalid(Exception):
+    """One row or document breaks a rule; ``error`` names the reason code and the field."""
+
     def __init__(self, reason: str, message: str, column: str | None = None) -> None:
         super().__init__(message)
         self.error = RowError(reason, message, column)
-
-
-#: Raised by a :class:`RowShape` for a row it refuses (reason code, message, column).
-RowInvalid = _RowInvalid
 
 
 class RowShape(Protocol):
@@ -319,13 +319,13 @@ def _clean(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def _bad_text_error(value: str, column: str | None) -> _RowInvalid:
+def _bad_text_error(value: str, column: str | None) -> RowInvalid:
     bad = _BAD_TEXT.search(value)
     assert bad is not None  # noqa: S101 - only called after a match
     ch = bad.group()
     if "\ud800" <= ch <= "\udfff":
-        return _RowInvalid("invalid_utf8", "not valid UTF-8 (or a lone surrogate escape)", column)
-    return _RowInvalid(
+        return RowInvalid("invalid_utf8", "not valid UTF-8 (or a lone surrogate escape)", column)
+    return RowInvalid(
         "control_character",
         f"control character U+{ord(ch):04X} at offset {bad.start()} (only tab, CR and LF "
         "are allowed in text)",
@@ -334,24 +334,24 @@ def _bad_text_error(value: str, column: str | None) -> _RowInvalid:
 
 
 def build_conversation(values: Mapping[str, str], settings: ParseSettings) -> dict[str, Any]:
-    """Apply business rules to mapped string values; raise _RowInvalid naming the column."""
+    """Apply business rules to mapped string values; raise RowInvalid naming the column."""
     ext = (values.get("external_interaction_id") or "").strip()
     if not ext:
-        raise _RowInvalid(
+        raise RowInvalid(
             "missing_id", "external interaction id is empty", "external_interaction_id"
         )
     if len(ext) > MAX_ID_CHARS:
-        raise _RowInvalid(
+        raise RowInvalid(
             "id_too_long",
             f"external interaction id has {len(ext)} characters; the limit is {MAX_ID_CHARS}",
             "external_interaction_id",
         )
     channel = (values.get("channel") or settings.default_channel).strip().lower()
     if channel not in CHANNELS:
-        raise _RowInvalid("invalid_value", f"unknown channel {channel[:40]!r}", "channel")
+        raise RowInvalid("invalid_value", f"unknown channel {channel[:40]!r}", "channel")
     direction = (values.get("direction") or "").strip().lower() or None
     if direction is not None and direction not in DIRECTIONS:
-        raise _RowInvalid("invalid_value", f"unknown direction {direction[:40]!r}", "direction")
+        raise RowInvalid("invalid_value", f"unknown direction {direction[:40]!r}", "direction")
     stamps: dict[str, dt.datetime | None] = {}
     for name in ("started_at", "ended_at"):
         raw = (values.get(name) or "").strip()
@@ -361,12 +361,12 @@ def build_conversation(values: Mapping[str, str], settings: ParseSettings) -> di
         try:
             stamps[name] = parse_timestamp(raw, settings.timezone)
         except (ValueError, OverflowError, OSError) as exc:
-            raise _RowInvalid("bad_timestamp", str(exc), name) from None
+            raise RowInvalid("bad_timestamp", str(exc), name) from None
     started, ended = stamps["started_at"], stamps["ended_at"]
     if started is None:
-        raise _RowInvalid("bad_timestamp", "start time is empty", "started_at")
+        raise RowInvalid("bad_timestamp", "start time is empty", "started_at")
     if ended is not None and ended < started:
-        raise _RowInvalid(
+        raise RowInvalid(
             "end_before_start", f"ends {ended.isoformat()} before it starts", "ended_at"
         )
     record: dict[str, Any] = {
@@ -605,6 +605,7 @@ def _parse_delimited(
     finally:
         stats.lines_read = lines.lines_read
     stats.header_lines = len(lines.record)
+    stats.header_raw = "".join(text for _no, text in lines.record)
     width = len(names)
     row_no = 0
     while True:
@@ -672,7 +673,7 @@ def _parse_delimited(
                     last,
                 )
                 continue
-            except _RowInvalid as bad:
+            except RowInvalid as bad:
                 error = bad.error
         elif truncated:
             error = RowError("truncated_row", f"the last line ends inside a field: {error.message}")
@@ -700,13 +701,13 @@ def _record(
 ) -> dict[str, Any]:
     if len(fields) != width:
         if truncated and len(fields) < width:
-            raise _RowInvalid(
+            raise RowInvalid(
                 "truncated_row",
                 f"the last line has no line end and only {len(fields)} of {width} columns",
             )
-        raise _RowInvalid("wrong_column_count", f"{len(fields)} columns, header has {width}")
+        raise RowInvalid("wrong_column_count", f"{len(fields)} columns, header has {width}")
     if len(raw) > settings.max_row_bytes:
-        raise _RowInvalid(
+        raise RowInvalid(
             "row_too_large",
             f"the row has {len(raw)} characters; the limit is {settings.max_row_bytes}",
         )
@@ -769,26 +770,49 @@ def _parse_chat(stream: BinaryIO, path: str, settings: ParseSettings) -> ParsedR
     if not isinstance(doc, dict):
         raise FileRejected("invalid_json", "expected an object or a list of turns", excerpt)
     try:
-        _check_text(doc)
-        turns = _turns(doc.get("turns"), settings)
-        values = {k: _scalar(doc.get(k), k) for k in FIELDS if doc.get(k) is not None}
-        values.setdefault("external_interaction_id", PurePosixPath(path).stem)
-        values.setdefault("channel", "chat")
-        stamps = [t["at"] for t in turns if t["at"] is not None]
-        if "started_at" not in values and stamps:
-            values["started_at"] = min(stamps).isoformat()
-        if "ended_at" not in values and stamps:
-            values["ended_at"] = max(stamps).isoformat()
-        record = build_conversation(values, settings)
-    except _RowInvalid as bad:
+        record = document_conversation(doc, settings, default_id=PurePosixPath(path).stem)
+    except RowInvalid as bad:
         return ParsedRow(1, 1, None, bad.error, excerpt, raw, 1)
-    record["turns"] = turns
-    record["metadata"] = {
-        k: v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
-        for k, v in doc.items()
-        if k not in FIELDS and k != "turns" and v is not None
-    }
     return ParsedRow(1, 1, record, None, excerpt, raw, 1)
+
+
+def document_conversation(
+    doc: Mapping[str, Any],
+    settings: ParseSettings,
+    *,
+    default_id: str | None = None,
+    default_channel: str = "chat",
+    metadata: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Validate one JSON conversation document into a Conversation dict (no tenant, source).
+
+    The one set of rules for chat transcript files and items of the ingest API: text hygiene
+    over every key and string, flat field values, turns, then :func:`build_conversation`.
+    Raises :class:`RowInvalid` naming the field. ``metadata`` given: it is the record's
+    metadata; otherwise every other non-null key of ``doc`` is (JSON-encoded unless a string).
+    """
+    _check_text(doc)
+    turns = _turns(doc.get("turns"), settings)
+    values = {k: _scalar(doc.get(k), k) for k in FIELDS if doc.get(k) is not None}
+    if default_id is not None:
+        values.setdefault("external_interaction_id", default_id)
+    values.setdefault("channel", default_channel)
+    stamps = [t["at"] for t in turns if t["at"] is not None]
+    if "started_at" not in values and stamps:
+        values["started_at"] = min(stamps).isoformat()
+    if "ended_at" not in values and stamps:
+        values["ended_at"] = max(stamps).isoformat()
+    record = build_conversation(values, settings)
+    record["turns"] = turns
+    if metadata is not None:
+        record["metadata"] = dict(metadata)
+    else:
+        record["metadata"] = {
+            k: v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+            for k, v in doc.items()
+            if k not in FIELDS and k != "turns" and v is not None
+        }
+    return record
 
 
 def _check_text(doc: Any) -> None:
@@ -811,37 +835,37 @@ def _scalar(value: Any, column: str) -> str:
         return value
     if isinstance(value, bool | int | float):
         return json.dumps(value)
-    raise _RowInvalid("invalid_value", f"expected a flat value, got {type(value).__name__}", column)
+    raise RowInvalid("invalid_value", f"expected a flat value, got {type(value).__name__}", column)
 
 
 def _turns(raw: Any, settings: ParseSettings) -> list[dict[str, Any]]:
     if raw is None:
         return []
     if not isinstance(raw, list):
-        raise _RowInvalid("invalid_value", "turns must be a list", "turns")
+        raise RowInvalid("invalid_value", "turns must be a list", "turns")
     if len(raw) > settings.max_turns:
-        raise _RowInvalid(
+        raise RowInvalid(
             "too_many_turns", f"{len(raw)} turns; the limit is {settings.max_turns}", "turns"
         )
     turns = []
     for i, item in enumerate(raw):
         if not isinstance(item, dict):
-            raise _RowInvalid("invalid_value", f"turn {i} is not an object", "turns")
+            raise RowInvalid("invalid_value", f"turn {i} is not an object", "turns")
         speaker = str(item.get("speaker", ""))[:40].strip().lower()
         speaker = {"user": "customer", "visitor": "customer", "bot": "system"}.get(speaker, speaker)
         if speaker not in SPEAKERS:
-            raise _RowInvalid("invalid_value", f"turn {i}: unknown speaker {speaker!r}", "turns")
+            raise RowInvalid("invalid_value", f"turn {i}: unknown speaker {speaker!r}", "turns")
         text = item.get("text", item.get("message"))
         if not isinstance(text, str):
-            raise _RowInvalid("invalid_value", f"turn {i}: text is missing", "turns")
+            raise RowInvalid("invalid_value", f"turn {i}: text is missing", "turns")
         at = item.get("time", item.get("at"))
         stamp = None
         if at is not None:
             if not isinstance(at, str | int | float) or isinstance(at, bool):
-                raise _RowInvalid("bad_timestamp", f"turn {i}: time is not a value", "turns")
+                raise RowInvalid("bad_timestamp", f"turn {i}: time is not a value", "turns")
             try:
                 stamp = parse_timestamp(str(at), settings.timezone)
             except (ValueError, OverflowError, OSError) as exc:
-                raise _RowInvalid("bad_timestamp", f"turn {i}: {exc}", "turns") from None
+                raise RowInvalid("bad_timestamp", f"turn {i}: {exc}", "turns") from None
         turns.append({"speaker": speaker, "at": stamp, "text": text})
     return turns

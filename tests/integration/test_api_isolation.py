@@ -14,9 +14,11 @@ A route whose path parameter the matrix cannot fill fails the test: a new route 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -90,6 +92,7 @@ def _s3(bucket: str) -> dict[str, Any]:
     return {"type": "s3", "bucket": bucket, "endpoint_url": "http://127.0.0.1:9"}
 
 
+#: A string "{name}" in a body stands for alpha's resource ``params[name]``.
 BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/keys"): {"name": "probe"},
     ("POST", "/v1/connectors"): {"name": "probe", "store": _s3("beta-probe-bucket")},
@@ -98,6 +101,11 @@ BODIES: dict[tuple[str, str], Any] = {
         "source_name": "Probe",
         "schema": [{"name": "id", "type": "Integer", "primary_key": True}],
     },
+    ("POST", "/v1/conversations"): {
+        "external_interaction_id": "PROBE-1",
+        "started_at": "2026-11-20T09:00:00Z",
+    },
+    ("POST", "/v1/dead-letters/replay"): {"ids": ["{dead_letter_id}"]},
 }
 
 #: The required query parameters of operations that have some, naming alpha's resources.
@@ -106,12 +114,35 @@ QUERIES: dict[str, dict[str, str]] = {
 }
 
 
-def _body_for(method: str, path: str, op: dict[str, Any]) -> Any:
+def _body_for(method: str, path: str, op: dict[str, Any], params: dict[str, str]) -> Any:
     """The valid body of a tenant operation that takes one (None when it takes none)."""
     if "requestBody" not in op or op["security"] != [{"tenant": []}]:
         return None
     assert (method, path) in BODIES, f"the isolation matrix has no body for {method} {path}"
-    return BODIES[(method, path)]
+    text = json.dumps(BODIES[(method, path)])
+    return json.loads(re.sub(r'"\{(\w+)\}"', lambda m: json.dumps(params[m.group(1)]), text))
+
+
+async def _alpha_case(alpha: ApiClient) -> tuple[dict[str, str], set[str]]:
+    """Push one good and one bad conversation as alpha; wait for the case and its result."""
+    pushed = await alpha.post(
+        "/v1/conversations",
+        {
+            "items": [
+                {"external_interaction_id": "ALPHA-CALL-1", "started_at": "2026-11-20T09:00:00Z"},
+                {"external_interaction_id": "ALPHA-BAD-1", "started_at": "never"},
+            ]
+        },
+    )
+    assert pushed.status == 202, pushed.text
+    good, bad = pushed.body["items"]
+    deadline = time.monotonic() + 60
+    while not (await alpha.get(f"/v1/results?case_id={good['case_id']}")).body["items"]:
+        assert time.monotonic() < deadline, "alpha's pushed conversation never got a result"
+        await asyncio.sleep(0.3)
+    params = {"case_id": good["case_id"], "dead_letter_id": bad["dead_letter_id"]}
+    secrets = {*params.values(), "ALPHA-CALL-1", "ALPHA-BAD-1", pushed.body["request_id"]}
+    return params, secrets
 
 
 async def _seed(client: ApiClient) -> World:
@@ -155,6 +186,9 @@ async def _seed(client: ApiClient) -> World:
         "alpha-crm",
         "alpha-bucket-7f3c",
     }
+    pushed, pushed_secrets = await _alpha_case(alpha)
+    params.update(pushed)
+    secrets |= pushed_secrets
     document = (await client.get("/v1/openapi.json")).body
     return World(client, document, alpha_key, spare.body["key"], beta_key, params, secrets)
 
@@ -207,7 +241,7 @@ async def test_every_route_refuses_other_tenants_and_bad_credentials(world: Worl
         operator_route = op["security"] == [{"operator": []}]
         url = _fill(path, world.params)
         names_a_resource = "{" in path
-        body = _body_for(method, path, op)
+        body = _body_for(method, path, op, world.params)
         for label, token in callers.items():
             query = QUERIES.get(path)
             reply = await client.as_(token).call(method, url, body, params=query)

@@ -1,0 +1,47 @@
+"""Encode a validated conversation as its ``conversations.v1`` record: one step for every source.
+
+Files (CSV/TSV rows, chat transcripts, recording bundles), the ingest API and dead-letter
+replay all publish through :func:`conversation_record`, so strict Avro validation and the
+record-size limit are judged the same way whatever the conversation came from.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.codec import AvroCodec
+from streams.errors import SchemaError
+from streams.ingest.parse import RowInvalid
+from streams.kafka import Record
+from streams.topics import Topics
+
+CONVERSATION = "callstream.Conversation"
+#: Room in a record for the key and Kafka's per-record overhead.
+RECORD_OVERHEAD = 512
+
+
+def conversation_key(conv: dict[str, Any]) -> bytes:
+    """Return the record key ``<tenant>/<source_system>/<external id>``."""
+    return f"{conv['tenant']}/{conv['source_system']}/{conv['external_interaction_id']}".encode()
+
+
+def conversation_record(
+    codec: AvroCodec, topics: Topics, conv: dict[str, Any], max_record_bytes: int
+) -> Record:
+    """Encode a complete Conversation (tenant, source system and source set).
+
+    Raises :class:`~streams.ingest.parse.RowInvalid` ``schema_violation`` when Avro refuses it
+    and ``record_too_large`` when it would not fit ``max_record_bytes`` (kafka.message_max_bytes).
+    """
+    try:
+        value = codec.encode(CONVERSATION, conv)
+    except SchemaError as exc:
+        raise RowInvalid("schema_violation", str(exc)) from exc
+    key = conversation_key(conv)
+    if len(value) + len(key) + RECORD_OVERHEAD > max_record_bytes:
+        raise RowInvalid(
+            "record_too_large",
+            f"the conversation encodes to {len(value)} bytes; the record limit "
+            f"(kafka.message_max_bytes) is {max_record_bytes}",
+        )
+    return (topics.conversations, key, value)
