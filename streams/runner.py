@@ -41,6 +41,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from connectors import paths
 from connectors.base import FileStore, SkipReason
 from connectors.errors import ConnectorError
+from connectors.netguard import AddressGuard
 from connectors.poller import Candidate, CleanupAction, CleanupStep, Outcome, Poller
 from connectors.registry import open_store as build_store
 from streams.codec import AvroCodec
@@ -62,9 +63,16 @@ FILE_OUTCOME = "callstream.FileOutcome"
 _NOTABLE_SKIPS = {SkipReason.SYMLINK, SkipReason.SPECIAL_FILE, SkipReason.UNSAFE_NAME}
 
 
-def open_store(config: StoreConfig) -> FileStore:
-    """Build the file store a connector's configuration describes (see connectors.registry)."""
-    return build_store(config)
+def open_store(config: StoreConfig, guard: AddressGuard | None = None) -> FileStore:
+    """Build the file store a connector's configuration describes (see connectors.registry);
+    with ``guard``, it connects only to addresses the guard allows (API-created connectors)."""
+    return build_store(config, guard)
+
+
+def guard_for(settings: Settings, from_api: bool) -> AddressGuard | None:
+    """The SSRF guard of a connector: API-created ones get ``api.connect_allow``'s, config-file
+    ones (the operator's) none."""
+    return AddressGuard(settings.api.connect_allow) if from_api else None
 
 
 def file_key(tenant: str, connector: str, path: str) -> str:
@@ -256,7 +264,7 @@ class ConnectorRunner:
     async def _start_connector(self, entry: Entry) -> None:
         tenant, conn = entry.tenant, entry.settings
         known = await self.state.load_known(tenant, conn.name)
-        store = open_store(conn.store)
+        store = open_store(conn.store, guard_for(self.settings, entry.from_api))
         ctx = ConnectorContext(
             tenant=tenant,
             settings=conn,

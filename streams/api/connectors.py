@@ -3,14 +3,20 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from pydantic import Field, ValidationError
 
+from connectors.local import LocalConfig
+from connectors.probe import ProbeReport, probe
 from streams.api.pagination import Page, PageQuery, decode_cursor, encode_cursor
-from streams.api.problems import Unprocessable, field_errors
+from streams.api.problems import FieldError, Unprocessable, field_errors
 from streams.api.routing import ApiRoutes, Call
 from streams.control import connectors
 from streams.control.connectors import ConnectorIn, ConnectorOut, ConnectorPatch
 from streams.control.secrets import SecretBox
+from streams.runner import guard_for
+from streams.settings import StoreConfig
 
 routes = ApiRoutes(
     "connectors",
@@ -159,3 +165,52 @@ async def generate_connector_keypair(call: Call) -> ConnectorOut:
 
 def _actor(call: Call) -> str:
     return call.principal.actor
+
+
+TEST_TIMEOUT_SECONDS = 10.0
+"""Longest a connection test may take (every step together)."""
+
+
+async def _probe(call: Call, store: StoreConfig, from_api: bool) -> ProbeReport:
+    guard = guard_for(call.ctx.settings, from_api)
+    return await asyncio.to_thread(probe, store, guard, TEST_TIMEOUT_SECONDS)
+
+
+@routes.post(
+    "/v1/connectors/{id}/test",
+    summary="Test a connector's connection, step by step",
+    response=ProbeReport,
+    errors=(404,),
+    description="SFTP: resolve, connect, host_key, authenticate, list; S3: resolve, "
+    "head_bucket, list; local: path. Stops at the first failing step (the rest are skipped), "
+    "within 10 s. Hosts that resolve to loopback, link-local, private or multicast addresses "
+    "are refused at resolve unless api.connect_allow covers them. A failing test is a 200 "
+    "with ok=false.",
+)
+async def test_connector(call: Call) -> ProbeReport:
+    """Test a saved connector (config-file ones too)."""
+    settings, from_api = await connectors.settings_of(
+        call.ctx.engine, _box(call), call.ctx.settings, call.tenant, call.params["id"]
+    )
+    return await _probe(call, settings.store, from_api)
+
+
+@routes.post(
+    "/v1/connectors/test",
+    summary="Test a connector before saving it",
+    body=ConnectorIn,
+    response=ProbeReport,
+    description="The same steps as /v1/connectors/{id}/test, for a connector body that is not "
+    "saved. A local folder must lie in the tenant's folder, as for a saved connector.",
+)
+async def test_unsaved_connector(call: Call) -> ProbeReport:
+    """Test a connector body without saving it."""
+    store = call.body.store
+    if isinstance(store, LocalConfig):
+        allowed = connectors.local_root_allowed(call.ctx.settings, call.tenant, store.root)
+        if allowed is not None:
+            raise Unprocessable(
+                "invalid connector",
+                [FieldError(field="store.root", message=f"must be inside {allowed}")],
+            )
+    return await _probe(call, store, True)

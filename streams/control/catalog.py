@@ -39,6 +39,11 @@ class Entry:
     revision: str
 
     @property
+    def from_api(self) -> bool:
+        """Created through the API: its store is reached only through the SSRF guard."""
+        return self.revision != CONFIG_REVISION
+
+    @property
     def key(self) -> tuple[str, str]:
         """(tenant, connector name): how the runner and the file processor know it."""
         return self.tenant, self.settings.name

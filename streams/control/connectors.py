@@ -377,6 +377,20 @@ async def get(
         return _row_out(await _row(conn, tenant, connector_id))
 
 
+async def settings_of(
+    engine: AsyncEngine, box: SecretBox, settings: Settings, tenant: str, connector_id: str
+) -> tuple[ConnectorSettings, bool]:
+    """Return one of ``tenant``'s connectors with its secrets, and whether it came from the
+    API; :class:`NotFoundError` for anyone else's."""
+    if connector_id.startswith(CONFIG_PREFIX):
+        for c in config_connectors(settings, tenant):
+            if CONFIG_PREFIX + c.name == connector_id:
+                return c, False
+        raise NotFoundError(f"no connector {connector_id!r}")
+    async with engine.connect() as conn:
+        return runnable(await _row(conn, tenant, connector_id), box).settings, True
+
+
 async def list_page(
     engine: AsyncEngine,
     settings: Settings,
@@ -457,7 +471,7 @@ async def _check(
             "not accepted through the API: send store.private_key, or generate a key pair",
         )
     if store.type == "local":
-        allowed = await asyncio.to_thread(_local_root_allowed, settings, tenant, store.root)
+        allowed = await asyncio.to_thread(local_root_allowed, settings, tenant, store.root)
         if allowed is not None:
             raise _invalid("store.root", f"a local folder must lie inside {allowed}")
     found = size_problems(candidate, settings.kafka.message_max_bytes)
@@ -487,7 +501,7 @@ async def _check(
             )
 
 
-def _local_root_allowed(settings: Settings, tenant: str, root: Path) -> str | None:
+def local_root_allowed(settings: Settings, tenant: str, root: Path) -> str | None:
     """Return the folder a tenant's local stores must lie in, when ``root`` is outside it."""
     allowed = os.path.realpath(settings.data_dir / "local" / tenant)
     try:

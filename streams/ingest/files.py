@@ -43,6 +43,7 @@ from typing import Any, BinaryIO, Protocol
 
 from connectors.base import FileStore
 from connectors.errors import FileVanished, NotARegularFile
+from connectors.netguard import AddressGuard
 from streams.codec import AvroCodec
 from streams.control.catalog import CONFIG_REVISION, Catalog
 from streams.db import Database
@@ -77,7 +78,7 @@ from streams.ingest.sourcefiles import Placed, SourceFiles
 from streams.kafka import Producer, Record
 from streams.media import MediaRejected, MediaStore
 from streams.metrics import Metrics
-from streams.runner import open_store
+from streams.runner import guard_for, open_store
 from streams.settings import ConnectorSettings, Settings
 from streams.topics import Topics
 
@@ -137,10 +138,15 @@ class FileResult:
 class _Session:
     """One connector's store, opened lazily, used from one thread."""
 
-    def __init__(self, settings: ConnectorSettings, revision: str = CONFIG_REVISION) -> None:
+    def __init__(
+        self,
+        settings: ConnectorSettings,
+        revision: str = CONFIG_REVISION,
+        guard: AddressGuard | None = None,
+    ) -> None:
         self.settings = settings
         self.revision = revision
-        self.store: FileStore = open_store(settings.store)
+        self.store: FileStore = open_store(settings.store, guard)
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"fetch-{settings.name}")
         self.connected = False
         self.users = 0
@@ -199,6 +205,7 @@ class FileProcessor:
         self.chunk_bytes = settings.processors.chunk_bytes
         self.dead = DeadLetters(codec, topics, metrics, media, self.max_record_bytes)
         self.catalog = catalog or Catalog(settings)
+        self.settings = settings
         self._sessions: dict[tuple[str, str], _Session] = {}
         if bundles is None and isinstance(outcomes, Database):
             bundles = BundleStore(outcomes)
@@ -229,7 +236,8 @@ class FileProcessor:
         if entry is None:
             return None
         if session is None:
-            session = self._sessions[key] = _Session(entry.settings, entry.revision)
+            guard = guard_for(self.settings, entry.from_api)
+            session = self._sessions[key] = _Session(entry.settings, entry.revision, guard)
         return session
 
     async def process(self, arrival: dict[str, Any]) -> FileResult:

@@ -24,6 +24,7 @@ from support import (
     TopicReader,
     connector,
     conversations_csv,
+    free_port,
     running,
     settings_for,
     sftp_config,
@@ -432,3 +433,63 @@ async def test_a_file_picked_up_by_an_api_connector_becomes_cases(
         moved = sftp_server.upload_dir("cs_pw") / "globex/processed/20261120_conversations.csv"
         await wait_until(lambda: asyncio.to_thread(moved.exists), 30)  # outcome reached it
         assert await cases.count_cases("acme") == 0
+
+
+async def test_test_connection_reports_each_step_and_the_failing_one(
+    api: tuple[Recorder, Service, str], sftp_server: SftpServer, clean_upload: Path
+) -> None:
+    client, _service, _prefix = api
+    tenant = client.as_(await new_tenant(client.as_(OPERATOR_TOKEN), "acme-probe"))
+    good = sftp_store(sftp_server, str(clean_upload))
+    made = await tenant.post("/v1/connectors", {"name": "probe-ok", "store": good})
+    assert made.status == 201, made.text
+
+    report = await tenant.post(f"/v1/connectors/{made.body['id']}/test")
+    assert report.status == 200, report.text
+    assert report.body["ok"] is True
+    steps = [(s["name"], s["status"]) for s in report.body["steps"]]
+    assert steps == [
+        ("resolve", "passed"),
+        ("connect", "passed"),
+        ("host_key", "passed"),
+        ("authenticate", "passed"),
+        ("list", "passed"),
+    ]
+
+    async def failing(store: dict[str, Any]) -> tuple[str | None, list[str]]:
+        reply = await tenant.post("/v1/connectors/test", {"name": "probe", "store": store})
+        assert reply.status == 200, reply.text
+        assert reply.body["ok"] is False
+        return reply.body["failed_step"], [s["status"] for s in reply.body["steps"]]
+
+    wrong_password = {**good, "password": "not-the-password"}
+    assert (await failing(wrong_password))[0] == "authenticate"
+    other_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGr0ps8xY0cJb3lwSEZtU2NqUWVUc0tPaUFaYmx4RzE"
+    assert (await failing({**good, "host_key": other_key}))[0] == "host_key"
+    assert (await failing({**good, "port": free_port()}))[0] == "connect"
+    # A private address nobody allow-listed is refused before any connection is made.
+    step, statuses = await failing({**good, "host": "10.255.255.1"})
+    assert step == "resolve" and statuses[1:] == ["skipped"] * 4
+    assert good["password"] not in report.text
+
+    other = client.as_(await new_tenant(client.as_(OPERATOR_TOKEN), "acme-probe-other"))
+    assert (await other.post(f"/v1/connectors/{made.body['id']}/test")).status == 404
+
+
+async def test_test_connection_reports_a_missing_bucket(
+    api: tuple[Recorder, Service, str], s3_server: Any
+) -> None:
+    client, _service, _prefix = api
+    tenant = client.as_(await new_tenant(client.as_(OPERATOR_TOKEN), "acme-s3-probe"))
+    store = {
+        "type": "s3",
+        "bucket": "no-such-bucket-anywhere",
+        "endpoint_url": s3_server.endpoint_url,
+        "access_key_id": s3_server.access_key_id,
+        "secret_access_key": s3_server.secret_access_key,
+        "addressing_style": "path",
+    }
+    reply = await tenant.post("/v1/connectors/test", {"name": "s3probe", "store": store})
+    assert reply.status == 200, reply.text
+    assert reply.body["failed_step"] == "head_bucket"
+    assert store["secret_access_key"] not in reply.text
