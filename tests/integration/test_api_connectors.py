@@ -34,7 +34,7 @@ from support import (
 )
 
 from streams.control.audit import audit_log
-from streams.control.connectors import connectors
+from streams.control.connectors import connectors, new_private_key, public_key_line
 from streams.service import Service
 from streams.topics import Topics
 
@@ -440,13 +440,14 @@ async def test_test_connection_reports_each_step_and_the_failing_one(
 ) -> None:
     client, _service, _prefix = api
     tenant = client.as_(await new_tenant(client.as_(OPERATOR_TOKEN), "acme-probe"))
-    good = sftp_store(sftp_server, str(clean_upload))
+    (clean_upload / "probe").mkdir()
+    good = sftp_store(sftp_server, "/upload/probe")
     made = await tenant.post("/v1/connectors", {"name": "probe-ok", "store": good})
     assert made.status == 201, made.text
 
     report = await tenant.post(f"/v1/connectors/{made.body['id']}/test")
     assert report.status == 200, report.text
-    assert report.body["ok"] is True
+    assert report.body["ok"] is True, report.text
     steps = [(s["name"], s["status"]) for s in report.body["steps"]]
     assert steps == [
         ("resolve", "passed"),
@@ -464,7 +465,7 @@ async def test_test_connection_reports_each_step_and_the_failing_one(
 
     wrong_password = {**good, "password": "not-the-password"}
     assert (await failing(wrong_password))[0] == "authenticate"
-    other_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGr0ps8xY0cJb3lwSEZtU2NqUWVUc0tPaUFaYmx4RzE"
+    other_key = public_key_line(new_private_key(), "another server")
     assert (await failing({**good, "host_key": other_key}))[0] == "host_key"
     assert (await failing({**good, "port": free_port()}))[0] == "connect"
     # A private address nobody allow-listed is refused before any connection is made.
