@@ -196,7 +196,7 @@ async def test_connector(call: Call) -> ProbeReport:
 
 
 @routes.post(
-    "/v1/connectors/test",
+    "/v1/connector-tests",
     summary="Test a connector before saving it",
     body=ConnectorIn,
     response=ProbeReport,

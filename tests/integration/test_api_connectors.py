@@ -458,7 +458,7 @@ async def test_test_connection_reports_each_step_and_the_failing_one(
     ]
 
     async def failing(store: dict[str, Any]) -> tuple[str | None, list[str]]:
-        reply = await tenant.post("/v1/connectors/test", {"name": "probe", "store": store})
+        reply = await tenant.post("/v1/connector-tests", {"name": "probe", "store": store})
         assert reply.status == 200, reply.text
         assert reply.body["ok"] is False
         return reply.body["failed_step"], [s["status"] for s in reply.body["steps"]]
@@ -490,7 +490,7 @@ async def test_test_connection_reports_a_missing_bucket(
         "secret_access_key": s3_server.secret_access_key,
         "addressing_style": "path",
     }
-    reply = await tenant.post("/v1/connectors/test", {"name": "s3probe", "store": store})
+    reply = await tenant.post("/v1/connector-tests", {"name": "s3probe", "store": store})
     assert reply.status == 200, reply.text
     assert reply.body["failed_step"] == "head_bucket"
     assert store["secret_access_key"] not in reply.text

@@ -97,7 +97,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/keys"): {"name": "probe"},
     ("POST", "/v1/connectors"): {"name": "probe", "store": _s3("beta-probe-bucket")},
     ("PATCH", "/v1/connectors/{id}"): {"enabled": False},
-    ("POST", "/v1/connectors/test"): {"name": "probe", "store": _s3("beta-probe-bucket")},
+    ("POST", "/v1/connector-tests"): {"name": "probe", "store": _s3("beta-probe-bucket")},
     ("PATCH", "/v1/{tenant}/sources/{source_type}/schema"): {
         "source_name": "Probe",
         "schema": [{"name": "id", "type": "Integer", "primary_key": True}],
