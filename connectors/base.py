@@ -1,14 +1,15 @@
 """The file-store protocol every connector implements, and the values it returns.
 
-A store does I/O only. It lists what is there, opens files for streaming reads and performs the
-clean-up moves; completeness detection, de-duplication and the clean-up policy live once, in
-:mod:`connectors.poller`. Stores are blocking (paramiko, boto3, the file system): callers run them
-in an executor, one call at a time per store instance.
+A store does I/O only. It lists what is there, opens files for streaming reads, performs the
+clean-up moves and writes the files exports deliver; completeness detection, de-duplication and
+the clean-up policy live once, in :mod:`connectors.poller`. Stores are blocking (paramiko,
+boto3, the file system): callers run them in an executor, one call at a time per store instance.
 """
 
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -58,6 +59,20 @@ class SkippedEntry:
     detail: str = ""
 
 
+WRITE_CHUNK = 1024 * 1024
+"""Bytes read from the source per step of a :meth:`FileStore.write`."""
+
+
+def temp_name(name: str) -> str:
+    """Return the temporary name a write of ``name`` goes to before its final rename.
+
+    Hidden (a leading dot) and marked, so listings and people can tell it from a real file; the
+    name part is cut so the whole stays within the 255-byte name limit of common file systems.
+    """
+    short = name.encode()[:180].decode(errors="ignore")
+    return f".{short}.callstream-{secrets.token_hex(8)}.part"
+
+
 Prune = Callable[[str], bool]
 """Given a connector-relative folder path, return True to not descend into it."""
 
@@ -80,6 +95,18 @@ class FileStore(Protocol):
       ``replace=False`` it raises :class:`~connectors.errors.TargetExists` instead, atomically
       where the store can); ``delete`` removes a file. Both are used only by the poller's
       clean-up.
+    - ``write`` stores the bytes of ``src`` (read to its end, in chunks: never whole in memory)
+      at ``path`` inside the root, creating parent folders, and returns the written version.
+      It is atomic where the store can be: the bytes go to a temporary name in the same folder
+      (``.<name>.callstream-<hex>.part``) that is renamed over ``path`` at the end (SFTP, local
+      folder; an S3 object appears only once its upload completes), so a reader never sees a
+      half-written file, and a failed write removes its temporary file. With ``replace=False``
+      an existing ``path`` raises :class:`~connectors.errors.TargetExists` (atomically on the
+      local folder and SFTP, a check before the upload on S3). Unsafe paths raise
+      :class:`~connectors.errors.UnsafePath`; failures map to the errors of ``connect``, plus
+      :class:`~connectors.errors.AccessDenied` (no write permission) and
+      :class:`~connectors.errors.ConnectorError` (also for an error reading ``src``).
+      Used by export deliveries.
     - Names with a control character and paths longer than
       :data:`~connectors.paths.MAX_PATH_CHARS` are listed as ``unsafe_name`` skipped entries.
     """
@@ -100,3 +127,5 @@ class FileStore(Protocol):
     def move(self, src: str, dst: str, *, replace: bool = True) -> None: ...
 
     def delete(self, path: str) -> None: ...
+
+    def write(self, path: str, src: BinaryIO, *, replace: bool = True) -> RemoteFile: ...

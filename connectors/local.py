@@ -22,8 +22,9 @@ from typing import BinaryIO, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field
 
 from connectors import paths
-from connectors.base import Prune, RemoteFile, SkippedEntry, SkipReason
+from connectors.base import WRITE_CHUNK, Prune, RemoteFile, SkippedEntry, SkipReason, temp_name
 from connectors.errors import (
+    AccessDenied,
     ConnectorError,
     FileVanished,
     NotARegularFile,
@@ -235,6 +236,37 @@ class LocalStore:
         except OSError as exc:
             raise ConnectorError(f"moving {src!r} to {dst!r} in {self._root}: {exc}") from exc
 
+    def write(self, path: str, src: BinaryIO, *, replace: bool = True) -> RemoteFile:
+        """Store ``src`` at ``path``: a temporary file in the same folder, fsync'd, then
+        renamed over ``path`` (see the protocol)."""
+        norm = paths.normalize(path)
+        try:
+            with self._parent(norm, create=True) as (fd, name):
+                tmp = temp_name(name)
+                _write_temp(fd, tmp, src)
+                try:
+                    if replace:
+                        os.rename(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+                    else:
+                        _move_no_replace(fd, tmp, fd, name)
+                    os.fsync(fd)  # the rename itself survives a crash
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp, dir_fd=fd)
+                    raise
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except _Missing as exc:  # a folder on the way is a file
+            raise ConnectorError(f"writing {path!r} in {self._root}: {exc} is a file") from exc
+        except FileExistsError as exc:
+            raise TargetExists(f"{path!r} already exists in {self._root}") from exc
+        except PermissionError as exc:
+            raise AccessDenied(f"writing {path!r} in {self._root}: {exc}") from exc
+        except ConnectorError:
+            raise
+        except OSError as exc:
+            raise ConnectorError(f"writing {path!r} in {self._root}: {exc}") from exc
+        return RemoteFile(norm, st.st_size, st.st_mtime)
+
     def delete(self, path: str) -> None:
         """Remove a file inside the root."""
         try:
@@ -244,6 +276,23 @@ class LocalStore:
             return
         except OSError as exc:
             raise ConnectorError(f"deleting {path!r} in {self._root}: {exc}") from exc
+
+
+def _write_temp(dir_fd: int, tmp: str, src: BinaryIO) -> None:
+    """Copy ``src`` into a new file ``tmp`` beneath ``dir_fd`` and fsync it; on any failure
+    the temporary file is removed."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(tmp, flags, 0o644, dir_fd=dir_fd)
+    try:
+        with os.fdopen(fd, "wb", closefd=True) as out:
+            while chunk := src.read(WRITE_CHUNK):
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
 
 
 def _move_no_replace(src_fd: int, src: str, dst_fd: int, dst: str) -> None:

@@ -13,6 +13,10 @@ are reported as ``skipped``.
   the address guard), ``head_bucket`` (a missing bucket, bad credentials and a denying policy
   are told apart), ``list`` (one key under the prefix).
 - Local folder: ``path`` (exists, is a folder, can be listed).
+- Export connectors (``write=True``): SFTP ends with ``write`` (a probe file
+  ``.callstream-probe-<hex>`` put into the root) and ``delete`` (it removed) instead of ``list``;
+  S3 is ``resolve``, ``write`` (a probe object under the prefix), ``delete`` (an export key
+  need not list or read). :func:`run_steps` runs other checks (the e-mail relay) the same way.
 
 The probe is blocking (run it in a thread from async code) and bounded: every step runs with
 the store's own timeouts cut to what is left of ``timeout_seconds``, and a step still running
@@ -23,8 +27,11 @@ host, bucket or path, never a secret (the configuration's secrets are also scrub
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
+import posixpath
+import secrets as random
 import socket
 import stat as stat_mod
 import threading
@@ -66,7 +73,9 @@ class ProbeStep(BaseModel):
 
     name: str = Field(
         description="The step: resolve, connect, host_key, authenticate, list (SFTP); resolve, "
-        "head_bucket, list (S3); path (local folder).",
+        "head_bucket, list (S3); path (local folder); for export connectors write and delete "
+        "replace list (SFTP), resolve, write, delete (S3), addresses, connect, ehlo, starttls, "
+        "auth (e-mail).",
         examples=["host_key"],
     )
     status: StepStatus = Field(
@@ -96,7 +105,9 @@ class ProbeReport(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     ok: bool = Field(description="True when every step passed.", examples=[False])
-    type: Literal["sftp", "s3", "local"] = Field(description="The store type tested.")
+    type: Literal["sftp", "s3", "local", "email"] = Field(
+        description="The store (or export connector) type tested."
+    )
     target: str = Field(
         description="Where the store points (no secret).",
         examples=["sftp://acme-upload@sftp.example.com:22/upload"],
@@ -108,7 +119,7 @@ class ProbeReport(BaseModel):
     steps: list[ProbeStep] = Field(description="The steps, in the order they run.")
 
 
-class _Failed(Exception):
+class StepFailed(Exception):
     """A step failed with a message for people and details for machines."""
 
     def __init__(self, message: str, detail: Detail | None = None) -> None:
@@ -170,7 +181,7 @@ class _Budget:
         thread.join(self._end - time.monotonic())
         if not box:
             self.expire()
-            raise _Failed(
+            raise StepFailed(
                 f"no answer within the test's limit of {self.limit:g}s",
                 {"error": "timeout", "timeout_seconds": self.limit},
             )
@@ -189,29 +200,61 @@ def probe(
     config: SftpConfig | S3Config | LocalConfig,
     guard: AddressGuard | None = None,
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    *,
+    write: bool = False,
 ) -> ProbeReport:
     """Test a store configuration step by step (see the module doc). A failing store is a
     report, never an exception; only bad arguments raise (an unknown configuration type, a
     ``timeout_seconds`` that is not positive).
 
     ``guard`` is the SSRF policy for connectors created through the API (None: the
-    configuration file's own connectors, any address).
+    configuration file's own connectors, any address). ``write`` (export connectors, SFTP and
+    S3): instead of listing, write a probe file ``.callstream-probe-<hex>`` into the root
+    (``write`` step) and delete it (``delete`` step).
     """
     if not timeout_seconds > 0:
         raise ValueError(f"timeout_seconds must be positive, not {timeout_seconds!r}")
     budget = _Budget(timeout_seconds)
     kind: Literal["sftp", "s3", "local"]
     if isinstance(config, SftpConfig):
-        kind, steps, target = "sftp", _sftp_steps(config, guard, budget), _sftp_target(config)
+        kind, steps, target = (
+            "sftp",
+            _sftp_steps(config, guard, budget, write),
+            _sftp_target(config),
+        )
     elif isinstance(config, S3Config):
         store = S3Store(_s3_bounded(config, budget), guard)
-        kind, steps, target = "s3", _s3_steps(store, guard, budget), store.description
+        kind, steps, target = "s3", _s3_steps(store, guard, budget, write), store.description
         budget.hold(store.close)
     elif isinstance(config, LocalConfig):
         kind, steps, target = "local", _local_steps(config), f"file://{config.root}"
     else:
         raise TypeError(f"cannot test a {type(config).__name__}")
-    secrets = _secrets(config)
+    return _run(kind, target, steps, _secrets(config), budget)
+
+
+def run_steps(
+    kind: Literal["sftp", "s3", "local", "email"],
+    target: str,
+    steps: list[Step],
+    secrets: Iterable[str] = (),
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+) -> ProbeReport:
+    """Run checks of another kind (an e-mail relay) as a connection test: each step returns
+    ``(message, detail)`` or raises :class:`StepFailed` (or a ``ConnectorError``); the report
+    has the shape, limits and secret scrubbing of :func:`probe`. Blocking."""
+    if not timeout_seconds > 0:
+        raise ValueError(f"timeout_seconds must be positive, not {timeout_seconds!r}")
+    return _run(kind, target, steps, [s for s in secrets if s], _Budget(timeout_seconds))
+
+
+def _run(
+    kind: Literal["sftp", "s3", "local", "email"],
+    target: str,
+    steps: list[Step],
+    secrets: list[str],
+    budget: _Budget,
+) -> ProbeReport:
     started = time.monotonic()
     results: list[ProbeStep] = []
     failed: str | None = None
@@ -232,7 +275,7 @@ def probe(
             try:
                 message, detail = budget.run(name, step)
                 status = StepStatus.PASSED
-            except _Failed as exc:
+            except StepFailed as exc:
                 message, detail, status = exc.message, exc.detail, StepStatus.FAILED
             except ConnectorError as exc:
                 message, detail, status = str(exc), {"error": exc.kind}, StepStatus.FAILED
@@ -302,7 +345,7 @@ def _resolve(host: str, port: int, guard: AddressGuard | None) -> StepResult:
             infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, socket.IPPROTO_TCP)
             addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     except AddressRefused as exc:
-        raise _Failed(
+        raise StepFailed(
             str(exc),
             {
                 "error": exc.kind,
@@ -312,7 +355,7 @@ def _resolve(host: str, port: int, guard: AddressGuard | None) -> StepResult:
             },
         ) from exc
     except OSError as exc:
-        raise _Failed(
+        raise StepFailed(
             f"cannot resolve {host!r}: {exc.strerror or exc}",
             {"error": "network", "host": host},
         ) from exc
@@ -331,7 +374,16 @@ def _sftp_target(cfg: SftpConfig) -> str:
     return f"sftp://{cfg.username}@{cfg.host}:{cfg.port}{cfg.root}"
 
 
-def _sftp_steps(cfg: SftpConfig, guard: AddressGuard | None, budget: _Budget) -> list[Step]:
+def _probe_name() -> str:
+    return f".callstream-probe-{random.token_hex(8)}"
+
+
+PROBE_BODY = b"callstream write test: this file is deleted at once\n"
+
+
+def _sftp_steps(
+    cfg: SftpConfig, guard: AddressGuard | None, budget: _Budget, write: bool
+) -> list[Step]:
     where = f"{cfg.host}:{cfg.port}"
     addresses: list[str] = []
     session: dict[str, Any] = {}
@@ -357,7 +409,7 @@ def _sftp_steps(cfg: SftpConfig, guard: AddressGuard | None, budget: _Budget) ->
                 f"TCP connection to {address} port {cfg.port} open",
                 {"address": address, "port": cfg.port},
             )
-        raise _Failed(
+        raise StepFailed(
             f"no TCP connection to {where} ({'; '.join(errors)})",
             {"error": "network", "port": cfg.port, "addresses": list(addresses)},
         )
@@ -369,7 +421,7 @@ def _sftp_steps(cfg: SftpConfig, guard: AddressGuard | None, budget: _Budget) ->
         try:
             transport.start_client(timeout=budget.cut(cfg.connect_timeout_seconds))
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise _Failed(
+            raise StepFailed(
                 f"SSH handshake with {where} failed: {exc or type(exc).__name__}",
                 {"error": "network"},
             ) from exc
@@ -383,7 +435,7 @@ def _sftp_steps(cfg: SftpConfig, guard: AddressGuard | None, budget: _Budget) ->
         try:
             sftp_mod.check_host_key(transport, cfg, where)
         except HostKeyMismatch as exc:
-            raise _Failed(str(exc), {"error": exc.kind, **detail}) from exc
+            raise StepFailed(str(exc), {"error": exc.kind, **detail}) from exc
         return f"{where} presents the pinned host key {detail['fingerprint']}", detail
 
     def authenticate() -> StepResult:
@@ -393,9 +445,9 @@ def _sftp_steps(cfg: SftpConfig, guard: AddressGuard | None, budget: _Budget) ->
         try:
             sftp_mod.authenticate(transport, cfg, where)
         except ConnectorError as exc:
-            raise _Failed(str(exc), {"error": exc.kind, **detail}) from exc
+            raise StepFailed(str(exc), {"error": exc.kind, **detail}) from exc
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise _Failed(
+            raise StepFailed(
                 f"authenticating as {cfg.username!r} on {where}: {exc or type(exc).__name__}",
                 {"error": "network", **detail},
             ) from exc
@@ -413,16 +465,16 @@ def _sftp_steps(cfg: SftpConfig, guard: AddressGuard | None, budget: _Budget) ->
             # Not held: closing the transport closes its channels without waiting on the link.
             entries = [a for a in client.listdir_attr(root) if a.filename not in (".", "..")]
         except FileNotFoundError as exc:
-            raise _Failed(
+            raise StepFailed(
                 f"folder {root!r} does not exist on {where}", {"error": "not_found", "root": root}
             ) from exc
         except PermissionError as exc:
-            raise _Failed(
+            raise StepFailed(
                 f"permission denied listing {root!r} on {where}",
                 {"error": "access_denied", "root": root},
             ) from exc
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise _Failed(
+            raise StepFailed(
                 f"listing {root!r} on {where}: {exc or type(exc).__name__}",
                 {"error": "network", "root": root},
             ) from exc
@@ -431,12 +483,64 @@ def _sftp_steps(cfg: SftpConfig, guard: AddressGuard | None, budget: _Budget) ->
             {"root": root, "entries": len(entries)},
         )
 
+    probe_path = posixpath.join(cfg.root, _probe_name())
+
+    def write_probe() -> StepResult:
+        transport: paramiko.Transport = session["transport"]
+        root = cfg.root
+        detail: Detail = {"root": root, "path": probe_path}
+        try:
+            client = sftp_mod.open_sftp(
+                transport,
+                budget.cut(cfg.connect_timeout_seconds),
+                budget.cut(cfg.operation_timeout_seconds),
+            )
+            session["sftp"] = client
+            with client.open(probe_path, "wbx") as out:
+                out.write(PROBE_BODY)
+        except FileNotFoundError as exc:
+            raise StepFailed(
+                f"folder {root!r} does not exist on {where}", {"error": "not_found", **detail}
+            ) from exc
+        except PermissionError as exc:
+            raise StepFailed(
+                f"permission denied writing a file into {root!r} on {where}",
+                {"error": "access_denied", **detail},
+            ) from exc
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise StepFailed(
+                f"writing {probe_path!r} on {where}: {exc or type(exc).__name__}",
+                {"error": "network", **detail},
+            ) from exc
+        return f"wrote the probe file {probe_path!r} ({len(PROBE_BODY)} bytes)", detail
+
+    def delete_probe() -> StepResult:
+        client: paramiko.SFTPClient = session["sftp"]
+        detail: Detail = {"path": probe_path}
+        try:
+            client.remove(probe_path)
+        except PermissionError as exc:
+            raise StepFailed(
+                f"permission denied deleting the probe file {probe_path!r} on {where} (it is "
+                "still there: delete it by hand)",
+                {"error": "access_denied", **detail},
+            ) from exc
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise StepFailed(
+                f"deleting {probe_path!r} on {where}: {exc or type(exc).__name__}",
+                {"error": "network", **detail},
+            ) from exc
+        return f"deleted the probe file {probe_path!r}", detail
+
+    last: list[Step] = (
+        [("write", write_probe), ("delete", delete_probe)] if write else [("list", list_root)]
+    )
     return [
         ("resolve", resolve),
         ("connect", connect),
         ("host_key", host_key),
         ("authenticate", authenticate),
-        ("list", list_root),
+        *last,
     ]
 
 
@@ -454,7 +558,9 @@ def _s3_bounded(cfg: S3Config, budget: _Budget) -> S3Config:
     )
 
 
-def _s3_steps(store: S3Store, guard: AddressGuard | None, budget: _Budget) -> list[Step]:
+def _s3_steps(
+    store: S3Store, guard: AddressGuard | None, budget: _Budget, write: bool
+) -> list[Step]:
     cfg = store.config
     bucket = cfg.bucket
 
@@ -481,6 +587,20 @@ def _s3_steps(store: S3Store, guard: AddressGuard | None, budget: _Budget) -> li
         found = "at least one object" if key is not None else "no objects yet"
         return f"listed {root}: {found}", {"prefix": cfg.key_prefix, "found": key is not None}
 
+    name = _probe_name()
+    key = f"s3://{bucket}/{cfg.key_prefix}{name}"
+
+    def write_probe() -> StepResult:
+        store.open_client()
+        store.write(name, io.BytesIO(PROBE_BODY))
+        return f"put the probe object {key}", {"key": cfg.key_prefix + name}
+
+    def delete_probe() -> StepResult:
+        store.delete(name)
+        return f"deleted the probe object {key}", {"key": cfg.key_prefix + name}
+
+    if write:  # an export key may lack ListBucket: writing is what it must be able to do
+        return [("resolve", resolve), ("write", write_probe), ("delete", delete_probe)]
     return [("resolve", resolve), ("head_bucket", head_bucket), ("list", list_prefix)]
 
 
@@ -494,24 +614,26 @@ def _local_steps(cfg: LocalConfig) -> list[Step]:
         try:
             info = os.stat(root)
         except FileNotFoundError as exc:
-            raise _Failed(
+            raise StepFailed(
                 f"folder {root!r} does not exist", {"error": "not_found", **detail}
             ) from exc
         except OSError as exc:
-            raise _Failed(
+            raise StepFailed(
                 f"cannot stat {root!r}: {exc.strerror}", {"error": "io", **detail}
             ) from exc
         if not stat_mod.S_ISDIR(info.st_mode):
-            raise _Failed(f"{root!r} is not a folder", {"error": "not_regular", **detail})
+            raise StepFailed(f"{root!r} is not a folder", {"error": "not_regular", **detail})
         try:
             with os.scandir(root) as entries:
                 count = sum(1 for _ in entries)
         except PermissionError as exc:
-            raise _Failed(
+            raise StepFailed(
                 f"permission denied listing {root!r}", {"error": "access_denied", **detail}
             ) from exc
         except OSError as exc:
-            raise _Failed(f"listing {root!r}: {exc.strerror}", {"error": "io", **detail}) from exc
+            raise StepFailed(
+                f"listing {root!r}: {exc.strerror}", {"error": "io", **detail}
+            ) from exc
         return (
             f"listed {root!r}: {count} entr{'y' if count == 1 else 'ies'}",
             {**detail, "entries": count},

@@ -42,8 +42,9 @@ from paramiko.sftp import CMD_DATA, CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_READ, 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from connectors import paths
-from connectors.base import Prune, RemoteFile, SkippedEntry, SkipReason
+from connectors.base import WRITE_CHUNK, Prune, RemoteFile, SkippedEntry, SkipReason, temp_name
 from connectors.errors import (
+    AccessDenied,
     AuthenticationFailed,
     ConnectorError,
     FileVanished,
@@ -470,6 +471,54 @@ class SftpStore:
                 raise self._failure(f"deleting {path!r} on {self.description}", exc) from exc
             except (EOFError, paramiko.SSHException) as exc:
                 raise StoreUnavailable(f"deleting {path!r}: {exc}") from exc
+
+    def write(self, path: str, src: BinaryIO, *, replace: bool = True) -> RemoteFile:
+        """Upload ``src`` to a temporary name beside ``path`` (pipelined writes), then rename
+        it over ``path``: ``posix-rename@openssh.com`` replaces atomically, the plain rename
+        (``replace=False``) refuses a taken target (see the protocol)."""
+        norm = paths.normalize(path)
+        with self._lock:
+            sftp = self._client()
+            target = self._remote(norm)
+            folder = posixpath.dirname(target)
+            tmp = posixpath.join(folder, temp_name(posixpath.basename(target)))
+            what = f"writing {norm!r} on {self.description}"
+            renaming = False
+            try:
+                self._makedirs(folder)
+                with sftp.open(tmp, "wbx") as out:
+                    out.set_pipelined(True)
+                    while chunk := src.read(WRITE_CHUNK):
+                        out.write(chunk)
+                renaming = True
+                if replace:
+                    sftp.posix_rename(tmp, target)
+                else:
+                    sftp.rename(tmp, target)
+                attr = sftp.lstat(target)
+            except OSError as exc:
+                self._discard(tmp)
+                refused = renaming and self._refused(exc)
+                if refused and not replace and self._exists(target):
+                    raise TargetExists(f"{norm!r} already exists on {self.description}") from exc
+                if isinstance(exc, PermissionError):
+                    raise AccessDenied(f"{what}: permission denied") from exc
+                if isinstance(exc, FileNotFoundError):
+                    raise ConnectorError(f"{what}: folder {folder!r} does not exist") from exc
+                raise self._failure(what, exc) from exc
+            except (EOFError, paramiko.SSHException) as exc:
+                self._discard(tmp)
+                raise StoreUnavailable(f"{what}: {exc}") from exc
+            except BaseException:
+                self._discard(tmp)
+                raise
+            return RemoteFile(norm, attr.st_size or 0, float(attr.st_mtime or 0))
+
+    def _discard(self, remote: str) -> None:
+        """Remove a temporary file after a failed write, if the session still works."""
+        if self._sftp is not None and self._transport is not None and self._transport.is_active():
+            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                self._sftp.remove(remote)
 
     def _makedirs(self, remote_dir: str) -> None:
         sftp = self._client()

@@ -358,18 +358,24 @@ def connectors() -> None:
 @connectors.command("re-encrypt")
 @click.pass_obj
 def connectors_re_encrypt(config: Path | None) -> None:
-    """Re-encrypt every stored connector secret with the first key of api.secret_keys.
+    """Re-encrypt every stored connector secret (import and export connectors) with the first
+    key of api.secret_keys.
 
     Key rotation: put the new key first in api.secret_keys (keep the old one after it), restart,
     run this, then remove the old key.
     """
     from streams.control import connectors as ops
+    from streams.control import destinations
     from streams.control.secrets import SecretBox, SecretsError
 
     settings = _load(config)
     box = SecretBox.from_settings(settings.api.secret_keys, settings.data_dir)
+
+    async def both(engine: AsyncEngine) -> int:
+        return await ops.re_encrypt(engine, box) + await destinations.re_encrypt(engine, box)
+
     try:
-        count = _with_engine(config, lambda engine: ops.re_encrypt(engine, box))
+        count = _with_engine(config, both)
     except SecretsError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILED)

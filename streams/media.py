@@ -107,6 +107,15 @@ class MediaStore(Protocol):
         :class:`MediaRejected` ``too_large`` past ``max_bytes``."""
         ...
 
+    def open_read(self, key: str) -> IO[bytes]:
+        """Open the object under ``key`` for streaming (the caller closes it); FileNotFoundError
+        when there is none."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Delete the object under ``key`` (nothing there: nothing to do)."""
+        ...
+
 
 def media_key(tenant: str, file_id: str, name: str, when: dt.datetime) -> str:
     """Return ``<tenant>/<yyyy>/<mm>/<dd>/<file_id>/<name>`` (date in UTC, name's last part)."""
@@ -219,6 +228,22 @@ class LocalMediaStore:
         tmp.write_bytes(data)
         os.replace(tmp, target)
         return key
+
+    def open_read(self, key: str) -> IO[bytes]:
+        """Open the object under ``key`` for streaming (the caller closes it)."""
+        return (self.root / paths.normalize(key)).open("rb")
+
+    def delete(self, key: str) -> None:
+        """Delete the object under ``key`` and the folders it leaves empty (up to the root)."""
+        target = self.root / paths.normalize(key)
+        target.unlink(missing_ok=True)
+        folder = target.parent
+        while folder != self.root and folder.is_relative_to(self.root):
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or gone): stop
+                break
+            folder = folder.parent
 
     def get_bytes(self, key: str, max_bytes: int) -> bytes:
         """Return the object under ``key``, at most ``max_bytes`` long."""

@@ -211,6 +211,24 @@ class S3MediaStore:
             raise MediaRejected("too_large", f"{key} is larger than {max_bytes} bytes")
         return data
 
+    def open_read(self, key: str) -> IO[bytes]:
+        """Open the object under ``key`` for streaming (the caller closes it);
+        FileNotFoundError when there is none."""
+        full = self.prefix + paths.normalize(key)
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=full)["Body"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise FileNotFoundError(f"s3://{self.bucket}/{full}") from exc
+            raise self._error("reading", full, exc) from exc
+        except BotoCoreError as exc:
+            raise self._error("reading", full, exc) from exc
+        return body  # type: ignore[return-value]  # a StreamingBody: read(n) and close()
+
+    def delete(self, key: str) -> None:
+        """Delete the object under ``key`` (S3 answers success when there is none)."""
+        self._delete(self.prefix + paths.normalize(key))
+
     # ------------------------------------------------------------------ start-up clean-up
 
     def start(self) -> None:

@@ -91,6 +91,10 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+class ConnectorNotRunning(RuntimeError):
+    """A job's run names a connector this runner does not run."""
+
+
 @dataclass
 class ConnectorStatus:
     """What an operator sees for one connector (``/connectors``)."""
@@ -143,6 +147,11 @@ class ConnectorContext:
     announcing: dict[str, asyncio.Event] = field(default_factory=dict)
     revision: str = CONFIG_REVISION
     task: asyncio.Task[None] | None = None
+    connector_id: str = ""
+    scheduled: bool = False
+    """A data_import job drives it: poll cycles only watch and clean up; runs announce."""
+    cycle: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held by a poll cycle, so a job's run and the regular cycle never overlap."""
 
     @property
     def name(self) -> str:
@@ -243,6 +252,16 @@ class ConnectorRunner:
                 why = "removed or disabled" if want is None else "changed"
                 log.info("connector %s/%s: %s, stopping it", ctx.tenant, ctx.name, why)
                 await self._stop_connector(key)
+            elif want.scheduled != ctx.scheduled:
+                ctx.scheduled = want.scheduled
+                log.info(
+                    "connector %s/%s: %s",
+                    ctx.tenant,
+                    ctx.name,
+                    "announces at its job's runs"
+                    if want.scheduled
+                    else "no job drives it any more: announcing files as they arrive",
+                )
         for key, entry in desired.items():
             if key not in self.contexts:
                 await self._start_connector(entry)
@@ -272,6 +291,8 @@ class ConnectorRunner:
             poller=Poller(store, conn.poll, known),
             executor=ThreadPoolExecutor(1, thread_name_prefix=f"conn-{conn.name}"),
             revision=entry.revision,
+            connector_id=entry.connector_id,
+            scheduled=entry.scheduled,
         )
         self.contexts[entry.key] = ctx
         log.info(
@@ -316,7 +337,8 @@ class ConnectorRunner:
         )
         while not self._stopping.is_set():
             try:
-                await self.poll_once(ctx)
+                async with ctx.cycle:
+                    await self.poll_once(ctx)
             except ConnectorError as exc:
                 await self._failed(ctx, exc.kind, str(exc), backoff)
                 await ctx.disconnect()
@@ -351,12 +373,49 @@ class ConnectorRunner:
         )
         await self._sleep(delay)
 
-    async def poll_once(self, ctx: ConnectorContext) -> int:
+    async def poll_once(self, ctx: ConnectorContext, announce: bool | None = None) -> int:
         """Run one poll cycle for ``ctx``; return how many versions were announced.
 
-        The cycle notes the verdicts recorded since the last one, polls and announces, then
-        takes the clean-up steps that are due.
+        The cycle notes the verdicts recorded since the last one, polls and announces (unless
+        ``announce`` is False, or None and a job drives the connector: then it only watches
+        files settle), then takes the clean-up steps that are due.
         """
+        return len(await self._cycle(ctx, not ctx.scheduled if announce is None else announce))
+
+    async def run_import(self, tenant: str, connector_id: str) -> list[tuple[str, str, str]]:
+        """A job's import run: announce every complete, not yet announced version of the
+        connector now; return their (file_id, connector name, path).
+
+        Raises :class:`ConnectorNotRunning` when this runner does not run that connector
+        (disabled, its tenant disabled, or it cannot be loaded), and whatever the store raises
+        when it cannot be reached (:class:`~connectors.errors.ConnectorError`).
+        """
+        ctx = next(
+            (
+                c
+                for c in self.contexts.values()
+                if c.tenant == tenant and c.connector_id == connector_id
+            ),
+            None,
+        )
+        if ctx is None:
+            raise ConnectorNotRunning(
+                f"connector {connector_id} is not running (disabled, its tenant is disabled, "
+                "or its configuration cannot be loaded)"
+            )
+        out: list[tuple[str, str, str]] = []
+        async with ctx.cycle:
+            try:
+                while True:
+                    batch = await self._cycle(ctx, True)
+                    out += [(fid, ctx.name, path) for fid, path in batch]
+                    if len(batch) < ctx.settings.poll.max_announce_per_poll:
+                        return out
+            except ConnectorError:
+                await ctx.disconnect()  # the next call reconnects
+                raise
+
+    async def _cycle(self, ctx: ConnectorContext, announce: bool) -> list[tuple[str, str]]:
         await self._note_outcomes(ctx)
         started = time.perf_counter()
         result = await ctx.call(ctx.poller.poll)
@@ -375,22 +434,23 @@ class ConnectorRunner:
                     entry.reason,
                     entry.detail,
                 )
-        announced = 0
+        announced: list[tuple[str, str]] = []
         size = self.settings.runner.announce_batch_size
-        for i in range(0, len(result.ready), size):
-            announced += await self._announce(ctx, result.ready[i : i + size])
+        ready = result.ready if announce else []
+        for i in range(0, len(ready), size):
+            announced += await self._announce(ctx, ready[i : i + size])
         await self._clean_up(ctx)
         st = ctx.status
         st.state, st.last_success, st.consecutive_failures = "ok", utcnow(), 0
         st.last_error = st.last_error_kind = None
         self.metrics.last_success.labels(**ctx.labels).set(time.time())
-        if result.ready or result.pending:
+        if announced or result.pending:
             log.info(
                 "connector %s/%s: listed %d, announced %d, waiting on %d incomplete",
                 ctx.tenant,
                 ctx.name,
                 result.listed,
-                announced,
+                len(announced),
                 result.pending,
             )
         return announced
@@ -414,7 +474,9 @@ class ConnectorRunner:
             self.metrics.cleanups.labels(**ctx.labels, action=str(step.action)).inc()
             log.info("connector %s/%s: %s %r", ctx.tenant, ctx.name, step.action, path)
 
-    async def _announce(self, ctx: ConnectorContext, batch: Sequence[Candidate]) -> int:
+    async def _announce(
+        self, ctx: ConnectorContext, batch: Sequence[Candidate]
+    ) -> list[tuple[str, str]]:
         for c in batch:
             ctx.announcing.setdefault(c.file.version_id, asyncio.Event())
         try:
@@ -425,7 +487,10 @@ class ConnectorRunner:
                 if event is not None:
                     event.set()
 
-    async def _publish_and_record(self, ctx: ConnectorContext, batch: Sequence[Candidate]) -> int:
+    async def _publish_and_record(
+        self, ctx: ConnectorContext, batch: Sequence[Candidate]
+    ) -> list[tuple[str, str]]:
+        """Publish ``batch``, record it, mark it announced; return its (file_id, path)."""
         now = utcnow()
         records: list[Record] = []
         ids: list[tuple[Candidate, str]] = []
@@ -454,7 +519,7 @@ class ConnectorRunner:
         await ctx.local(ctx.poller.mark_announced, batch)
         self.metrics.files_announced.labels(**ctx.labels).inc(len(batch))
         ctx.status.announced_total += len(batch)
-        return len(batch)
+        return [(fid, c.file.path) for c, fid in ids]
 
 
 class OutcomeConsumer:

@@ -17,11 +17,13 @@ so it is redelivered on the next start.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from confluent_kafka.admin import AdminClient
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from streams.agents import cases as cases_agent
 from streams.agents import deadletters as deadletters_agent
@@ -30,6 +32,7 @@ from streams.api.app import create_app as create_http_app
 from streams.api.context import ApiContext
 from streams.app import create_app
 from streams.cases.store import CaseStore, OutboxRelay
+from streams.clock import Clock, SystemClock
 from streams.codec import AvroCodec
 from streams.control import tenants
 from streams.control.catalog import Catalog
@@ -37,6 +40,8 @@ from streams.control.secrets import SecretBox
 from streams.demo import seed
 from streams.echo import Echo
 from streams.embedded.kafka import LocalKafka
+from streams.exports.run import Exporter, ReportBuilder
+from streams.exports.storage import ReportStore, purge_expired
 from streams.ingest.bundles import BundleStore, BundleSweeper
 from streams.ingest.files import FileProcessor
 from streams.ingest.recordings import RecordingSettings
@@ -45,9 +50,12 @@ from streams.lag import LagMonitor
 from streams.media import MediaStore
 from streams.media_s3 import open_media_store
 from streams.metrics import Metrics
+from streams.notify import FailureWatcher, notify_failure
 from streams.runner import ConnectorRunner, OutcomeConsumer
+from streams.scheduler import Scheduler
 from streams.settings import Settings
 from streams.state import ConnectorState
+from streams.systemjobs import RetentionJob
 from streams.topics import Topics, check_record_limit, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -66,6 +74,7 @@ class Service:
         echo: bool = False,
         metrics: Metrics | None = None,
         say: Callable[[str], None] = print,
+        clock: Clock | None = None,
     ) -> None:
         if settings.demo_enabled:
             settings = seed.with_demo_tenant(settings)
@@ -73,6 +82,7 @@ class Service:
         self.echo_enabled = echo
         self.metrics = metrics or Metrics()
         self.say = say
+        self.clock: Clock = clock or SystemClock()
         self.codec = AvroCodec(settings.schemas_dir)
         self.topics = Topics(settings.kafka.topic_prefix)
         self.kafka: LocalKafka | None = None
@@ -164,6 +174,7 @@ class Service:
         await outcomes.start()
         self._stack.append(("file-outcome consumer", outcomes.stop))
 
+        self.scheduler: Scheduler | None = None
         self.api = ApiContext(
             settings=s,
             engine=state.engine,
@@ -175,6 +186,7 @@ class Service:
             cases=self.cases,
             media=self.media,
             secrets=self.secrets,
+            clock=self.clock,
         )
         http_app = create_http_app(self.metrics, self.runner, self.api)
         # Request lines up to 32 KiB: a long (even hostile) query string gets a problem detail
@@ -188,10 +200,36 @@ class Service:
         self._stack.append(("HTTP endpoint", app_runner.cleanup))
         port = app_runner.addresses[0][1]
         self.http_url = f"http://{s.http.host}:{port}"
+        if s.scheduler.enabled:
+            await self._start_scheduler(state.engine, self.http_url)
         n = len(self.runner.contexts)
         self.say(f"callstream is running: {n} connector(s); metrics at {self.http_url}/metrics")
         if s.demo_enabled:
             self.say(f"demo: drop files into {seed.inbox(s)} to see them announced; Ctrl-C stops")
+
+    async def _start_scheduler(self, engine: AsyncEngine, base_url: str) -> None:
+        """Jobs, export runs, the daily system runs (after the HTTP endpoint: links need its
+        address when ``http.public_url`` is unset)."""
+        s = self.settings
+        reports = ReportStore.from_settings(s, self.secrets, base_url, self.media)
+        self.reports = ReportBuilder(s, engine, self.codec, reports)
+        retention = RetentionJob(s, self.catalog)
+        scheduler = Scheduler(
+            s,
+            engine,
+            self.clock,
+            importer=self.runner,
+            exporter=Exporter(s, engine, self.secrets, self.reports, self.clock.now),
+            system_job=retention.run,
+            system_tenants=retention.tenants,
+            daily=functools.partial(purge_expired, engine, reports),
+            notify=functools.partial(notify_failure, s, engine, self.clock),
+        )
+        await scheduler.start()
+        self._stack.append(("scheduler", scheduler.stop))
+        self.scheduler = scheduler
+        self.api.scheduler = scheduler
+        self.api.reports = self.reports
 
     async def _start_processors(self, bootstrap: str, producer: Producer) -> None:
         s = self.settings
@@ -199,6 +237,12 @@ class Service:
         await cases.start()
         self._stack.append(("case store", cases.stop))
         self.cases = cases
+        self.failure_watcher: FailureWatcher | None = None
+        if s.mail.host:  # failure notices: always on where mail can go
+            watcher = FailureWatcher(s, cases.engine, self.clock)
+            await watcher.start()
+            self._stack.append(("failure watcher", watcher.stop))
+            self.failure_watcher = watcher
         relay = OutboxRelay(cases, producer, metrics=self.metrics)
         await relay.start()
         self._stack.append(("outbox relay", relay.stop))

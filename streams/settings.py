@@ -123,6 +123,32 @@ class HttpSettings(_Section):
 
     host: str = Field("127.0.0.1", description="Listen address.")
     port: int = Field(8080, ge=0, le=65535, description="Listen port (0: pick a free one).")
+    public_url: str | None = Field(
+        None,
+        description="How users reach this endpoint (e.g. https://callstream.example.com): the "
+        "base of report download links in mails. Unset: http://<host>:<port>.",
+        examples=["https://callstream.example.com"],
+    )
+
+
+class MailSettings(_Section):
+    """The SMTP relay callstream sends mail through: report links, failure notices, address
+    verification. Unset ``host``: mail is off (e-mail exports and notices fail visibly)."""
+
+    host: str | None = Field(None, description="SMTP relay host. Unset: mail is off.")
+    port: int = Field(587, ge=1, le=65535, description="Relay port (587 STARTTLS, 465 TLS).")
+    security: Literal["starttls", "tls", "none"] = Field(
+        "starttls",
+        description="starttls: upgrade (refused if not offered); tls: TLS from the start; "
+        "none: clear text (a relay on loopback only).",
+    )
+    username: str | None = Field(None, description="Log in as this user (unset: no AUTH).")
+    password: SecretStr | None = Field(None, description="Password of ``username``.")
+    from_address: str = Field("callstream@localhost", description="From: of every mail.")
+    ca_file: Path | None = Field(
+        None, description="PEM bundle to verify the relay's certificate (private CA)."
+    )
+    timeout_seconds: float = Field(30.0, gt=0, description="Connect and per-command timeout.")
 
 
 class ApiSettings(_Section):
@@ -185,6 +211,72 @@ class ApiSettings(_Section):
         return value
 
 
+class ExportSettings(_Section):
+    """Analysis reports: how long their files and download links live, how e-mails split them."""
+
+    link_ttl_days: float = Field(
+        7.0,
+        gt=0,
+        le=365,
+        description="Lifetime of a stored report file and of its signed download links; the "
+        "file is deleted after it.",
+    )
+    rows_per_email_file: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Most rows in one file of an e-mailed report (one download link each).",
+    )
+
+
+class RetentionConfig(_Section):
+    """What happens to a connector's processed originals once they are old (seeds 002/003)."""
+
+    days: float = Field(
+        7.0, gt=0, le=3650, description="Keep originals this many days (by their mtime)."
+    )
+    action: Literal["keep", "purge", "archive"] = Field(
+        "keep",
+        description="keep: never touch them; purge: delete them; archive: gzip them into "
+        "archive_dir (same relative path + .gz), then delete the original.",
+    )
+    archive_dir: str = Field(
+        "archive",
+        description="Folder (in the store) of the gzipped originals.",
+        examples=["archive"],
+    )
+    include_invalid: bool = Field(
+        False, description="Apply the same to the invalid folder (poll.invalid_dir)."
+    )
+
+    @field_validator("archive_dir")
+    @classmethod
+    def _relative_folder(cls, value: str) -> str:
+        parts = value.strip("/").split("/")
+        if (
+            value.startswith("/")
+            or not value.strip("/")
+            or any(p in ("", ".", "..") for p in parts)
+        ):
+            raise ValueError("must be a relative folder inside the store, without '.' or '..'")
+        return value.strip("/")
+
+
+class NotificationSettings(_Section):
+    """Failure notices mailed to each tenant's notification addresses (needs ``mail.host``)."""
+
+    quiet_period_hours: float = Field(
+        24.0,
+        ge=0,
+        le=24 * 365,
+        description="After a notice about a file path, further failures of the same path send "
+        "nothing for this long.",
+    )
+    watch_interval_seconds: float = Field(
+        5.0, gt=0, le=3600, description="How often invalid files are looked for."
+    )
+
+
 class ConnectorSettings(_Section):
     """One source of files for one tenant."""
 
@@ -199,6 +291,10 @@ class ConnectorSettings(_Section):
         None,
         description="Recording + metadata bundles (seed 003). Unset: recordings are only copied "
         "to the media store and metadata-like files follow the CSV/chat path.",
+    )
+    retention: RetentionConfig = Field(
+        default_factory=RetentionConfig,
+        description="Processed originals: kept, purged or archived after some days.",
     )
 
 
@@ -325,6 +421,25 @@ class RunnerSettings(_Section):
     )
 
 
+class SchedulerSettings(_Section):
+    """Job runs (``/v1/jobs``) and the daily system jobs."""
+
+    enabled: bool = Field(True, description="Claim and run due jobs in this process.")
+    tick_seconds: float = Field(
+        5.0, gt=0, le=60, description="How often due runs are looked for (and finished)."
+    )
+    lease_seconds: float = Field(
+        300.0,
+        ge=10,
+        description="A run whose worker stops renewing it this long is failed as interrupted.",
+    )
+    system_time: str = Field(
+        "03:00",
+        pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+        description="UTC time of the daily system job (retention of originals, expired reports).",
+    )
+
+
 class Settings(BaseSettings):
     """The whole configuration of one callstream process."""
 
@@ -356,7 +471,11 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    mail: MailSettings = Field(default_factory=MailSettings)
+    exports: ExportSettings = Field(default_factory=ExportSettings)
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     processors: ProcessorSettings = Field(default_factory=ProcessorSettings)
     media: MediaSettings = Field(
         default_factory=LocalMediaSettings,

@@ -18,13 +18,18 @@ from streams.api import connectors as connector_api
 from streams.api import (
     conversations,
     deadletters,
+    executions,
     files,
+    jobs,
     keys,
     openapi,
+    reports,
     results,
     sources,
     tenants,
+    users,
 )
+from streams.api import destinations as destination_api
 from streams.api.auth import authenticator
 from streams.api.context import ApiContext
 from streams.api.problems import problem_middleware
@@ -42,12 +47,17 @@ docs = ApiRoutes("docs", "This document and its page.")
 ROUTE_GROUPS: list[ApiRoutes] = [
     tenants.routes,
     keys.routes,
+    users.routes,
     connector_api.routes,
+    destination_api.routes,
     sources.routes,
     conversations.routes,
     results.routes,
+    reports.routes,
     files.routes,
     deadletters.routes,
+    jobs.routes,
+    executions.routes,
     docs,
 ]
 """Every resource's operations, in the order the document lists them."""

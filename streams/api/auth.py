@@ -36,7 +36,6 @@ def authenticator(ctx: ApiContext) -> Authenticate:
         found = await keys.authenticate(ctx.engine, token)
         if found is None:
             raise Unauthorized(_BAD_KEY)
-        tenant, key_id = found
-        return Principal(tenant=tenant, key_id=key_id)
+        return Principal(tenant=found.tenant, key_id=found.key_id, user_id=found.user_id)
 
     return authenticate

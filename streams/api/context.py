@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from streams.clock import Clock, SystemClock
 from streams.codec import AvroCodec
 from streams.metrics import Metrics
 from streams.settings import Settings
@@ -15,9 +16,11 @@ from streams.topics import Topics
 if TYPE_CHECKING:
     from streams.cases.store import CaseStore
     from streams.control.secrets import SecretBox
+    from streams.exports.run import ReportBuilder
     from streams.kafka import Producer
     from streams.media import MediaStore
     from streams.runner import ConnectorRunner
+    from streams.scheduler import Scheduler
 
 
 @dataclass
@@ -39,3 +42,9 @@ class ApiContext:
     media: MediaStore | None = None
     secrets: SecretBox | None = None
     """Encrypts connector secrets (the service's ``secrets``)."""
+    reports: ReportBuilder | None = None
+    """Builds and stores reports ("email me"); None where scheduler.enabled is off."""
+    scheduler: Scheduler | None = None
+    """Runs jobs (trigger now); None where scheduler.enabled is off."""
+    clock: Clock = field(default_factory=SystemClock)
+    """The time report links, jobs and notices go by (a ManualClock in tests)."""

@@ -23,6 +23,7 @@ _REF = "#/components/schemas/{model}"
 _ERROR_TEXT = {
     400: "Malformed request (bad JSON, bad cursor).",
     401: "Missing, malformed, unknown or revoked credentials.",
+    403: "Not allowed for this caller (e.g. an expired link); `detail` says why.",
     404: "No such resource for this caller (another tenant's resources are not found).",
     409: "The request contradicts the current state.",
     413: "The request body is larger than api.max_body_bytes.",
@@ -45,9 +46,19 @@ def _errors_of(op: Operation) -> list[int]:
     return sorted(codes)
 
 
+def _path_pattern(op: Operation, name: str) -> dict[str, str]:
+    pattern = dict(op.patterns).get(name)
+    return {"pattern": f"^{pattern}$"} if pattern else {}
+
+
 def _parameters(op: Operation, schemas: dict[str, Any]) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", **_path_pattern(op, name)},
+        }
         for name in op.path_params
     ]
     if op.query is not None:

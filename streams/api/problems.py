@@ -5,6 +5,8 @@
     ApiError                  status, title, detail, errors (field path + message)
      ├── BadRequest           400: malformed JSON, bad cursor, bad parameter
      ├── Unauthorized         401: no, malformed, unknown or revoked credentials
+ ├── Forbidden            403: the caller is known but may not do this (expired link, no
+ │                             verified address)
      ├── NotFound             404: no such resource *for this caller* (another tenant's is 404 too)
      ├── Conflict             409: the request contradicts the current state (third active key,
      │                             incompatible schema change, duplicate name)
@@ -83,6 +85,12 @@ class Unauthorized(ApiError):
     """401: credentials missing, malformed, unknown or revoked."""
 
     status, title = 401, "Unauthorized"
+
+
+class Forbidden(ApiError):
+    """403: the caller is known but may not do this."""
+
+    status, title = 403, "Forbidden"
 
 
 class NotFound(ApiError):

@@ -60,6 +60,8 @@ class Principal:
     tenant: str | None = None
     key_id: str | None = None
     operator: bool = False
+    user_id: str | None = None
+    """The user the API key acts for (None: a key of no user, or the operator)."""
 
     @property
     def actor(self) -> str:
@@ -107,6 +109,18 @@ class Operation:
     description: str | None = None
     content_type: str | None = None
     """Set when the response is not JSON (the docs page: text/html)."""
+    patterns: tuple[tuple[str, str], ...] = ()
+    """(path parameter, regular expression) pairs the router matches: a literal path beside
+    a ``{parameter}`` one (``/v1/reports/email-me`` beside ``/v1/reports/{report_id}``) then
+    never answers 405 advertising the other's methods."""
+
+    @property
+    def router_path(self) -> str:
+        """The path as aiohttp routes it (with the parameters' patterns)."""
+        path = self.path
+        for name, pattern in self.patterns:
+            path = path.replace("{" + name + "}", "{" + name + ":" + pattern + "}")
+        return path
 
     @property
     def operation_id(self) -> str:
@@ -235,4 +249,4 @@ def install(
     """Add every operation of ``groups`` to ``app``."""
     for group in groups:
         for op in group.operations:
-            app.router.add_route(op.method, op.path, handler_for(op, ctx, authenticate))
+            app.router.add_route(op.method, op.router_path, handler_for(op, ctx, authenticate))

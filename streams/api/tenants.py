@@ -5,7 +5,7 @@ from __future__ import annotations
 from streams.api.pagination import Page, PageQuery, decode_cursor, encode_cursor
 from streams.api.routing import ApiRoutes, Call
 from streams.control import tenants
-from streams.control.tenants import Tenant, TenantIn
+from streams.control.tenants import Tenant, TenantIn, TenantPatch
 
 routes = ApiRoutes(
     "tenants", "Customers (operator token); a disabled tenant's keys and connectors stop working."
@@ -47,6 +47,24 @@ async def get_tenant(call: Call) -> Tenant:
         return await tenants.get(conn, call.params["tenant_id"])
 
 
+@routes.patch(
+    "/v1/tenants/{tenant_id}",
+    summary="Change a tenant's settings (time zone, notification addresses)",
+    auth="operator",
+    body=TenantPatch,
+    response=Tenant,
+)
+async def update_tenant(call: Call) -> Tenant:
+    """Change a tenant's settings; 422 names an unknown time zone or a bad address."""
+    return await tenants.update_settings(
+        call.ctx.engine,
+        call.params["tenant_id"],
+        call.body,
+        call.principal.actor,
+        call.ctx.clock.now(),
+    )
+
+
 @routes.post(
     "/v1/tenants/{tenant_id}/disable",
     summary="Disable a tenant: its connectors stop and its API keys fail",
@@ -78,3 +96,16 @@ async def get_own_tenant(call: Call) -> Tenant:
     """Return the tenant the API key belongs to."""
     async with call.ctx.engine.connect() as conn:
         return await tenants.get(conn, call.tenant)
+
+
+@routes.patch(
+    "/v1/tenant",
+    summary="Change the caller's tenant settings (time zone, notification addresses)",
+    body=TenantPatch,
+    response=Tenant,
+)
+async def update_own_tenant(call: Call) -> Tenant:
+    """Change the caller's tenant settings; 422 names an unknown time zone or a bad address."""
+    return await tenants.update_settings(
+        call.ctx.engine, call.tenant, call.body, call.principal.actor, call.ctx.clock.now()
+    )

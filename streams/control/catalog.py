@@ -3,7 +3,8 @@
 :meth:`Catalog.desired` is what the runner reconciles against (every second): the enabled
 connectors of tenants that are not disabled, each with a ``revision`` token that changes when
 the connector does (``config`` for config-file connectors, ``api:<id>:<revision>`` for the
-others). :meth:`Catalog.find` is how the file processor finds a connector of an announced file
+others), and whether an enabled data_import job drives it (``scheduled``). :meth:`Catalog.find`
+is how the file processor finds a connector of an announced file
 (enabled or not, so files announced before a connector was disabled are still processed).
 
 A tenant is disabled only by its row in ``tenants``; a config-file tenant without a row yet
@@ -14,13 +15,14 @@ its stored configuration no longer validates) is left out and logged once per re
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from streams.control import connectors as api_connectors
+from streams.control import jobs
 from streams.control.secrets import SecretBox, SecretsError
 from streams.control.tenants import tenants
 from streams.settings import ConnectorSettings, Settings
@@ -37,6 +39,10 @@ class Entry:
     tenant: str
     settings: ConnectorSettings
     revision: str
+    connector_id: str = ""
+    """``conn_...`` (API) or ``cfg_<name>`` (config file): how jobs name it."""
+    scheduled: bool = False
+    """An enabled data_import job drives it: it announces only when a run asks."""
 
     @property
     def from_api(self) -> bool:
@@ -69,19 +75,27 @@ class Catalog:
 
     def _config(self) -> list[Entry]:
         return [
-            Entry(t.id, c, CONFIG_REVISION) for t in self.settings.tenants for c in t.connectors
+            Entry(t.id, c, CONFIG_REVISION, api_connectors.CONFIG_PREFIX + c.name)
+            for t in self.settings.tenants
+            for c in t.connectors
         ]
 
     async def desired(self) -> dict[tuple[str, str], Entry]:
         """Return the connectors that should be running now, by (tenant, name)."""
         entries = self._config()
         disabled: set[str] = set()
+        scheduled: set[tuple[str, str]] = set()
         if self.engine is not None:
             async with self.engine.connect() as conn:
                 rows = await conn.execute(select(tenants.c.id).where(tenants.c.status != "active"))
                 disabled = {r.id for r in rows}
                 entries += await self._stored(conn)
-        return {e.key: e for e in entries if e.settings.enabled and e.tenant not in disabled}
+                scheduled = await jobs.scheduled_import_connectors(conn)
+        return {
+            e.key: replace(e, scheduled=(e.tenant, e.connector_id) in scheduled)
+            for e in entries
+            if e.settings.enabled and e.tenant not in disabled
+        }
 
     async def find(self, tenant: str, name: str) -> Entry | None:
         """Return one connector whatever its state, or None when there is no such connector."""
@@ -115,7 +129,7 @@ class Catalog:
                         _safe(exc),
                     )
                 continue
-            out.append(Entry(row.tenant, found.settings, f"api:{row.id}:{row.revision}"))
+            out.append(Entry(row.tenant, found.settings, f"api:{row.id}:{row.revision}", row.id))
         return out
 
 

@@ -110,15 +110,16 @@ connectors = Table(
 )
 
 
-def _flat_store_errors(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-    """Validate ``store`` and name errors ``store.port``, not ``store.sftp.port``."""
+def flat_store_errors(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """Validate a store union and name errors ``store.port``, not ``store.sftp.port``
+    (also used for the ``config`` union of export connectors)."""
     try:
         return handler(value)
     except ValidationError as exc:
         details = []
         for err in exc.errors(include_url=False):
             loc = err["loc"]
-            if loc and loc[0] in ("sftp", "s3", "local"):
+            if loc and loc[0] in ("sftp", "s3", "local", "email"):
                 loc = loc[1:]
             details.append(
                 InitErrorDetails(
@@ -159,7 +160,7 @@ class ConnectorIn(ConnectorSettings):
     @field_validator("store", mode="wrap")
     @classmethod
     def _store(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-        return _flat_store_errors(value, handler)
+        return flat_store_errors(value, handler)
 
     def settings(self) -> ConnectorSettings:
         """The connector as the runner runs it."""
@@ -172,7 +173,7 @@ class _Checked(ConnectorSettings):
     @field_validator("store", mode="wrap")
     @classmethod
     def _store(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-        return _flat_store_errors(value, handler)
+        return flat_store_errors(value, handler)
 
 
 def strict(data: dict[str, Any]) -> ConnectorSettings:
@@ -282,10 +283,10 @@ def fingerprint(public_key: str) -> str:
 # -- reading ------------------------------------------------------------------------------------
 
 
-def _secret_flags(store: BaseModel) -> dict[str, bool]:
-    """Each secret field of ``store`` and whether it holds a value."""
+def secret_flags(store: BaseModel, prefix: str = "store") -> dict[str, bool]:
+    """Each secret field of ``store`` (as ``<prefix>.<field>``) and whether it holds a value."""
     return {
-        f"store.{name}": getattr(store, name) is not None
+        f"{prefix}.{name}": getattr(store, name) is not None
         for name, info in type(store).model_fields.items()
         if info.annotation is SecretStr or SecretStr in get_args(info.annotation)
     }
@@ -305,7 +306,7 @@ def _out(
         poll=settings.poll,
         ingest=settings.ingest,
         recordings=settings.recordings,
-        secrets=_secret_flags(settings.store),
+        secrets=secret_flags(settings.store),
         public_key=public_key,
         public_key_fingerprint=fingerprint(public_key) if public_key else None,
         **extra,
@@ -368,13 +369,20 @@ async def get(
     engine: AsyncEngine, settings: Settings, tenant: str, connector_id: str
 ) -> ConnectorOut:
     """Return one of ``tenant``'s connectors; :class:`NotFoundError` for anyone else's."""
+    async with engine.connect() as conn:
+        return await get_in(conn, settings, tenant, connector_id)
+
+
+async def get_in(
+    conn: AsyncConnection, settings: Settings, tenant: str, connector_id: str
+) -> ConnectorOut:
+    """:func:`get` inside the caller's connection (transaction)."""
     if connector_id.startswith(CONFIG_PREFIX):
         for c in config_connectors(settings, tenant):
             if CONFIG_PREFIX + c.name == connector_id:
                 return _config_out(c)
         raise NotFoundError(f"no connector {connector_id!r}")
-    async with engine.connect() as conn:
-        return _row_out(await _row(conn, tenant, connector_id))
+    return _row_out(await _row(conn, tenant, connector_id))
 
 
 async def settings_of(
@@ -524,7 +532,8 @@ def _flatten(data: Any, path: str = "") -> dict[str, Any]:
     return {path: data}
 
 
-def _changed(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+def changed_paths(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """The dotted paths whose values differ between two JSON documents."""
     a, b = _flatten(before), _flatten(after)
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
@@ -610,8 +619,8 @@ class _Row:
         self.__dict__.update(values)
 
 
-def _merge(target: Any, patch: Any) -> Any:
-    """Apply a JSON merge patch (RFC 7396)."""
+def merge_patch(target: Any, patch: Any) -> Any:
+    """Apply a JSON merge patch (RFC 7396) to ``target`` (a copy is returned)."""
     if not isinstance(patch, dict):
         return patch
     out = dict(target) if isinstance(target, dict) else {}
@@ -619,7 +628,7 @@ def _merge(target: Any, patch: Any) -> Any:
         if value is None:
             out.pop(key, None)
         else:
-            out[key] = _merge(out.get(key), value)
+            out[key] = merge_patch(out.get(key), value)
     return out
 
 
@@ -662,10 +671,10 @@ async def patch(
         if isinstance(store_patch, dict) and store_patch.get("type", current.store.type) != (
             current.store.type
         ):
-            merged = _merge(before_data, {**change, "store": None})
+            merged = merge_patch(before_data, {**change, "store": None})
             merged["store"] = store_patch
         else:
-            merged = _merge(before_data, change)
+            merged = merge_patch(before_data, change)
         merged["name"] = current.name
         candidate = ConnectorSettings.model_validate(strict(merged).model_dump())
         config, token, values = _stored_form(candidate, box)
@@ -696,7 +705,7 @@ async def patch(
                 updated_by=actor,
             )
         )
-        changed = _changed(json.loads(old_config), json.loads(config))
+        changed = changed_paths(json.loads(old_config), json.loads(config))
         changed += [
             p
             for p in sorted(values.keys() | old_values.keys())

@@ -12,6 +12,9 @@ a revoked key gives its slot up (NULL), so a third concurrent insert fails on th
 :func:`authenticate` refuses unknown, malformed and revoked keys and keys of disabled tenants
 alike (the caller answers 401 without saying which). ``last_used_at`` is written at most once a
 minute per key, so authentication is not a write per request.
+
+A key may belong to a user of its tenant (``user_id``, :mod:`streams.control.users`): calls made
+with it act for that user (mail "to me" goes to the user's verified address).
 """
 
 from __future__ import annotations
@@ -22,14 +25,14 @@ import hashlib
 import hmac
 import re
 import secrets
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, Field
 from sqlalchemy import Column, DateTime, Integer, String, Table, UniqueConstraint, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from streams.control import audit
+from streams.control import audit, users
 from streams.control.errors import ConflictError, NotFoundError
 from streams.control.tenants import get as get_tenant
 from streams.control.tenants import tenants
@@ -54,6 +57,7 @@ api_keys = Table(
     Column("created_by", String(100), nullable=False),
     Column("last_used_at", DateTime(timezone=True)),
     Column("revoked_at", DateTime(timezone=True)),
+    Column("user_id", String(20)),  # the user the key acts for (streams.control.users)
     UniqueConstraint("tenant", "slot", name="uq_api_keys_active_slot"),
 )
 
@@ -62,6 +66,12 @@ class ApiKeyIn(BaseModel):
     """A key to create."""
 
     name: Line = Field(max_length=100, description="What the key is for.")
+    user_id: str | None = Field(
+        None,
+        max_length=20,
+        description="The user of this tenant the key acts for (404 when there is none).",
+        examples=["usr_0123456789abcdef"],
+    )
 
 
 class ApiKey(BaseModel):
@@ -72,6 +82,7 @@ class ApiKey(BaseModel):
     status: Literal["active", "revoked"]
     masked_key: str = Field(description="The key with its secret hidden, e.g. csk_1a2b…_****wXyZ.")
     masked_account_id: str = Field(description="The tenant id, partly hidden.")
+    user_id: str | None = Field(None, description="The user the key acts for.")
     created_at: dt.datetime
     last_used_at: dt.datetime | None = Field(None, description="Last authenticated call (±1 min).")
     revoked_at: dt.datetime | None = None
@@ -108,6 +119,7 @@ def _listed(row: object) -> ApiKey:
         status=m["status"],
         masked_key=f"csk_{m['key_id']}_****{m['hint']}",
         masked_account_id=mask_account(m["tenant"]),
+        user_id=m.get("user_id"),
         created_at=m["created_at"],
         last_used_at=m["last_used_at"],
         revoked_at=m["revoked_at"],
@@ -136,10 +148,13 @@ async def create(engine: AsyncEngine, tenant: str, data: ApiKeyIn, actor: str) -
             "slot": slot,
             "created_at": now,
             "created_by": actor,
+            "user_id": data.user_id,
         }
         try:
             async with engine.begin() as conn:
                 await get_tenant(conn, tenant)
+                if data.user_id is not None:
+                    await users.get(conn, tenant, data.user_id)
                 await conn.execute(api_keys.insert().values(**values))
                 await audit.record(
                     conn,
@@ -208,8 +223,28 @@ async def revoke(engine: AsyncEngine, tenant: str, key_id: str, actor: str) -> A
         return _listed(row)
 
 
-async def authenticate(engine: AsyncEngine, key: str) -> tuple[str, str] | None:
-    """Return (tenant, key_id) of an active key of an active tenant, else None.
+class KeyOwner(NamedTuple):
+    """Who an authenticated key belongs to."""
+
+    tenant: str
+    key_id: str
+    user_id: str | None
+
+
+async def active_keys_of(conn: AsyncConnection, tenant: str, user_id: str) -> list[str]:
+    """Return the ids of the active keys acting for ``user_id``."""
+    rows = await conn.execute(
+        select(api_keys.c.key_id).where(
+            api_keys.c.tenant == tenant,
+            api_keys.c.user_id == user_id,
+            api_keys.c.status == "active",
+        )
+    )
+    return sorted(r.key_id for r in rows)
+
+
+async def authenticate(engine: AsyncEngine, key: str) -> KeyOwner | None:
+    """Return the owner of an active key of an active tenant, else None.
 
     The stored hash is compared in constant time; a malformed key is refused before any query.
     """
@@ -238,7 +273,7 @@ async def authenticate(engine: AsyncEngine, key: str) -> tuple[str, str] | None:
             await conn.execute(
                 update(api_keys).where(api_keys.c.key_id == key_id).values(last_used_at=now)
             )
-    return row.tenant, key_id
+    return KeyOwner(row.tenant, key_id, row.user_id)
 
 
 def _aware(value: dt.datetime) -> dt.datetime:

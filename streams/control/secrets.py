@@ -16,6 +16,7 @@ a key. :func:`split_secrets` and :func:`join_secrets` move between the two forms
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import BaseModel, SecretStr
 
 KEY_FILE = "secret.key"
@@ -40,6 +43,7 @@ class SecretBox:
     def __init__(self, keys: Sequence[str]) -> None:
         if not keys:
             raise ValueError("at least one Fernet key is needed")
+        self._keys = tuple(keys)
         try:
             self._fernet = MultiFernet([Fernet(k.encode()) for k in keys])
         except ValueError as exc:
@@ -72,6 +76,17 @@ class SecretBox:
             ) from exc
         values: dict[str, str] = json.loads(data)
         return values
+
+    def derive_keys(self, purpose: str) -> list[bytes]:
+        """Return a 32-byte key for ``purpose`` (e.g. "report-links") per configured key, first
+        key first (HKDF-SHA256): sign with the first, accept any, so rotation keeps working.
+        A derived key reveals nothing about the Fernet key nor about another purpose's key."""
+        return [
+            HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(
+                base64.urlsafe_b64decode(key.encode())
+            )
+            for key in self._keys
+        ]
 
     def rotate(self, token: str) -> str:
         """Re-encrypt a token with the first key (its content is unchanged)."""

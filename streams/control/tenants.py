@@ -5,15 +5,21 @@ config file (``origin = "config"``, recorded at start by :func:`sync_config_tena
 a tenant stops its connectors (the runner reads :func:`enabled_ids`) and makes its API keys fail
 (:mod:`streams.control.keys` checks the tenant's status on every call). Nothing is deleted: a
 disabled tenant keeps its data and can be enabled again.
+
+Settings of a tenant (``PATCH /v1/tenant``): ``timezone``, the IANA zone its jobs default to, and
+``notification_emails``, who gets failure notices (:mod:`streams.notify`). Both columns are
+nullable so a database from before them needs no rewrite: NULL reads as "UTC" and "nobody".
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import zoneinfo
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
-from sqlalchemy import Column, DateTime, String, Table, select, update
+from pydantic import AfterValidator, BaseModel, EmailStr, Field
+from sqlalchemy import Column, DateTime, String, Table, Text, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -41,7 +47,34 @@ tenants = Table(
     Column("origin", String(16), nullable=False),  # "api" or "config"
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("timezone", String(64)),  # IANA name; NULL: UTC
+    Column("notification_emails", Text),  # JSON list of addresses; NULL: none
 )
+
+DEFAULT_TIMEZONE = "UTC"
+MAX_NOTIFICATION_EMAILS = 20
+
+
+def _known_zone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(
+            f"unknown time zone {value!r}: use an IANA name such as Asia/Kolkata"
+        ) from exc
+    return value
+
+
+TimeZoneName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        description="IANA time zone name; the default of the tenant's jobs.",
+        examples=["Asia/Kolkata"],
+    ),
+    AfterValidator(_known_zone),
+]
 
 
 class TenantIn(BaseModel):
@@ -49,6 +82,18 @@ class TenantIn(BaseModel):
 
     id: TenantId
     name: Line = Field(max_length=200, description="Display name.")
+
+
+class TenantPatch(BaseModel):
+    """Tenant settings to change; fields left out keep their value."""
+
+    timezone: TimeZoneName | None = None
+    notification_emails: list[EmailStr] | None = Field(
+        None,
+        max_length=MAX_NOTIFICATION_EMAILS,
+        description="Who gets failure notices (at most 20 addresses; [] for nobody).",
+        examples=[["ops@example.com"]],
+    )
 
 
 class Tenant(BaseModel):
@@ -60,6 +105,10 @@ class Tenant(BaseModel):
     origin: Literal["api", "config"] = Field(description="Where the tenant was defined.")
     created_at: dt.datetime
     updated_at: dt.datetime
+    timezone: str = Field(DEFAULT_TIMEZONE, description="IANA time zone, default of its jobs.")
+    notification_emails: list[str] = Field(
+        default_factory=list, description="Who gets failure notices."
+    )
 
 
 def utcnow() -> dt.datetime:
@@ -68,7 +117,14 @@ def utcnow() -> dt.datetime:
 
 
 def _tenant(row: object) -> Tenant:
-    return Tenant.model_validate(row, from_attributes=True)
+    m = dict(row._mapping)  # type: ignore[attr-defined]
+    m["timezone"] = m.get("timezone") or DEFAULT_TIMEZONE
+    m["notification_emails"] = _emails(m.get("notification_emails"))
+    return Tenant.model_validate(m)
+
+
+def _emails(stored: str | None) -> list[str]:
+    return [str(e) for e in json.loads(stored)] if stored else []
 
 
 async def create(engine: AsyncEngine, data: TenantIn, actor: str) -> Tenant:
@@ -98,6 +154,56 @@ async def create(engine: AsyncEngine, data: TenantIn, actor: str) -> Tenant:
     except IntegrityError as exc:
         raise ConflictError(f"tenant {data.id!r} already exists") from exc
     return Tenant.model_validate(values)
+
+
+async def update_settings(
+    engine: AsyncEngine, tenant_id: str, patch: TenantPatch, actor: str, now: dt.datetime
+) -> Tenant:
+    """Change a tenant's settings (fields set in ``patch``); :class:`NotFoundError` if none.
+
+    Addresses are stored lowercased and without duplicates, in the order given.
+    """
+    values: dict[str, object] = {}
+    changed: dict[str, object] = {}
+    if patch.timezone is not None:
+        values["timezone"] = changed["timezone"] = patch.timezone
+    if patch.notification_emails is not None:
+        emails = list(dict.fromkeys(str(e).lower() for e in patch.notification_emails))
+        values["notification_emails"] = json.dumps(emails)
+        changed["notification_emails"] = emails
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            update(tenants).where(tenants.c.id == tenant_id).values(**values, updated_at=now)
+        )
+        if result.rowcount == 0:
+            raise NotFoundError(f"no tenant {tenant_id!r}")
+        await audit.record(
+            conn,
+            tenant=tenant_id,
+            actor=actor,
+            action="update",
+            resource="tenant",
+            resource_id=tenant_id,
+            detail=changed,
+            at=now,
+        )
+        return await get(conn, tenant_id)
+
+
+async def tenant_zone(conn: AsyncConnection, tenant: str) -> zoneinfo.ZoneInfo:
+    """Return the tenant's time zone (UTC when unset or when the tenant does not exist)."""
+    name = (
+        await conn.execute(select(tenants.c.timezone).where(tenants.c.id == tenant))
+    ).scalar_one_or_none()
+    return zoneinfo.ZoneInfo(name or DEFAULT_TIMEZONE)
+
+
+async def notification_emails(conn: AsyncConnection, tenant: str) -> list[str]:
+    """Return the addresses that get the tenant's failure notices (empty: nobody)."""
+    stored = (
+        await conn.execute(select(tenants.c.notification_emails).where(tenants.c.id == tenant))
+    ).scalar_one_or_none()
+    return _emails(stored)
 
 
 async def get(conn: AsyncConnection, tenant_id: str) -> Tenant:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from servers.s3 import S3Server
+from servers.sshd import SftpServer
 
 OPERATOR_TOKEN = "operator-token-for-tests-0123456789abcdef"
 """The operator token the API tests configure (api.operator_token)."""
@@ -88,3 +90,31 @@ async def new_tenant(operator: ApiClient, tenant: str, key_name: str = "tests") 
     key = await operator.post(f"/v1/tenants/{tenant}/keys", {"name": key_name})
     assert key.status == 201, key.text
     return str(key.body["key"])
+
+
+def sftp_target(server: SftpServer, root: str = "/upload", **extra: Any) -> dict[str, Any]:
+    account = server.users["cs_pw"]
+    return {
+        "type": "sftp",
+        "host": server.host,
+        "port": server.port,
+        "username": account.name,
+        "password": account.password,
+        "host_key": server.host_key_line,
+        "root": root,
+        "connect_timeout_seconds": 5,
+        "operation_timeout_seconds": 5,
+    } | extra
+
+
+def s3_target(server: S3Server, bucket: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "type": "s3",
+        "bucket": bucket,
+        "prefix": "reports/daily",
+        "endpoint_url": server.endpoint_url,
+        "addressing_style": "path",
+        "access_key_id": server.access_key_id,
+        "secret_access_key": server.secret_access_key,
+        "max_attempts": 1,
+    } | extra

@@ -12,5 +12,6 @@ from fixtures import (  # noqa: F401 - pytest finds fixtures by name in this mod
     s3_bucket,
     s3_server,
     sftp_server,
+    smtp_server,
     state,
 )

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from servers.postgres import PostgresServer
 from servers.s3 import S3Server
+from servers.smtp import SmtpServer
 from servers.sshd import SftpServer
 from support import unique_prefix
 
@@ -74,6 +75,30 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def smtp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpServer]:
+    """aiosmtpd on loopback with STARTTLS and AUTH, keeping every message it accepts."""
+    server = SmtpServer(tmp_path_factory.mktemp("smtp"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+def mail_settings(server: SmtpServer, **overrides: object) -> dict[str, object]:
+    """The ``mail:`` settings that send through ``server`` (STARTTLS, login, its CA)."""
+    return {
+        "host": server.host,
+        "port": server.port,
+        "security": "starttls",
+        "username": server.username,
+        "password": server.password,
+        "from_address": "callstream@example.com",
+        "ca_file": str(server.ca_file),
+    } | overrides
 
 
 @pytest.fixture

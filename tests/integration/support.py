@@ -28,6 +28,7 @@ from connectors.local import LocalConfig
 from connectors.poller import PollConfig
 from connectors.s3 import S3Config
 from connectors.sftp import SftpConfig
+from streams.clock import Clock
 from streams.codec import AvroCodec
 from streams.metrics import Metrics
 from streams.service import Service
@@ -126,9 +127,10 @@ def settings_for(
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Service]:
-    """Run a service in this event loop for the duration of the block."""
-    service = Service(settings, metrics=Metrics(), say=lambda _line: None)
+async def running(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Service]:
+    """Run a service in this event loop for the duration of the block (on ``clock``: a
+    :class:`~streams.clock.ManualClock` lets a test move the service's time)."""
+    service = Service(settings, metrics=Metrics(), say=lambda _line: None, clock=clock)
     await service.start()
     try:
         yield service

@@ -30,12 +30,14 @@ from support import running, settings_for
 
 from streams.cases.store import file_outcomes
 from streams.db import Database
+from streams.exports.storage import report_files
 from streams.ingest.sourcestore import SourceJob, SourceStore
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 ALPHA, BETA = "alpha-7f3c", "beta-91de"
 ALPHA_JOB = "a1fa0000000000000000000000000001"
+ALPHA_REPORT = "rpt_a1fa00000000000000000001"
 
 
 async def _seed_job(database_url: str) -> None:
@@ -70,6 +72,27 @@ async def _seed_job(database_url: str) -> None:
             )
 
 
+async def _seed_report(database_url: str) -> None:
+    """Alpha's stored report file, as an export run records it (the bytes are not needed)."""
+    now = dt.datetime.now(dt.UTC)
+    async with Database(database_url) as db, db.engine.begin() as conn:
+        await conn.execute(
+            report_files.insert().values(
+                id=ALPHA_REPORT,
+                tenant=ALPHA,
+                execution_id="exe_alpha",
+                name="alpha-report.csv",
+                format="csv",
+                content_type="text/csv; charset=utf-8",
+                rows=0,
+                bytes=0,
+                storage_key=f"reports/{ALPHA}/{ALPHA_REPORT}/alpha-report.csv",
+                created_at=now,
+                expires_at=now + dt.timedelta(days=7),
+            )
+        )
+
+
 @dataclass
 class World:
     """The running service, its operation list and alpha's resources."""
@@ -98,6 +121,12 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/connectors"): {"name": "probe", "store": _s3("beta-probe-bucket")},
     ("PATCH", "/v1/connectors/{id}"): {"enabled": False},
     ("POST", "/v1/connector-tests"): {"name": "probe", "store": _s3("beta-probe-bucket")},
+    ("POST", "/v1/export-connectors"): {"name": "probe", "config": _s3("beta-export-bucket")},
+    ("PATCH", "/v1/export-connectors/{connector_id}"): {"enabled": False},
+    ("POST", "/v1/export-connector-tests"): {
+        "name": "probe",
+        "config": {"type": "email", "to": ["probe@beta.example"]},
+    },
     ("PATCH", "/v1/{tenant}/sources/{source_type}/schema"): {
         "source_name": "Probe",
         "schema": [{"name": "id", "type": "Integer", "primary_key": True}],
@@ -107,6 +136,15 @@ BODIES: dict[tuple[str, str], Any] = {
         "started_at": "2026-11-20T09:00:00Z",
     },
     ("POST", "/v1/dead-letters/replay"): {"ids": ["{dead_letter_id}"]},
+    ("POST", "/v1/users"): {"name": "probe", "email": "probe@beta.example"},
+    ("PATCH", "/v1/tenant"): {"timezone": "UTC"},
+    ("POST", "/v1/reports/email-me"): {"columns": ["case_id"]},
+    ("POST", "/v1/jobs"): {
+        "name": "probe",
+        "type": "data_import",
+        "connectors": ["{id}"],
+        "frequency": "daily",
+    },
 }
 
 #: The required query parameters of operations that have some, naming alpha's resources.
@@ -158,6 +196,13 @@ async def _seed(client: ApiClient) -> World:
         "/v1/connectors", {"name": "alpha-crm", "store": _s3("alpha-bucket-7f3c")}
     )
     assert connector.status == 201, connector.text
+    exporter = await alpha.post(
+        "/v1/export-connectors",
+        {"name": "alpha-exports", "config": {"type": "email", "to": ["qa@alpha-7f3c.example"]}},
+    )
+    assert exporter.status == 201, exporter.text
+    user = await alpha.post("/v1/users", {"name": "Alpha Person", "email": "person@alpha.example"})
+    assert user.status == 201, user.text
     beta_key = await new_tenant(operator, BETA, "beta main")
     main_key_id = alpha_key.split("_")[1]
     schema = await alpha.patch(
@@ -173,9 +218,15 @@ async def _seed(client: ApiClient) -> World:
         "tenant_id": ALPHA,
         "key_id": main_key_id,
         "id": connector.body["id"],
+        "connector_id": exporter.body["id"],
         "source_type": "member",
+        "report_id": ALPHA_REPORT,
+        "user_id": user.body["id"],
     }
     secrets = {
+        user.body["id"],
+        "person@alpha.example",
+        "Alpha Person",
         ALPHA,
         main_key_id,
         spare.body["key_id"],
@@ -183,10 +234,30 @@ async def _seed(client: ApiClient) -> World:
         "alpha spare",
         "Alpha Members",
         ALPHA_JOB,
+        ALPHA_REPORT,
+        "alpha-report.csv",
         connector.body["id"],
         "alpha-crm",
         "alpha-bucket-7f3c",
+        exporter.body["id"],
+        "alpha-exports",
+        "qa@alpha-7f3c.example",
     }
+    job = await alpha.post(
+        "/v1/jobs",
+        {
+            "name": "alpha nightly",
+            "type": "data_import",
+            "connectors": [connector.body["id"]],
+            "frequency": "daily",
+            "timezone": "Asia/Kolkata",
+        },
+    )
+    assert job.status == 201, job.text
+    run = await alpha.post(f"/v1/jobs/{job.body['id']}/trigger")
+    assert run.status == 202, run.text
+    params |= {"job_id": job.body["id"], "execution_id": run.body["id"]}
+    secrets |= {job.body["id"], run.body["id"], "alpha nightly"}
     pushed, pushed_secrets = await _alpha_case(alpha)
     params.update(pushed)
     secrets |= pushed_secrets
@@ -200,6 +271,7 @@ async def world(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIt
     settings = settings_for(kafka, "isolation", tmp, [], api={"operator_token": OPERATOR_TOKEN})
     async with running(settings) as service, ApiClient(service.http_url or "") as client:
         await _seed_job(settings.database_url)
+        await _seed_report(settings.database_url)
         yield await _seed(client)
 
 

@@ -10,6 +10,7 @@ keys instead, which must not be listed).
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import time
 from collections.abc import Iterator
@@ -24,7 +25,13 @@ from servers.sshd import SftpServer
 from support import chown_tree, sftp_config
 
 from connectors.base import FileStore, RemoteFile, SkippedEntry, SkipReason
-from connectors.errors import FileVanished, NotARegularFile, TargetExists, UnsafePath
+from connectors.errors import (
+    ConnectorError,
+    FileVanished,
+    NotARegularFile,
+    TargetExists,
+    UnsafePath,
+)
 from connectors.local import LocalConfig, LocalStore
 from connectors.poller import CleanupAction, Outcome, PollConfig, Poller
 from connectors.s3 import S3Config, S3Store
@@ -337,3 +344,80 @@ def test_a_moved_file_that_changes_goes_back_and_is_a_new_version(
     again = {c.file.path: c for c in poller.poll().ready}
     assert again["a.csv"].version == 2 and again["a.csv"].file.version_id != first.version_id
     assert store.stat("a.csv") == again["a.csv"].file  # what processors will check
+
+
+# -- write (export deliveries) --------------------------------------------------------------------
+
+
+class _Pattern(io.RawIOBase):
+    """A non-seekable source of ``size`` bytes made on the fly (never whole in memory); it
+    raises after ``fail_at`` bytes when asked to."""
+
+    def __init__(self, size: int, fail_at: int | None = None) -> None:
+        self.size, self.fail_at, self.pos = size, fail_at, 0
+        self.digest = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.fail_at is not None and self.pos >= self.fail_at:
+            raise OSError("the source broke")
+        n = min(len(buffer), self.size - self.pos, 64 * 1024)
+        block = bytes((self.pos + i) % 251 for i in range(n))
+        buffer[:n] = block
+        self.digest.update(block)
+        self.pos += n
+        return n
+
+
+def _temp_files(store: FileStore) -> list[str]:
+    return [e.path for e in store.iter_entries() if ".callstream-" in e.path]
+
+
+def test_write_creates_folders_reads_back_and_replaces(
+    store_and_writer: tuple[FileStore, Writer],
+) -> None:
+    store, w = store_and_writer
+    written = store.write("exports/2026/11/report.csv", io.BytesIO(b"case_id\n1\n"))
+    assert w.read("exports/2026/11/report.csv") == b"case_id\n1\n"
+    assert written == store.stat("exports/2026/11/report.csv")
+    assert written.path == "exports/2026/11/report.csv" and written.size == 10
+    again = store.write("exports/2026/11/report.csv", io.BytesIO(b"case_id\n2\n3\n"))
+    assert w.read("exports/2026/11/report.csv") == b"case_id\n2\n3\n" and again.size == 12
+    with pytest.raises(TargetExists):
+        store.write("exports/2026/11/report.csv", io.BytesIO(b"x"), replace=False)
+    assert w.read("exports/2026/11/report.csv") == b"case_id\n2\n3\n"
+    store.write("exports/new.csv", io.BytesIO(b""), replace=False)
+    assert w.read("exports/new.csv") == b""
+    assert _temp_files(store) == []
+
+
+def test_write_streams_a_large_source(store_and_writer: tuple[FileStore, Writer]) -> None:
+    """9 MiB from a non-seekable source: a multipart upload on S3, pipelined writes on SFTP."""
+    store, _w = store_and_writer
+    source = _Pattern(9 * 1024 * 1024 + 3)
+    written = store.write("big/out.bin", source)
+    assert written.size == source.size
+    digest = hashlib.sha256()
+    with store.open("big/out.bin") as fh:
+        while chunk := fh.read(1024 * 1024):
+            digest.update(chunk)
+    assert digest.hexdigest() == source.digest.hexdigest()
+    assert _temp_files(store) == []
+
+
+def test_write_refuses_traversal_and_leaves_nothing_when_the_source_breaks(
+    store_and_writer: tuple[FileStore, Writer],
+) -> None:
+    store, w = store_and_writer
+    for bad in ("../x.csv", "/etc/x.csv", "exports/../../x.csv", "", "a\nb.csv"):
+        with pytest.raises(UnsafePath):
+            store.write(bad, io.BytesIO(b"x"))
+    with pytest.raises(ConnectorError):
+        store.write("a.csv", _Pattern(3 * 1024 * 1024, fail_at=1024 * 1024))
+    assert w.read("a.csv") == b"id\n1\n"  # the old version is untouched
+    with pytest.raises(ConnectorError):
+        store.write("exports/broken.csv", _Pattern(100_000, fail_at=0))
+    assert w.read("exports/broken.csv") is None
+    assert _temp_files(store) == []

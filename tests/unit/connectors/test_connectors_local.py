@@ -536,3 +536,14 @@ def test_cleanup_does_not_touch_a_file_replaced_by_a_symlink(
     assert due_actions(poller) == [CleanupAction.SUPERSEDED]
     assert (root / "a.csv").is_symlink()
     assert (outside / "secret.txt").exists()
+
+
+def test_temp_names_are_hidden_marked_unique_and_short() -> None:
+    from connectors.base import temp_name
+
+    long = "é" * 200 + ".csv"
+    names = {temp_name(long) for _ in range(3)}
+    assert len(names) == 3
+    for name in names:
+        assert name.startswith(".") and name.endswith(".part") and ".callstream-" in name
+        assert len(name.encode()) <= 255

@@ -1,0 +1,1 @@
+"""Analysis reports: building them (CSV, Excel), storing them, delivering them."""
