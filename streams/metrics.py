@@ -119,6 +119,19 @@ class Metrics:
             ["stage", "kind"],
             registry=r,
         )
+        self.recording_fetches = Counter(
+            "callstream_recording_fetches_total",
+            "Attempts at fetching a recording by reference, by outcome (stored, retried: a "
+            "retryable failure that will be tried again, failed: dead-lettered).",
+            ["tenant", "outcome"],
+            registry=r,
+        )
+        self.recording_fetch_seconds = Histogram(
+            "callstream_recording_fetch_seconds",
+            "Time of one fetch attempt of a recording by reference (request to stored).",
+            registry=r,
+            buckets=_LATENCY_BUCKETS,
+        )
         self.poison_records = Counter(
             "callstream_poison_records_total",
             "Records isolated by bisection after repeated unknown failures and dead-lettered "

@@ -25,6 +25,7 @@ from aiohttp import web
 from confluent_kafka.admin import AdminClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from connectors.netguard import AddressGuard
 from streams.agents import cases as cases_agent
 from streams.agents import deadletters as deadletters_agent
 from streams.agents import files as files_agent
@@ -42,6 +43,8 @@ from streams.echo import Echo
 from streams.embedded.kafka import LocalKafka
 from streams.exports.run import Exporter, ReportBuilder
 from streams.exports.storage import ReportStore, purge_expired
+from streams.fetch.settings import RecordingFetchSettings
+from streams.fetch.worker import RecordingFetcher
 from streams.ingest.bundles import BundleStore, BundleSweeper
 from streams.ingest.files import FileProcessor
 from streams.ingest.recordings import RecordingSettings
@@ -265,6 +268,21 @@ class Service:
         )
         await sweeper.start()
         self._stack.append(("bundle sweeper", sweeper.stop))
+        fetcher = RecordingFetcher(
+            cases.engine,
+            media,
+            producer,
+            self.codec,
+            self.topics,
+            processor.dead,
+            self.metrics,
+            self._fetch_settings,
+            AddressGuard(s.api.connect_allow),
+            max_record_bytes=s.kafka.message_max_bytes,
+        )
+        await fetcher.start()
+        self._stack.append(("recording fetcher", fetcher.stop))
+        self.fetcher = fetcher
         app = create_app(s, bootstrap, self.topics)
         files_agent.register(
             app, self.topics, self.codec, processor, producer, self.metrics, s.processors
@@ -293,6 +311,11 @@ class Service:
         )
         await lag.start()
         self._stack.append(("lag monitor", lag.stop))
+
+    async def _fetch_settings(self, tenant: str, connector: str) -> RecordingFetchSettings | None:
+        """The recording_fetch settings of a running connector (None: it has none)."""
+        entry = await self.catalog.find(tenant, connector)
+        return entry.settings.recording_fetch if entry is not None else None
 
     async def _bundle_connectors(self) -> list[tuple[str, str, RecordingSettings]]:
         """The running connectors that pair recordings with metadata (for the sweeper)."""

@@ -46,6 +46,7 @@ from streams import security
 from streams.analysis.profiles import Profile
 from streams.codec import DEFAULT_SCHEMAS_DIR
 from streams.errors import ConfigError
+from streams.fetch.settings import RecordingFetchSettings
 from streams.ingest.parse import ParseSettings
 from streams.ingest.recordings import RecordingSettings
 from streams.media import DEFAULT_MAX_MEDIA_BYTES, MAX_MEDIA_BYTES
@@ -295,6 +296,12 @@ class ConnectorSettings(_Section):
     retention: RetentionConfig = Field(
         default_factory=RetentionConfig,
         description="Processed originals: kept, purged or archived after some days.",
+    )
+    recording_fetch: RecordingFetchSettings | None = Field(
+        None,
+        description="Recordings fetched by reference: a row's http(s) recording_ref URL, or "
+        "its call id through a voice-log API URL template, is fetched into the media store "
+        "(see streams/fetch/settings.py). Unset: recording_ref is kept as the row says.",
     )
 
 

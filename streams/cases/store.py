@@ -13,7 +13,10 @@ conversations and, in one transaction,
 - stores the analysis result of every opened or updated case (computed in a worker thread
   before the transaction opens) under its idempotency key
   ``case_id:case_version:profile_id:profile_version``;
-- writes the CaseEvent and AnalysisResult records to the ``outbox`` table.
+- writes the CaseEvent and AnalysisResult records to the ``outbox`` table;
+- queues the recording fetch of every opened or updated case whose conversation waits for its
+  recording (``recording.status`` pending, :mod:`streams.fetch.queue`); a pending conversation
+  whose recording was already fetched from the same URL takes the stored object instead.
 
 :class:`OutboxRelay` publishes outbox rows to Kafka in id order and marks them published. A crash
 after the commit publishes them on restart; a crash between publishing and marking publishes them
@@ -60,6 +63,8 @@ from streams.codec import AvroCodec
 from streams.db import Database, insert_ignore, metadata, upsert
 from streams.errors import PublishError
 from streams.failures import Failure, classify
+from streams.fetch import queue as fetch_queue
+from streams.fetch.request import waiting
 from streams.kafka import Producer, Record
 from streams.metrics import Metrics
 from streams.topics import Topics
@@ -67,6 +72,7 @@ from streams.topics import Topics
 log = logging.getLogger(__name__)
 
 CASE_EVENT = "callstream.CaseEvent"
+CONVERSATION = "callstream.Conversation"
 ANALYSIS_RESULT = "callstream.AnalysisResult"
 
 cases = Table(
@@ -201,7 +207,7 @@ def _jsonable(value: Any) -> Any:
 #: Conversation fields added after cases were first stored: left out of the content hash while
 #: unset, so a conversation that does not use them hashes as it did before they existed (a
 #: re-upload after an upgrade stays a duplicate, not a new version).
-_LATER_FIELDS = frozenset({"duration_ms"})
+_LATER_FIELDS = frozenset({"duration_ms", "recording"})
 
 
 def content_json(conversation: dict[str, Any]) -> str:
@@ -267,6 +273,7 @@ class _Plan:
     versions: list[dict[str, Any]] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
     box: list[dict[str, Any]] = field(default_factory=list)
+    fetches: list[dict[str, Any]] = field(default_factory=list)
 
 
 class _Conflict(Exception):
@@ -304,9 +311,15 @@ class CaseStore(Database):
         """
         if not conversations:
             return BatchOutcome()
+        keyed = [
+            (case_id(c["tenant"], c["source_system"], c["external_interaction_id"]), c)
+            for c in conversations
+        ]
+        carried = await fetch_queue.carry_stored(self.engine, keyed)
         items = []
-        for conv in conversations:
-            cid = case_id(conv["tenant"], conv["source_system"], conv["external_interaction_id"])
+        for cid, conv in keyed:
+            if cid in carried and waiting(conv):
+                conv = {**conv, **carried[cid]}  # fetched before: take the stored object
             body = content_json(conv)
             items.append((cid, content_hash(body), body, conv, delivery_key(conv)))
         ids = sorted({item[0] for item in items})
@@ -405,6 +418,9 @@ class CaseStore(Database):
                 }
             )
             self._queue_events(plan, conv, cid, kind, version, digest, now)
+            if waiting(conv):
+                encoded = self.codec.encode(CONVERSATION, conv, trusted=True)
+                plan.fetches.append(fetch_queue.queued_row(cid, conv, encoded, now))
         for cid, row in rows.items():
             (plan.changed_cases if cid in current else plan.new_cases).append(row)
         out.results = len(plan.results)
@@ -498,6 +514,8 @@ class CaseStore(Database):
                 )
             if plan.box:
                 await conn.execute(outbox.insert(), plan.box)
+            if plan.fetches:
+                await fetch_queue.enqueue(conn, plan.fetches)
 
     @staticmethod
     def _outbox_row(

@@ -9,9 +9,11 @@ caller's tenant:
 - a rejected CSV/TSV row is parsed again under its file's header with the connector's *current*
   ``ingest`` settings (mapping, time zone, limits); a chat transcript as a document; an API item
   by the ingest API's rules; a conversation the case store could not take (stage ``cases``) is
-  decoded and sent again as it was. What passes is published to ``conversations.v1`` (answered
-  after Kafka's acknowledgement) and the dead letter is marked ``replayed`` with when, by whom,
-  the delivery key and the case; what fails again stays ``open`` with its new reason;
+  decoded and sent again as it was, and so is the waiting conversation of a recording that
+  could not be fetched (stage ``fetch``: its fetch is queued again). What passes is published
+  to ``conversations.v1`` (answered after Kafka's acknowledgement) and the dead letter is
+  marked ``replayed`` with when, by whom, the delivery key and the case; what fails again
+  stays ``open`` with its new reason;
 - whole-file rejections (no row) and recording bundles cannot be replayed from here
   (``not_replayable``: upload the file again, which is a new version).
 
@@ -221,7 +223,7 @@ def record_for(parts: ReplayParts, dl: Any, now: dt.datetime) -> Record:
     """Build the conversation record a dead letter replays into; raise _Failed (thread)."""
     if dl.stage == "api":
         return _api_record(parts, dl)
-    if dl.stage == "cases" and dl.raw is not None:
+    if dl.stage in ("cases", "fetch") and dl.raw is not None:
         return _cases_record(parts, dl)
     if dl.stage in ("parse", "validate") and dl.row is not None:
         return _row_record(parts, dl, now)

@@ -49,6 +49,8 @@ from streams.control.catalog import CONFIG_REVISION, Catalog
 from streams.db import Database
 from streams.deadletters import DeadLetters
 from streams.failures import GaveUp
+from streams.fetch.request import request_fetch
+from streams.fetch.settings import RecordingFetchSettings
 from streams.ingest.bundles import (
     Bundle,
     BundleRejected,
@@ -490,7 +492,14 @@ class FileProcessor:
 
         async def encode(fresh: list[ParsedRow]) -> list[Record]:
             records: list[Record] = await session.run(
-                self._encode, arrival, ingest, fresh, young, result, stats.header_raw
+                self._encode,
+                arrival,
+                ingest,
+                fresh,
+                young,
+                result,
+                stats.header_raw,
+                session.settings.recording_fetch,
             )
             return records
 
@@ -571,8 +580,11 @@ class FileProcessor:
         young: bool,
         result: FileResult,
         header: str | None = None,
+        fetch: RecordingFetchSettings | None = None,
     ) -> list[Record]:
-        """Encode a chunk into conversation and dead-letter records (worker thread)."""
+        """Encode a chunk into conversation and dead-letter records (worker thread); with
+        ``fetch``, a row naming its recording by URL or call id is marked for the fetch
+        (:func:`streams.fetch.request.request_fetch`)."""
         records: list[Record] = []
         tenant = arrival["tenant"]
         accepted = 0
@@ -600,6 +612,8 @@ class FileProcessor:
                     "announced_at": arrival["announced_at"],
                 },
             }
+            if fetch is not None:
+                conv = request_fetch(tenant, conv, fetch)
             try:
                 records.append(
                     conversation_record(self.codec, self.topics, conv, self.max_record_bytes)
