@@ -266,7 +266,7 @@ class _BodyReader(io.RawIOBase):
         return len(chunk)
 
     async def _next(self, n: int) -> bytes:
-        with _translated(self.url):
+        with _translated(self.url, self.response.status):
             chunk = await self.response.content.read(n)
         self.count += len(chunk)
         if self.count > self.max_bytes:
@@ -290,8 +290,9 @@ class _BodyReader(io.RawIOBase):
 
 
 @contextmanager
-def _translated(url: str) -> Iterator[None]:
-    """Turn the HTTP client's and the guard's exceptions into :class:`FetchFailed`."""
+def _translated(url: str, status: int | None = None) -> Iterator[None]:
+    """Turn the HTTP client's and the guard's exceptions into :class:`FetchFailed` (``status``:
+    of the answer whose body was being read)."""
     where = f"GET {redact(url)}"
     try:
         yield
@@ -302,10 +303,17 @@ def _translated(url: str) -> Iterator[None]:
     except aiohttp.InvalidURL as exc:
         raise FetchFailed("bad_url", f"{where}: invalid URL: {exc}", retryable=False) from exc
     except aiohttp.ClientPayloadError as exc:
-        raise FetchFailed("truncated", f"{where}: body incomplete: {exc}", retryable=True) from exc
+        raise FetchFailed(
+            "truncated", f"{where}: body incomplete: {exc}", retryable=True, http_status=status
+        ) from exc
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise FetchFailed("timeout", f"{where}: timed out", retryable=True) from exc
+        raise FetchFailed(
+            "timeout", f"{where}: timed out", retryable=True, http_status=status
+        ) from exc
     except (aiohttp.ClientError, OSError) as exc:
         raise FetchFailed(
-            "connection_failed", f"{where}: {type(exc).__name__}: {exc}", retryable=True
+            "connection_failed",
+            f"{where}: {type(exc).__name__}: {exc}",
+            retryable=True,
+            http_status=status,
         ) from exc

@@ -71,6 +71,7 @@ recording_fetches = Table(
     Column("sha256", String(64)),
     Column("size", BigInteger),
     Column("media_type", String(255)),
+    Column("duration_ms", BigInteger),  # from the media header, when the format says
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_recording_fetches_due", "status", "next_attempt_at"),
@@ -127,6 +128,7 @@ async def carry_stored(
             continue
         found[row.case_id] = {
             "recording_ref": row.recording_ref,
+            "duration_ms": conv.get("duration_ms") or row.duration_ms,
             "recording": recording_state(
                 STORED,
                 row.source_url,
@@ -209,6 +211,7 @@ def queued_row(
         "sha256": None,
         "size": None,
         "media_type": None,
+        "duration_ms": None,
         "created_at": now,
         "updated_at": now,
     }

@@ -324,6 +324,7 @@ class RecordingFetcher:
             sha256=stored.sha256,
             size=stored.size,
             media_type=fetched.media_type,
+            duration_ms=conv.get("duration_ms"),
         )
         self.metrics.recording_fetches.labels(tenant=item.tenant, outcome="stored").inc()
         log.info(

@@ -38,6 +38,7 @@ def upgrade() -> None:
         sa.Column("sha256", sa.String(length=64), nullable=True),
         sa.Column("size", sa.BigInteger(), nullable=True),
         sa.Column("media_type", sa.String(length=255), nullable=True),
+        sa.Column("duration_ms", sa.BigInteger(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("case_id"),
