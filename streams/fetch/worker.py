@@ -117,15 +117,21 @@ class RecordingFetcher:
         self._loop_task = asyncio.create_task(self._loop(), name="recording-fetcher")
 
     async def stop(self) -> None:
-        """Stop: fetches in flight are abandoned (their leases run out; redone later)."""
+        """Stop: fetches in flight are abandoned and given back (due at once for the next
+        worker; after a kill, their leases run out instead)."""
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
+        held = list(self._held.values())
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await queue.release(self.engine, held)
+        except Exception:  # the database is gone: the leases run out instead
+            log.warning("recording fetches: cannot give back %d fetches", len(held), exc_info=True)
         await self.downloader.stop()
 
     def wake(self) -> None:

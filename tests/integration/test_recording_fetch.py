@@ -333,3 +333,33 @@ async def test_call_ids_through_the_voice_log_api(
             service.cases.engine, "acme", case_id("acme", "five9", "CA-unknown")
         )
         assert state is not None and server.auth_value not in (state["message"] or "")
+
+
+async def test_a_fetch_in_flight_at_a_restart_is_done_after_it(
+    kafka: str, prefix: str, tmp_path: Path, server: RecordingServer
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    audio = _wav(0.25, 3)
+    server.put("r.wav", audio)
+    server.slow_seconds = 4  # shorter than timeout_seconds: slow, not failed
+    fetch = _fetch_settings(timeout_seconds=10.0)
+    settings = settings_for(
+        kafka,
+        prefix,
+        tmp_path / "data",
+        [_connector("calls", inbox, fetch)],
+        api={"connect_allow": ["127.0.0.1"]},
+    )
+    async with running(settings) as service:
+        (inbox / "calls.csv").write_bytes(_csv([("rs-1", server.url("/slow/r.wav"))]))
+        await _wait_case(service, "rs-1", _status("pending"))
+        deadline = time.monotonic() + 30
+        while server.hits["/slow/r.wav"] < 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert server.hits["/slow/r.wav"] == 1  # stopped while the body is on its way
+    async with running(settings) as service:
+        case = await _wait_case(service, "rs-1", _status("stored"))
+        assert _stored_bytes(case) == audio
+        assert server.hits["/slow/r.wav"] == 2
+        assert case["conversation"]["recording"]["attempts"] == 1  # a stop is not a failure
