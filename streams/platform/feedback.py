@@ -39,7 +39,7 @@ from streams.failures import GaveUp, attempt
 from streams.kafka import HeaderRecord, Headers, Producer
 from streams.metrics import Metrics
 from streams.platform.decode import plain
-from streams.platform.inbound import next_offsets, platform_config
+from streams.platform.inbound import next_offsets, platform_config, take
 from streams.platform.settings import PlatformConnectorSettings
 from streams.topics import Topics
 
@@ -135,7 +135,7 @@ class FeedbackRelay:
         if consumer is None:
             return
         while True:
-            msgs = await loop.run_in_executor(self._thread, consumer.consume, self.batch_size, 0.5)
+            msgs = await loop.run_in_executor(self._thread, take, consumer, self.batch_size, 0.5)
             batch = [m for m in msgs if m.error() is None]
             for m in msgs:
                 if m.error() is not None:

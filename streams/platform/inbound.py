@@ -78,6 +78,15 @@ def next_offsets(msgs: list[Message]) -> list[TopicPartition]:
     return [TopicPartition(t, p, o) for (t, p), o in ends.items()]
 
 
+def take(consumer: Consumer, most: int, wait: float) -> list[Message]:
+    """Return up to ``most`` messages: wait up to ``wait`` seconds for the first, then take
+    only what has already arrived (``consume(n, t)`` would wait to fill the batch: latency)."""
+    first = consumer.poll(wait)
+    if first is None:
+        return []
+    return [first, *consumer.consume(most - 1, 0)] if most > 1 else [first]
+
+
 class PlatformInbound:
     """Consumes one platform connector (see the module doc); ``start()``/``stop()``."""
 
@@ -154,7 +163,7 @@ class PlatformInbound:
             return
         while True:
             msgs = await loop.run_in_executor(
-                self._thread, consumer.consume, self.connector.batch_size, 0.5
+                self._thread, take, consumer, self.connector.batch_size, 0.5
             )
             events = []
             for msg in msgs:

@@ -30,7 +30,7 @@ def load_avro_schema(text: str) -> Any:
     Raises ValueError saying what is wrong; the schema must be a record.
     """
     stripped = text.strip()
-    if stripped.startswith(("{", "[", "\"")):
+    if stripped.startswith(("{", "[", '"')):
         raw = stripped
     else:
         try:
