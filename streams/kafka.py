@@ -25,6 +25,9 @@ from streams.errors import CallstreamError, ConfigError, PublishError
 
 Record = tuple[str, bytes, bytes]
 """(topic, key, value)"""
+Headers = list[tuple[str, str | bytes | None]]
+HeaderRecord = tuple[str, bytes, bytes, Headers]
+"""(topic, key, value, headers)"""
 
 
 RDKAFKA_LOG = logging.getLogger("librdkafka")
@@ -52,10 +55,12 @@ _REFUSALS = {
 }
 
 
-def check_connection(config: Mapping[str, Any], timeout: float = 30.0) -> None:
+def check_connection(
+    config: Mapping[str, Any], timeout: float = 30.0, *, field: str = "kafka.client_config"
+) -> None:
     """Fetch metadata once with ``config``; fail fast and clearly if Kafka refuses us.
 
-    Raises :class:`~streams.errors.ConfigError` naming ``kafka.client_config`` as soon as the
+    Raises :class:`~streams.errors.ConfigError` naming ``field`` as soon as the
     broker refuses the credentials or the TLS handshake (instead of librdkafka retrying the
     login every few hundred milliseconds), and :class:`KafkaUnreachable` when no broker answered
     within ``timeout``. Blocking: run it in an executor.
@@ -82,14 +87,15 @@ def check_connection(config: Mapping[str, Any], timeout: float = 30.0) -> None:
                 who = f" as {sec.username!r} ({sec.mechanism})" if sec.uses_sasl else ""
                 raise ConfigError(
                     [
-                        f"kafka.client_config: {_REFUSALS[err.code()]} at {bootstrap}{who} "
+                        f"{field}: {_REFUSALS[err.code()]} at {bootstrap}{who} "
                         f"over {sec.protocol}: {err.str()}"
                     ]
                 )
         if left <= 0:
             detail = refused[-1].str() if refused else last
+            where = "kafka" if field == "kafka.client_config" else field
             raise KafkaUnreachable(
-                f"kafka: no broker at {bootstrap} answered within {timeout:.0f}s: {detail}"
+                f"{where}: no broker at {bootstrap} answered within {timeout:.0f}s: {detail}"
             )
 
 
@@ -129,8 +135,9 @@ class Producer:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def send_batch(self, records: Sequence[Record]) -> None:
-        """Publish every record and return once all are acknowledged by the broker."""
+    async def send_batch(self, records: Sequence[Record | HeaderRecord]) -> None:
+        """Publish every record (with its headers, when given) and return once all are
+        acknowledged by the broker."""
         if not records:
             return
         if self._producer is None:
@@ -140,7 +147,9 @@ class Producer:
             self._executor, self._send_blocking, producer, records
         )
 
-    def _send_blocking(self, producer: _RdProducer, records: Sequence[Record]) -> None:
+    def _send_blocking(
+        self, producer: _RdProducer, records: Sequence[Record | HeaderRecord]
+    ) -> None:
         lock = threading.Lock()
         errors: list[KafkaError] = []
         remaining = [len(records)]
@@ -155,10 +164,14 @@ class Producer:
                     done.set()
 
         refused: KafkaError | None = None
-        for i, (topic, key, value) in enumerate(records):
+        for i, record in enumerate(records):
+            topic, key, value = record[0], record[1], record[2]
+            headers = record[3] if len(record) > 3 else None
             while True:
                 try:
-                    producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                    producer.produce(
+                        topic, value=value, key=key, headers=headers, on_delivery=on_delivery
+                    )
                     break
                 except BufferError:
                     producer.poll(0.05)  # local queue full: serve callbacks, then retry

@@ -132,6 +132,12 @@ class Metrics:
             registry=r,
             buckets=_LATENCY_BUCKETS,
         )
+        self.platform_feedback = Counter(
+            "callstream_platform_feedback_total",
+            "Analysis results acknowledged by a platform cluster on its feedback topic.",
+            conn,
+            registry=r,
+        )
         self.poison_records = Counter(
             "callstream_poison_records_total",
             "Records isolated by bisection after repeated unknown failures and dead-lettered "

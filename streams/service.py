@@ -20,6 +20,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from confluent_kafka.admin import AdminClient
@@ -38,6 +39,7 @@ from streams.codec import AvroCodec
 from streams.control import tenants
 from streams.control.catalog import Catalog
 from streams.control.secrets import SecretBox
+from streams.deadletters import DeadLetters
 from streams.demo import seed
 from streams.echo import Echo
 from streams.embedded.kafka import LocalKafka
@@ -54,6 +56,8 @@ from streams.media import MediaStore
 from streams.media_s3 import open_media_store
 from streams.metrics import Metrics
 from streams.notify import FailureWatcher, notify_failure
+from streams.platform.feedback import FeedbackRelay
+from streams.platform.inbound import PlatformInbound
 from streams.runner import ConnectorRunner, OutcomeConsumer
 from streams.scheduler import Scheduler
 from streams.settings import Settings
@@ -166,6 +170,7 @@ class Service:
 
         if s.processors.enabled:
             await self._start_processors(bootstrap, producer)
+        await self._start_platform(cfg, producer)
 
         self.runner = ConnectorRunner(
             s, producer, state, self.codec, self.metrics, self.topics, self.catalog
@@ -313,9 +318,57 @@ class Service:
         self._stack.append(("lag monitor", lag.stop))
 
     async def _fetch_settings(self, tenant: str, connector: str) -> RecordingFetchSettings | None:
-        """The recording_fetch settings of a running connector (None: it has none)."""
+        """The recording_fetch settings of a running file or platform connector (None: none)."""
         entry = await self.catalog.find(tenant, connector)
-        return entry.settings.recording_fetch if entry is not None else None
+        if entry is not None:
+            return entry.settings.recording_fetch
+        platform = next(
+            (
+                p
+                for t in self.settings.tenants
+                if t.id == tenant
+                for p in t.platform_connectors
+                if p.name == connector
+            ),
+            None,
+        )
+        return platform.recording_fetch if platform is not None else None
+
+    async def _start_platform(self, cfg: dict[str, Any], producer: Producer) -> None:
+        """Platform Kafka connectors and the feedback relay (see streams/platform/)."""
+        s = self.settings
+        connectors = [(t.id, p) for t in s.tenants for p in t.platform_connectors if p.enabled]
+        if not connectors:
+            return
+        media = self.media
+        if media is None:  # processors off in this process: dead letters still keep raw input
+            media = open_media_store(s)
+            await asyncio.to_thread(media.start)
+        dead = DeadLetters(self.codec, self.topics, self.metrics, media, s.kafka.message_max_bytes)
+        for tenant, conn in connectors:
+            inbound = PlatformInbound(
+                tenant,
+                conn,
+                producer=producer,
+                codec=self.codec,
+                topics=self.topics,
+                dead=dead,
+                metrics=self.metrics,
+                max_record_bytes=s.kafka.message_max_bytes,
+            )
+            self._stack.append((f"platform connector {tenant}/{conn.name}", inbound.stop))
+            await inbound.start()
+        if any(conn.feedback_topic for _t, conn in connectors):
+            relay = FeedbackRelay(
+                connectors,
+                {**cfg, "client.id": f"{self.topics.prefix}-platform-feedback"},
+                self.topics,
+                self.codec,
+                self.state.engine,
+                self.metrics,
+            )
+            self._stack.append(("platform feedback relay", relay.stop))
+            await relay.start()
 
     async def _bundle_connectors(self) -> list[tuple[str, str, RecordingSettings]]:
         """The running connectors that pair recordings with metadata (for the sweeper)."""

@@ -50,6 +50,7 @@ from streams.fetch.settings import RecordingFetchSettings
 from streams.ingest.parse import ParseSettings
 from streams.ingest.recordings import RecordingSettings
 from streams.media import DEFAULT_MAX_MEDIA_BYTES, MAX_MEDIA_BYTES
+from streams.platform.settings import PlatformConnectorSettings
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 
@@ -310,13 +311,18 @@ class TenantSettings(_Section):
 
     id: Slug = Field(description="Tenant id used in keys and topics.", examples=["acme"])
     connectors: list[ConnectorSettings] = Field(default_factory=list)
+    platform_connectors: list[PlatformConnectorSettings] = Field(
+        default_factory=list,
+        description="Conversation events consumed from a platform's own Kafka cluster, results "
+        "produced back to its feedback topic (see streams/platform/).",
+    )
     profiles: tuple[Profile, ...] = Field(
         (), description="Quality profiles, tried in order; none match: the built-in default."
     )
 
     @model_validator(mode="after")
     def _unique_connectors(self) -> Self:
-        names = [c.name for c in self.connectors]
+        names = [c.name for c in self.connectors] + [c.name for c in self.platform_connectors]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"duplicate connector name(s): {', '.join(dupes)}")
@@ -497,6 +503,14 @@ class Settings(BaseSettings):
                 found = size_problems(c, self.kafka.message_max_bytes)
                 if found:
                     raise ValueError(f"tenants[{t.id}].connectors[{c.name}].{found[0]}")
+            for p in t.platform_connectors:
+                limit = self.kafka.message_max_bytes
+                if p.ingest.max_document_bytes >= limit:
+                    raise ValueError(
+                        f"tenants[{t.id}].platform_connectors[{p.name}].ingest.max_document_bytes "
+                        f"({p.ingest.max_document_bytes}) must be below kafka.message_max_bytes "
+                        f"({limit}): every accepted event must fit one record"
+                    )
         return self
 
     @model_validator(mode="after")

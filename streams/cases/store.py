@@ -250,15 +250,25 @@ class BatchOutcome:
 #: ``SourceRef.file_id`` of a conversation pushed through the ingest API starts with this;
 #: ``row`` is then the 1-based item of the request.
 API_REQUEST_PREFIX = "req_"
+#: ``SourceRef.file_id`` of a conversation consumed from a platform Kafka connector starts with
+#: this (then a hash of tenant, connector, topic and partition); ``row`` is the offset + 1.
+PLATFORM_PARTITION_PREFIX = "pk_"
 
 
 def delivery_key(conversation: dict[str, Any]) -> str | None:
-    """Identify one delivery of a conversation: its file version and row, or its API request
-    and item (None: no source)."""
+    """Identify one delivery of a conversation: its file version and row, its API request and
+    item, or its platform topic partition and offset (None: no source)."""
     source = conversation.get("source")
     if not source:
         return None
-    kind = "api" if str(source["file_id"]).startswith(API_REQUEST_PREFIX) else "file"
+    file_id = str(source["file_id"])
+    kind = (
+        "api"
+        if file_id.startswith(API_REQUEST_PREFIX)
+        else "platform"
+        if file_id.startswith(PLATFORM_PARTITION_PREFIX)
+        else "file"
+    )
     return f"{kind}:{source['file_id']}:{source['row']}"
 
 

@@ -37,7 +37,7 @@ import json
 import re
 import tempfile
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import IO, Any, BinaryIO, Literal, Protocol, Self
@@ -813,6 +813,32 @@ def document_conversation(
             if k not in FIELDS and k != "turns" and v is not None
         }
     return record
+
+
+def map_document(
+    doc: Mapping[str, Any], settings: ParseSettings, *, skip: Collection[str] = ()
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Map one flat JSON object (a platform event) to Conversation fields by the CSV rules.
+
+    Keys are resolved as a CSV header's columns are (``settings.mapping`` field -> key, else
+    the built-in aliases, case-insensitively); ``turns`` is the inline transcript; every other
+    non-null key except those in ``skip`` becomes metadata (JSON-encoded unless a string).
+    Returns ``(fields, metadata)`` for :func:`document_conversation`; raises
+    :class:`RowInvalid` for a control character in any key or value.
+    """
+    _check_text(doc)
+    names = [k for k in doc if k != "turns"]
+    columns = _resolve_columns(names, settings)
+    fields: dict[str, Any] = {name: doc[names[i]] for name, i in columns.items()}
+    if "turns" in doc:
+        fields["turns"] = doc["turns"]
+    used = set(columns.values())
+    metadata = {
+        name: value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        for i, name in enumerate(names)
+        if i not in used and name not in skip and (value := doc[name]) is not None
+    }
+    return fields, metadata
 
 
 def _check_text(doc: Any) -> None:

@@ -15,6 +15,7 @@ from fixtures import (  # noqa: F401 - pytest finds fixtures by name in this mod
     clean_upload,
     kafka,
     pg_server,
+    platform_kafka,
     prefix,
     s3_bucket,
     s3_server,

@@ -8,6 +8,7 @@ from fixtures import (  # noqa: F401 - pytest finds fixtures by name in this mod
     database_url,
     kafka,
     pg_server,
+    platform_kafka,
     prefix,
     s3_bucket,
     s3_server,

@@ -38,6 +38,24 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         broker.stop()
 
 
+PLATFORM_USER = "platform-callstream"
+PLATFORM_PASSWORD = "platform-scram-Secret-3"
+
+
+@pytest.fixture(scope="session")
+def platform_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    """A second real broker acting as a contact-centre platform's own cluster: a SASL/SCRAM
+    listener (user PLATFORM_USER) for callstream, a PLAINTEXT one for the test's own clients."""
+    broker = LocalKafka(
+        tmp_path_factory.mktemp("platform-kafka"), scram_users={PLATFORM_USER: PLATFORM_PASSWORD}
+    )
+    broker.start(timeout=120)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
 @pytest.fixture(scope="session")
 def sftp_server() -> Iterator[SftpServer]:
     """OpenSSH sshd with internal-sftp: user cs_pw (password) and cs_key (ed25519 key)."""

@@ -1,0 +1,279 @@
+"""Consume one platform connector's events and publish them as conversations.
+
+Contract of :class:`PlatformInbound` (one per enabled connector):
+
+- at start, one metadata request checks the platform cluster accepts the connector's login: a
+  refused login or TLS handshake fails the service start with a
+  :class:`~streams.errors.ConfigError` naming ``tenants[<tenant>].platform_connectors[<name>]``
+  (an unreachable cluster is logged and retried, it does not stop the service);
+- the blocking librdkafka consumer runs in its own thread (one call at a time), never on the
+  event loop; ``enable.auto.commit`` is off;
+- per batch: decode and map every event (a worker thread: CPU and, for large raw inputs, the
+  media store), publish the conversations *and* the dead letters of bad events to callstream's
+  own cluster with the idempotent producer, wait for every acknowledgement, and only then commit
+  the batch's offsets on the platform cluster, synchronously. A crash anywhere before the commit
+  redelivers the batch; each redelivered event has the same delivery key (topic partition +
+  offset, :mod:`streams.platform.convert`), so the case store applies it once: no event lost,
+  none counted twice;
+- a bad event (not JSON / not the Avro schema, missing or invalid fields, another tenant) is
+  dead-lettered with its reason code and raw value (stage ``platform``) and its offset is
+  committed with the rest: it never blocks the partition;
+- a publish that fails transiently (callstream's broker down) is retried forever with back-off;
+  nothing is committed meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from streams.codec import AvroCodec
+from streams.deadletters import DeadLetters
+from streams.failures import GaveUp, attempt
+from streams.ingest.parse import RowInvalid
+from streams.kafka import KafkaUnreachable, Producer, Record, check_connection, client_config
+from streams.metrics import Metrics
+from streams.platform.convert import EventRef, event_record, partition_file_id
+from streams.platform.decode import EventInvalid, ValueDecoder
+from streams.platform.settings import PlatformConnectorSettings
+from streams.topics import Topics
+
+log = logging.getLogger(__name__)
+
+STAGE = "platform"
+_FOREVER = 10**9
+
+
+def connector_field(tenant: str, name: str) -> str:
+    """The config path naming a platform connector in errors."""
+    return f"tenants[{tenant}].platform_connectors[{name}]"
+
+
+def platform_config(tenant: str, connector: PlatformConnectorSettings) -> dict[str, Any]:
+    """librdkafka settings reaching the platform cluster as this connector."""
+    return {
+        **client_config(connector.bootstrap_servers, connector.client_properties()),
+        "client.id": f"callstream-{tenant}-{connector.name}",
+    }
+
+
+def position(msg: Message) -> tuple[str, int, int]:
+    """(topic, partition, offset) of a consumed message that carries no error."""
+    return str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)
+
+
+def next_offsets(msgs: list[Message]) -> list[TopicPartition]:
+    """The offsets to commit once ``msgs`` are done: per partition, the last offset + 1."""
+    ends: dict[tuple[str, int], int] = {}
+    for msg in msgs:
+        topic, partition, offset = position(msg)
+        ends[(topic, partition)] = max(ends.get((topic, partition), -1), offset + 1)
+    return [TopicPartition(t, p, o) for (t, p), o in ends.items()]
+
+
+def take(consumer: Consumer, most: int, wait: float) -> list[Message]:
+    """Return up to ``most`` messages: wait up to ``wait`` seconds for the first, then take
+    only what has already arrived (``consume(n, t)`` would wait to fill the batch: latency)."""
+    first = consumer.poll(wait)
+    if first is None:
+        return []
+    return [first, *consumer.consume(most - 1, 0)] if most > 1 else [first]
+
+
+class PlatformInbound:
+    """Consumes one platform connector (see the module doc); ``start()``/``stop()``."""
+
+    def __init__(
+        self,
+        tenant: str,
+        connector: PlatformConnectorSettings,
+        *,
+        producer: Producer,
+        codec: AvroCodec,
+        topics: Topics,
+        dead: DeadLetters,
+        metrics: Metrics,
+        max_record_bytes: int,
+        decoder: ValueDecoder | None = None,
+    ) -> None:
+        self.tenant = tenant
+        self.connector = connector
+        self.producer = producer
+        self.codec = codec
+        self.topics = topics
+        self.dead = dead
+        self.metrics = metrics
+        self.max_record_bytes = max_record_bytes
+        self.decoder = decoder or ValueDecoder(connector)
+        self.label = connector_field(tenant, connector.name)
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"platform-{connector.name}")
+        self._consumer: Consumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._last_error_log = float("-inf")
+
+    async def start(self) -> None:
+        """Check the login, subscribe, and start consuming."""
+        loop = asyncio.get_running_loop()
+        base = platform_config(self.tenant, self.connector)
+        try:
+            await loop.run_in_executor(
+                self._thread, functools.partial(check_connection, base, 15.0, field=self.label)
+            )
+        except KafkaUnreachable as exc:
+            log.error("%s; consuming anyway, librdkafka keeps retrying", exc)
+        config = {
+            **base,
+            "group.id": self.connector.group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "error_cb": self._on_error,
+        }
+        self._consumer = await loop.run_in_executor(self._thread, Consumer, config)
+        await loop.run_in_executor(self._thread, self._consumer.subscribe, self.connector.topics)
+        self._task = asyncio.create_task(self._loop(), name=f"platform-{self.connector.name}")
+
+    async def stop(self) -> None:
+        """Stop consuming (uncommitted events are redelivered) and leave the group."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await asyncio.get_running_loop().run_in_executor(self._thread, consumer.close)
+        self._thread.shutdown(wait=False)
+
+    def _on_error(self, err: KafkaError) -> None:
+        """librdkafka's client-level errors (login refused, brokers down): a line a minute."""
+        now = time.monotonic()
+        if now - self._last_error_log >= 60:
+            self._last_error_log = now
+            log.error("%s: platform cluster: %s", self.label, err.str())
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        consumer = self._consumer
+        if consumer is None:
+            return
+        while True:
+            msgs = await loop.run_in_executor(
+                self._thread, take, consumer, self.connector.batch_size, 0.5
+            )
+            events = []
+            for msg in msgs:
+                err = msg.error()
+                if err is None:
+                    events.append(msg)
+                elif err.code() != KafkaError._PARTITION_EOF:
+                    self._on_error(err)
+            if events:
+                await self.handle(events)
+
+    async def handle(self, events: list[Message]) -> None:
+        """Publish one batch's conversations and dead letters, then commit its offsets."""
+        n = len(events)
+        await attempt(
+            "fetching writer schemas from the schema registry",
+            functools.partial(self.decoder.prepare, [m.value() for m in events]),
+            stage=STAGE,
+            metrics=self.metrics,
+            max_attempts=_FOREVER,
+        )
+        records, accepted = await asyncio.to_thread(self._judge, events)
+        await self._publish(records)
+        self.metrics.records_accepted.labels(tenant=self.tenant, connector=self.connector.name).inc(
+            accepted
+        )
+        offsets = next_offsets(events)
+        if self._consumer is None:
+            return  # stopped meanwhile: the batch is redelivered
+        commit = functools.partial(self._consumer.commit, offsets=offsets, asynchronous=False)
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._thread, commit)
+        except KafkaException as exc:  # e.g. a rebalance took the partition: redelivered
+            log.warning(
+                "%s: committing %d events failed (%s); redelivery is idempotent", self.label, n, exc
+            )
+
+    async def _publish(self, records: list[Record]) -> None:
+        """Publish until acknowledged; a record Kafka refuses for good is logged and skipped."""
+        try:
+            await attempt(
+                f"publishing {len(records)} platform events",
+                functools.partial(self.producer.send_batch, records),
+                stage=STAGE,
+                metrics=self.metrics,
+                max_attempts=_FOREVER,
+            )
+        except GaveUp:
+            for record in records:
+                try:
+                    await attempt(
+                        "publishing a platform event",
+                        functools.partial(self.producer.send_batch, [record]),
+                        stage=STAGE,
+                        metrics=self.metrics,
+                        max_attempts=_FOREVER,
+                    )
+                except GaveUp as exc:
+                    self.metrics.poison_records.labels(stage=STAGE).inc()
+                    log.error(
+                        "%s: a record for %s was refused for good: %s", self.label, record[0], exc
+                    )
+
+    def _judge(self, events: list[Message]) -> tuple[list[Record], int]:
+        """Return the records of one batch (conversations and dead letters) and how many were
+        accepted (worker thread)."""
+        records: list[Record] = []
+        accepted = 0
+        for msg in events:
+            kind, stamp = msg.timestamp()
+            when = (
+                dt.datetime.fromtimestamp(stamp / 1000, dt.UTC) if kind else dt.datetime.now(dt.UTC)
+            )
+            ref = EventRef(*position(msg), when)
+            value = msg.value()
+            try:
+                doc = self.decoder.decode(value)
+                records.append(
+                    event_record(
+                        doc,
+                        self.tenant,
+                        self.connector,
+                        ref,
+                        self.codec,
+                        self.topics,
+                        self.max_record_bytes,
+                    )
+                )
+                accepted += 1
+            except EventInvalid as bad:
+                records.append(self._dead(ref, value, bad.reason, bad.message, None))
+            except RowInvalid as bad:
+                err = bad.error
+                records.append(self._dead(ref, value, err.reason, err.message, err.column))
+        return records, accepted
+
+    def _dead(
+        self, ref: EventRef, value: bytes | None, reason: str, message: str, column: str | None
+    ) -> Record:
+        raw = value or b""
+        return self.dead.build(
+            tenant=self.tenant,
+            connector=self.connector.name,
+            file_id=partition_file_id(self.tenant, self.connector.name, ref.topic, ref.partition),
+            path=ref.path,
+            reason=reason,
+            message=f"{ref.path}: {message}",
+            stage=STAGE,
+            row=ref.offset + 1,
+            column=column,
+            excerpt=raw[:512].decode("utf-8", "replace"),
+            raw=raw,
+        )
