@@ -8,9 +8,14 @@ offsets are committed; a wrong password stops the start with an error naming the
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import io
 import json
+import time
+import wave
 from pathlib import Path
+from typing import Any
 
 import fastavro
 import pytest
@@ -23,10 +28,14 @@ from platform_support import (
     platform_topics,
     produce,
 )
+from servers.recordings import RecordingServer
+from sqlalchemy import select
 from support import TopicReader, running, topics
 
+from streams.cases.store import case_id, cases
 from streams.embedded.kafka import LocalKafka
 from streams.errors import ConfigError
+from streams.service import Service
 
 DEAD_LETTER = "callstream.DeadLetter"
 
@@ -159,3 +168,81 @@ async def test_a_wrong_platform_password_stops_the_start_naming_the_connector(
     assert "(SCRAM-SHA-512)" in message
     assert "Authentication failed" in message
     assert "not-the-Password-1" not in message
+
+
+async def test_an_event_naming_its_recording_by_url_has_it_fetched(
+    kafka: str, platform_kafka: LocalKafka, prefix: str, tmp_path: Path
+) -> None:
+    """The platform-event path shares the fetch stage: 429-then-200 ends stored (the bytes the
+    server served), a 404 ends missing with a ``recording_fetch_failed`` dead letter."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\x01\x02" * 4000)
+    audio = buf.getvalue()
+    events_topic = f"{prefix}.rec-events"
+    platform_topics(platform_kafka, events_topic, partitions=1)
+    dead = TopicReader(kafka, topics(prefix).dead_letter, DEAD_LETTER)
+    with RecordingServer() as server:
+        server.put("p.wav", audio)
+        conn = platform_connector(
+            platform_kafka,
+            "plat-rec",
+            events_topic,
+            None,
+            ingest={
+                "source_system": "platform",
+                "mapping": {"external_interaction_id": "conversationId", "recording_ref": "audio"},
+            },
+            recording_fetch={
+                "timeout_seconds": 2,
+                "max_attempts": 3,
+                "backoff_initial_seconds": 0.2,
+                "backoff_max_seconds": 0.5,
+            },
+        )
+        settings = platform_settings(
+            kafka, prefix, tmp_path / "data", [conn], api={"connect_allow": ["127.0.0.1"]}
+        )
+        values = [
+            (None, json.dumps(event(1, audio=server.url("/busy/1/p.wav"))).encode()),
+            (None, json.dumps(event(2, audio=server.url("/ok/nowhere.wav"))).encode()),
+        ]
+        try:
+            async with running(settings) as service:
+                produce(platform_kafka, events_topic, values)
+                stored = await _wait_recording(service, "P-000001", "stored")
+                missing = await _wait_recording(service, "P-000002", "missing")
+                await dead.wait_for(
+                    lambda rs: any(d["reason"] == "recording_fetch_failed" for d in rs), 30
+                )
+        finally:
+            dead.close()
+    rec = stored["recording"]
+    assert rec["sha256"] == hashlib.sha256(audio).hexdigest() and rec["attempts"] == 2
+    assert missing["recording"]["http_status"] == 404
+    failed = [d for d in dead.records if d["reason"] == "recording_fetch_failed"]
+    assert [(d["connector"], "404" in d["message"]) for d in failed] == [("plat-rec", True)]
+
+
+async def _wait_recording(service: Service, ext: str, status: str) -> dict[str, Any]:
+    """The conversation of ``ext``'s case once its recording reached ``status``."""
+    assert service.cases is not None
+    deadline = time.monotonic() + 60
+    seen = None
+    while time.monotonic() < deadline:
+        async with service.cases.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(cases.c.conversation).where(
+                        cases.c.case_id == case_id("acme", "platform", ext)
+                    )
+                )
+            ).first()
+        seen = json.loads(row.conversation) if row is not None else None
+        if seen is not None and (seen.get("recording") or {}).get("status") == status:
+            return seen
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{ext}: recording never {status}; last seen {seen}")
