@@ -184,7 +184,7 @@ class DropboxServer:
             sources_folder=conn_settings.ingest.sources_folder or "sources",
             read_only=(poll.processed_dir, poll.invalid_dir, conn_settings.retention.archive_dir),
         )
-        workspace = Workspace(Path(store.root), rules)
+        workspace = Workspace(store, rules)
         try:
             await asyncio.to_thread(workspace.prepare)
         except asyncssh.SFTPError as exc:

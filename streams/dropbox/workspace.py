@@ -147,10 +147,10 @@ def sftp_error(exc: BaseException, path: str) -> SFTPError:
 class Workspace:
     """An account's folder (see the module doc); methods raise :class:`asyncssh.SFTPError`."""
 
-    def __init__(self, root: Path, rules: Rules) -> None:
-        self.root = root
+    def __init__(self, config: LocalConfig, rules: Rules) -> None:
+        self.root = Path(config.root)
         self.rules = rules
-        self.store = LocalStore(LocalConfig(root=root))
+        self.store = LocalStore(config)
 
     # -- paths ----------------------------------------------------------------------------------
 
@@ -193,7 +193,8 @@ class Workspace:
             os.close(fd)
 
     def prepare(self) -> None:
-        """Make the layout's upload folders (at login)."""
+        """Make the folder if its connector says so, and the layout's upload folders (at login)."""
+        self._call("", self.store.connect)
         for folder in self.rules.upload_folders():
             fd = self._call(folder, functools.partial(self.store.open_folder, folder, create=True))
             os.close(fd)
