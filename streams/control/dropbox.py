@@ -301,7 +301,12 @@ async def local_connector(
 ) -> ConnectorSettings:
     """Return the tenant's connector an account uploads to; ValidationError when it is not a
     local one, :class:`NotFoundError` when the tenant has no such connector."""
-    found, _from_api = await connector_ops.settings_of(engine, box, settings, tenant, connector_id)
+    try:
+        found, _from_api = await connector_ops.settings_of(
+            engine, box, settings, tenant, connector_id
+        )
+    except NotFoundError:  # without the id: it may be another tenant's
+        raise NotFoundError("connector_id: the tenant has no such connector") from None
     if not isinstance(found.store, LocalConfig):
         raise _invalid("connector_id", f"connector {connector_id!r} is not a local-folder one")
     return found
