@@ -9,6 +9,7 @@ boto3, the file system): callers run them in an executor, one call at a time per
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -71,6 +72,15 @@ def temp_name(name: str) -> str:
     """
     short = name.encode()[:180].decode(errors="ignore")
     return f".{short}.callstream-{secrets.token_hex(8)}.part"
+
+
+_TEMP_NAME = re.compile(r"\..*\.callstream-[0-9a-f]{16}\.part\Z", re.DOTALL)
+
+
+def is_temp_name(name: str) -> bool:
+    """Tell whether a file name is one :func:`temp_name` made (a write still in progress or
+    abandoned): never announced, whatever a connector's globs say."""
+    return _TEMP_NAME.match(name) is not None
 
 
 Prune = Callable[[str], bool]

@@ -119,6 +119,17 @@ class LocalStore:
             raise
         return fd
 
+    def open_folder(self, folder: str, *, create: bool = False) -> int:
+        """Return a descriptor of ``folder`` (a normalized connector-relative path, '' = the
+        root), walked from the root one component at a time without following a link, creating
+        missing folders if asked; the caller closes it. Raises :class:`FileNotFoundError` when
+        a folder on the way is missing or a file, :class:`~connectors.errors.UnsafePath` for a
+        link, :class:`~connectors.errors.StoreUnavailable` when the root cannot be opened."""
+        try:
+            return self._open_folder(folder, create=create)
+        except _Missing as exc:
+            raise FileNotFoundError(errno.ENOENT, "no such folder", folder) from exc
+
     @contextlib.contextmanager
     def _parent(self, path: str, *, create: bool = False) -> Iterator[tuple[int, str]]:
         """Yield (descriptor of the folder holding ``path``, its last name)."""

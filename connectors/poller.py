@@ -16,6 +16,11 @@ Version identity is ``RemoteFile.version_id`` (path, size, mtime, checksum when 
 unchanged file is never ready twice, a re-upload with new content is ready again with the next
 version number. A file that was cleaned up (moved or deleted) and shows up again is a new version.
 
+A writer that knows a file is complete (the hosted drop box renames an upload into place when
+the client closes it) says so with :meth:`Poller.note_complete`: that exact version (size and
+mtime) is ready at the next poll, without the age and stability checks or a marker. Temporary
+write names (:func:`~connectors.base.is_temp_name`) are never announced.
+
 Completeness also needs a fresh marker: a marker older than its file (yesterday's ``X.done``
 beside today's half-uploaded ``X``) does not count. Entries whose path has a control character or
 is longer than :data:`~connectors.paths.MAX_PATH_CHARS` are skipped as ``unsafe_name``.
@@ -53,7 +58,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from connectors import paths
-from connectors.base import FileStore, RemoteFile, SkippedEntry, SkipReason
+from connectors.base import FileStore, RemoteFile, SkippedEntry, SkipReason, is_temp_name
 from connectors.errors import (
     ConnectorError,
     FileVanished,
@@ -343,6 +348,12 @@ class Poller:
             if k.stage in (CleanupStage.PENDING, CleanupStage.SETTLING)
         }
         self._next_check: dict[str, float] = {}
+        self._complete: dict[str, tuple[int, float]] = {}
+
+    def note_complete(self, file: RemoteFile) -> None:
+        """Take the writer's word that this version of ``file.path`` is complete: it is ready
+        at the next poll if the listing shows the same size and mtime."""
+        self._complete[paths.normalize(file.path)] = (file.size, file.mtime)
 
     def _prune(self, folder: str) -> bool:
         return folder in self._reserved
@@ -371,7 +382,7 @@ class Poller:
         for f in files:
             if suffix and f.path.endswith(suffix):
                 continue  # a marker, never a payload
-            if not self._filter(f.path):
+            if not self._filter(f.path) or is_temp_name(f.path.rsplit("/", 1)[-1]):
                 result.skipped[SkipReason.EXCLUDED] += 1
                 continue
             known = self.known.get(f.path)
@@ -380,6 +391,8 @@ class Poller:
                 if known.stage != CleanupStage.RECHECK or now < self._recheck_at(known):
                     continue  # announced already, unchanged
                 recheck = True  # incomplete, and unchanged for the grace period: once more
+            elif self._complete.get(f.path) == (f.size, f.mtime):
+                pass  # its writer said it is complete
             elif suffix:
                 marker = markers.get(f.path + suffix)
                 if marker is None or marker < f.mtime:
@@ -408,6 +421,9 @@ class Poller:
             else:
                 result.ready.append(Candidate(f, known.version + 1 if known else 1))
         self._observed = observed
+        listed = {f.path for f in files}
+        for path in [p for p in self._complete if p not in listed]:
+            del self._complete[path]  # gone (or moved away) before it was announced
         return result
 
     def _recheck_at(self, known: KnownFile) -> float:
@@ -435,6 +451,8 @@ class Poller:
             )
             self._scheduled.discard(f.path)
             self._next_check.pop(f.path, None)
+            if self._complete.get(f.path) == (f.size, f.mtime):
+                del self._complete[f.path]
 
     # -- clean-up ------------------------------------------------------------------------------
 

@@ -39,7 +39,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException
 from sqlalchemy.exc import SQLAlchemyError
 
 from connectors import paths
-from connectors.base import FileStore, SkipReason
+from connectors.base import FileStore, RemoteFile, SkipReason
 from connectors.errors import ConnectorError
 from connectors.netguard import AddressGuard
 from connectors.poller import Candidate, CleanupAction, CleanupStep, Outcome, Poller
@@ -152,6 +152,10 @@ class ConnectorContext:
     """A data_import job drives it: poll cycles only watch and clean up; runs announce."""
     cycle: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Held by a poll cycle, so a job's run and the regular cycle never overlap."""
+    woken: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set by :meth:`ConnectorRunner.wake`: the next cycle starts without waiting."""
+    completed: list[RemoteFile] = field(default_factory=list)
+    """Versions their writer reported complete, noted by the next cycle."""
 
     @property
     def name(self) -> str:
@@ -355,7 +359,33 @@ class ConnectorRunner:
                 await ctx.disconnect()
                 continue
             backoff.reset()
-            await self._sleep(ctx.settings.poll.interval_seconds)
+            await self._pause(ctx, ctx.settings.poll.interval_seconds)
+
+    async def _pause(self, ctx: ConnectorContext, seconds: float) -> None:
+        """Wait ``seconds`` between cycles, less if the runner stops or the connector is woken."""
+        waits = [
+            asyncio.ensure_future(self._stopping.wait()),
+            asyncio.ensure_future(ctx.woken.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        ctx.woken.clear()
+
+    def wake(self, tenant: str, connector: str, complete: RemoteFile | None = None) -> bool:
+        """Have a connector poll now instead of at its next interval; with ``complete``, that
+        version counts as complete without the age and stability checks (its writer closed it:
+        :meth:`~connectors.poller.Poller.note_complete`). Return False when this runner does
+        not run the connector (the file is then found by whichever runs it, at its pace)."""
+        ctx = self.contexts.get((tenant, connector))
+        if ctx is None:
+            return False
+        if complete is not None:
+            ctx.completed.append(complete)
+        ctx.woken.set()
+        return True
 
     async def _failed(self, ctx: ConnectorContext, kind: str, message: str, b: Backoff) -> None:
         delay = b.next()
@@ -417,6 +447,9 @@ class ConnectorRunner:
 
     async def _cycle(self, ctx: ConnectorContext, announce: bool) -> list[tuple[str, str]]:
         await self._note_outcomes(ctx)
+        completed, ctx.completed = ctx.completed, []
+        for f in completed:
+            await ctx.local(ctx.poller.note_complete, f)
         started = time.perf_counter()
         result = await ctx.call(ctx.poller.poll)
         self.metrics.poll_duration.labels(**ctx.labels).observe(time.perf_counter() - started)

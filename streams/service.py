@@ -2,10 +2,11 @@
 
 Start order: the managed local Kafka broker (only when no ``kafka.bootstrap_servers`` is set),
 topics, the connector state database, the producer, the connector runner, the file-outcome
-consumer, the HTTP endpoint and, for the local stack, the live echo of events. Before any client
-starts, one metadata request checks that Kafka answers and accepts ``kafka.client_config``'s
-login, so wrong credentials fail the start with one clear error instead of every client
-retrying the login. :meth:`Service.start` raises on the first part that cannot start, naming it.
+consumer, the SFTP drop box (``dropbox.enabled``), the HTTP endpoint and, for the local stack,
+the live echo of events. Before any client starts, one metadata request checks that Kafka
+answers and accepts ``kafka.client_config``'s login, so wrong credentials fail the start with
+one clear error instead of every client retrying the login. :meth:`Service.start` raises on
+the first part that cannot start, naming it.
 
 Stop order is the reverse, bounded: :meth:`Service.stop` gives all parts together
 ``shutdown_grace_seconds``; a part still stopping when its share runs out (a processor retrying
@@ -41,6 +42,7 @@ from streams.control.catalog import Catalog
 from streams.control.secrets import SecretBox
 from streams.deadletters import DeadLetters
 from streams.demo import seed
+from streams.dropbox.server import DropboxServer
 from streams.echo import Echo
 from streams.embedded.kafka import LocalKafka
 from streams.exports.run import Exporter, ReportBuilder
@@ -96,6 +98,7 @@ class Service:
         self.http_url: str | None = None
         self.cases: CaseStore | None = None
         self.media: MediaStore | None = None
+        self.dropbox: DropboxServer | None = None
         self._stack: list[tuple[str, Callable[[], Awaitable[object]]]] = []
         self._stop_deadline = 0.0
         self.unstopped: list[str] = []
@@ -181,6 +184,11 @@ class Service:
         outcomes = OutcomeConsumer(self.runner, cfg, f"{self.topics.prefix}.connector-runner")
         await outcomes.start()
         self._stack.append(("file-outcome consumer", outcomes.stop))
+
+        if s.dropbox.enabled:
+            self.dropbox = DropboxServer(s, state.engine, self.secrets, self.runner.wake)
+            await self.dropbox.start()
+            self._stack.append(("SFTP drop box", self.dropbox.stop))
 
         self.scheduler: Scheduler | None = None
         self.api = ApiContext(

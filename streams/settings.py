@@ -453,6 +453,40 @@ class SchedulerSettings(_Section):
     )
 
 
+GIB = 1024**3
+
+
+class DropboxSettings(_Section):
+    """The hosted SFTP drop box (seeds 002/003, push model): callstream's own SFTP server,
+    one account per tenant or connector (``/v1/dropbox/accounts``)."""
+
+    enabled: bool = Field(False, description="Run the SFTP drop box in this process.")
+    host: str = Field(
+        "127.0.0.1",
+        description="Listen address ('0.0.0.0' or '::' to serve every interface).",
+        examples=["0.0.0.0"],  # noqa: S104 - an example of serving every interface
+    )
+    port: int = Field(2222, ge=0, le=65535, description="Listen port (0: pick a free one).")
+    host_key_path: Path | None = Field(
+        None,
+        description="OpenSSH private host key. Unset: data_dir/dropbox/host_key. Generated "
+        "(Ed25519, mode 0600) on the first start if absent; its fingerprint is logged.",
+    )
+    workspace_quota_bytes: int = Field(
+        5 * GIB,
+        ge=1,
+        description="Default most bytes an account's folder may hold (seed 002: 5 GB).",
+    )
+    daily_quota_bytes: int = Field(
+        GIB,
+        ge=1,
+        description="Default most bytes an account may upload per UTC day (seed 002: 1 GB).",
+    )
+    login_timeout_seconds: float = Field(
+        30.0, gt=0, le=600, description="A connection not logged in by then is dropped."
+    )
+
+
 class Settings(BaseSettings):
     """The whole configuration of one callstream process."""
 
@@ -489,6 +523,7 @@ class Settings(BaseSettings):
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    dropbox: DropboxSettings = Field(default_factory=DropboxSettings)
     processors: ProcessorSettings = Field(default_factory=ProcessorSettings)
     media: MediaSettings = Field(
         default_factory=LocalMediaSettings,
@@ -560,6 +595,11 @@ class Settings(BaseSettings):
     def database_url(self) -> str:
         """The configured database URL, or the embedded SQLite file."""
         return self.database.url or f"sqlite+aiosqlite:///{(self.data_dir / 'callstream.db')}"
+
+    @property
+    def dropbox_host_key(self) -> Path:
+        """The drop box's host key file (``dropbox.host_key_path``, default under data_dir)."""
+        return self.dropbox.host_key_path or self.data_dir / "dropbox" / "host_key"
 
     @property
     def media_root(self) -> Path:

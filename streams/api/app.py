@@ -18,6 +18,7 @@ from streams.api import connectors as connector_api
 from streams.api import (
     conversations,
     deadletters,
+    dropbox,
     executions,
     files,
     jobs,
@@ -58,6 +59,7 @@ ROUTE_GROUPS: list[ApiRoutes] = [
     deadletters.routes,
     jobs.routes,
     executions.routes,
+    dropbox.routes,
     docs,
 ]
 """Every resource's operations, in the order the document lists them."""

@@ -21,6 +21,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -139,6 +140,13 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/users"): {"name": "probe", "email": "probe@beta.example"},
     ("PATCH", "/v1/tenant"): {"timezone": "UTC"},
     ("POST", "/v1/reports/email-me"): {"columns": ["case_id"]},
+    ("POST", "/v1/dropbox/accounts"): {
+        "username": "beta-probe",
+        "connector_id": "{dropbox_connector_id}",
+        "password": "beta-probe-password",
+        "allow_from": ["127.0.0.1"],
+    },
+    ("PATCH", "/v1/dropbox/accounts/{account_id}"): {"enabled": False},
     ("POST", "/v1/jobs"): {
         "name": "probe",
         "type": "data_import",
@@ -184,7 +192,7 @@ async def _alpha_case(alpha: ApiClient) -> tuple[dict[str, str], set[str]]:
     return params, secrets
 
 
-async def _seed(client: ApiClient) -> World:
+async def _seed(client: ApiClient, data_dir: Path) -> World:
     operator = client.as_(OPERATOR_TOKEN)
     alpha_key = await new_tenant(operator, ALPHA, "alpha main")
     alpha = client.as_(alpha_key)
@@ -203,6 +211,28 @@ async def _seed(client: ApiClient) -> World:
     assert exporter.status == 201, exporter.text
     user = await alpha.post("/v1/users", {"name": "Alpha Person", "email": "person@alpha.example"})
     assert user.status == 201, user.text
+    dropbox_connector = await alpha.post(
+        "/v1/connectors",
+        {
+            "name": "alpha-dropbox",
+            "store": {
+                "type": "local",
+                "root": str(data_dir / "local" / ALPHA / "in"),
+                "create": True,
+            },
+        },
+    )
+    assert dropbox_connector.status == 201, dropbox_connector.text
+    account = await alpha.post(
+        "/v1/dropbox/accounts",
+        {
+            "username": "alpha-uploader-7f3c",
+            "connector_id": dropbox_connector.body["id"],
+            "password": "alpha-dropbox-password",
+            "allow_from": ["127.0.0.1"],
+        },
+    )
+    assert account.status == 201, account.text
     beta_key = await new_tenant(operator, BETA, "beta main")
     main_key_id = alpha_key.split("_")[1]
     schema = await alpha.patch(
@@ -222,8 +252,13 @@ async def _seed(client: ApiClient) -> World:
         "source_type": "member",
         "report_id": ALPHA_REPORT,
         "user_id": user.body["id"],
+        "dropbox_connector_id": dropbox_connector.body["id"],
+        "account_id": account.body["id"],
     }
     secrets = {
+        dropbox_connector.body["id"],
+        account.body["id"],
+        "alpha-uploader-7f3c",
         user.body["id"],
         "person@alpha.example",
         "Alpha Person",
@@ -272,7 +307,7 @@ async def world(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIt
     async with running(settings) as service, ApiClient(service.http_url or "") as client:
         await _seed_job(settings.database_url)
         await _seed_report(settings.database_url)
-        yield await _seed(client)
+        yield await _seed(client, settings.data_dir)
 
 
 def _operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:

@@ -1093,3 +1093,41 @@ def test_a_move_done_before_a_crash_but_not_recorded_is_recognised(
 def test_poll_config_refuses_a_processed_folder_outside_the_root(bad: str) -> None:
     with pytest.raises((UnsafePath, ValueError)):
         PollConfig(processed_dir=bad)
+
+
+# -- a writer's word (the hosted drop box) ------------------------------------------------------
+
+
+def test_a_version_its_writer_closed_is_ready_at_once_and_only_once(
+    store: MemoryStore, clock: Clock
+) -> None:
+    poller = make_poller(store, clock, min_age_seconds=30.0)
+    store.put("data/a.csv", size=10, mtime=clock.now)  # just written: too young to be complete
+    poller.note_complete(store.files["data/a.csv"])
+    first = poller.poll()
+    assert ready_paths(first) == ["data/a.csv"]
+    poller.mark_announced(first.ready)
+    assert ready_paths(poller.poll()) == []
+    store.put("data/a.csv", size=12, mtime=clock.now + 1)  # re-uploaded, not yet reported
+    assert ready_paths(poller.poll()) == []
+    poller.note_complete(store.files["data/a.csv"])
+    again = poller.poll()
+    assert [(c.file.path, c.version) for c in again.ready] == [("data/a.csv", 2)]
+
+
+def test_a_writers_word_about_another_version_does_not_count(
+    store: MemoryStore, clock: Clock
+) -> None:
+    poller = make_poller(store, clock, min_age_seconds=30.0)
+    store.put("data/a.csv", size=10, mtime=clock.now)
+    poller.note_complete(RemoteFile("data/a.csv", 5, clock.now))  # a size the listing never shows
+    assert ready_paths(poller.poll()) == []
+
+
+def test_temporary_write_names_are_never_announced(store: MemoryStore, clock: Clock) -> None:
+    poller = make_poller(store, clock, exclude=[])  # even with no exclude globs
+    store.put("data/.a.csv.callstream-0123456789abcdef.part")
+    poller.note_complete(store.files["data/.a.csv.callstream-0123456789abcdef.part"])
+    assert ready_paths(poller.poll()) == []
+    clock.advance(10)
+    assert ready_paths(poller.poll()) == []

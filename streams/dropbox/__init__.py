@@ -1,0 +1,1 @@
+"""The hosted SFTP drop box: callstream's own SFTP server (see :mod:`streams.dropbox.server`)."""
