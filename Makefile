@@ -1,7 +1,7 @@
 # The two commands of the README's quickstart, plus the pieces they are made of.
 # Every target installs what it needs first (scripts/bootstrap.sh is idempotent).
 
-.PHONY: run test lint unit integration bench bench-media bench-s3 bench-export fuzz fuzz-ci hostile hostile-ci bootstrap
+.PHONY: run test lint unit integration bench bench-pipeline bench-media bench-s3 bench-export fuzz fuzz-ci hostile hostile-ci bootstrap
 
 run: bootstrap          ## run the service on its embedded defaults (local Kafka, SQLite, demo tenant)
 	.venv/bin/callstream run
@@ -26,14 +26,17 @@ bench-media: bootstrap  ## peak RSS and MB/s copying a 2 GB recording from SFTP 
 bench-s3: bootstrap     ## the S3 benchmark at full size: 10,000 / 100,000 objects, a 500 MB object
 	CALLSTREAM_S3_BENCH_FULL=1 .venv/bin/pytest tests/benchmarks/test_s3_bench.py -q -s -m benchmark --timeout=3600
 
+bench-pipeline: bootstrap ## the pipeline benchmark at full size: a 100,000-row CSV, raw limit over 100,000 records
+	CALLSTREAM_PIPELINE_BENCH_ROWS=100000 .venv/bin/pytest tests/benchmarks/test_pipeline_bench.py -q -s -m benchmark -p no:cacheprovider --timeout=3600
+
 bench-export: bootstrap ## time and peak RSS to export 1,000,000 results as CSV and as Excel (PostgreSQL)
 	CALLSTREAM_EXPORT_BENCH_ROWS=1000000 .venv/bin/pytest tests/benchmarks/test_export_bench.py -q -s -m benchmark -p no:cacheprovider --timeout=3600
 
 fuzz: bootstrap         ## every fuzz harness for 1,000,000 executions: figures, exit 1 on a crash
 	.venv/bin/python tests/fuzz/runner.py --runs 1000000
 
-fuzz-ci: bootstrap      ## every fuzz harness for FUZZ_SECONDS (15) s, as CI runs them
-	.venv/bin/python tests/fuzz/runner.py --seconds $${FUZZ_SECONDS:-15}
+fuzz-ci: bootstrap      ## every fuzz harness for FUZZ_SECONDS (10) s, as CI runs them
+	.venv/bin/python tests/fuzz/runner.py --seconds $${FUZZ_SECONDS:-10}
 
 hostile: bootstrap      ## 10,000 hostile files through a running service: fails on crash, stall, lost row
 	.venv/bin/python tests/hostile/run.py --count 10000

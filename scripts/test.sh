@@ -13,8 +13,8 @@ echo "==> ruff and mypy"
 echo "==> unit and integration tests"
 .venv/bin/pytest tests/unit tests/integration -q --timeout=600 --durations=20
 
-echo "==> fuzzing: each harness for ${FUZZ_SECONDS:-15} s (fails on a crash)"
-.venv/bin/python tests/fuzz/runner.py --seconds "${FUZZ_SECONDS:-15}"
+echo "==> fuzzing: each harness for ${FUZZ_SECONDS:-10} s (fails on a crash)"
+.venv/bin/python tests/fuzz/runner.py --seconds "${FUZZ_SECONDS:-10}"
 
 echo "==> benchmarks (figures only)"
 .venv/bin/pytest tests/benchmarks -q -s -m benchmark --timeout=900

@@ -4,7 +4,8 @@ All on one broker, one run:
 
 1. the raw limit: confluent-kafka producing and consuming the same Avro Conversation records
    (encode, produce, consume, decode; producer and consumer running concurrently);
-2. end-to-end conversations per second for a 100,000-row CSV, from the end of its SFTP upload to
+2. end-to-end conversations per second for a 50,000-row CSV in CI (``make bench-pipeline``:
+   100,000; ``CALLSTREAM_PIPELINE_BENCH_ROWS``), from the end of its SFTP upload to
    the last result on the feedback topic, with the service running as its own process (as in
    production) against PostgreSQL, and a stage breakdown plus a py-spy profile of that process;
 3. p50 / p99 latency from upload to result for single small files with a 1 s poll.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import os
 import signal
 import statistics
 import subprocess
@@ -45,8 +47,8 @@ from support import (
 from streams.ingest.parse import ParseSettings
 from streams.topics import Topics, ensure_topics
 
-ROWS = 100_000
-RAW = 100_000
+ROWS = int(os.environ.get("CALLSTREAM_PIPELINE_BENCH_ROWS", "50000"))
+RAW = ROWS
 SMALL_FILES = 30
 
 

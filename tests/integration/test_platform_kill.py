@@ -35,7 +35,7 @@ from streams.codec import AvroCodec
 from streams.embedded.kafka import LocalKafka
 from streams.topics import Topics
 
-EVENTS = 4000
+EVENTS = 2500
 
 
 def test_sigkill_twice_mid_stream_loses_and_doubles_nothing(
