@@ -50,6 +50,10 @@ log = logging.getLogger(__name__)
 STAGE = "platform"
 _FOREVER = 10**9
 
+Judged = tuple[EventRef, bytes | None, Record]
+"""One event of a batch: where it was read, its raw value, and its record (conversation or
+dead letter)."""
+
 
 def connector_field(tenant: str, name: str) -> str:
     """The config path naming a platform connector in errors."""
@@ -201,36 +205,36 @@ class PlatformInbound:
                 "%s: committing %d events failed (%s); redelivery is idempotent", self.label, n, exc
             )
 
-    async def _publish(self, records: list[Record]) -> None:
-        """Publish until acknowledged; a record Kafka refuses for good is logged and skipped."""
+    async def _publish(self, judged: list[Judged]) -> None:
+        """Publish until acknowledged. A record Kafka refuses for good (not a broker outage:
+        those are retried forever) is replaced by a dead letter ``publish_refused`` keeping the
+        event's raw value, so the event is never skipped silently."""
+        records = [record for _ref, _value, record in judged]
         try:
-            await attempt(
-                f"publishing {len(records)} platform events",
-                functools.partial(self.producer.send_batch, records),
-                stage=STAGE,
-                metrics=self.metrics,
-                max_attempts=_FOREVER,
-            )
+            await self._send(f"publishing {len(records)} platform events", records)
         except GaveUp:
-            for record in records:
+            for ref, value, record in judged:
                 try:
-                    await attempt(
-                        "publishing a platform event",
-                        functools.partial(self.producer.send_batch, [record]),
-                        stage=STAGE,
-                        metrics=self.metrics,
-                        max_attempts=_FOREVER,
-                    )
+                    await self._send("publishing a platform event", [record])
                 except GaveUp as exc:
                     self.metrics.poison_records.labels(stage=STAGE).inc()
-                    log.error(
-                        "%s: a record for %s was refused for good: %s", self.label, record[0], exc
-                    )
+                    log.error("%s: the record of %s was refused: %s", self.label, ref.path, exc)
+                    dead = self._dead(ref, value, "publish_refused", f"Kafka refused it: {exc}")
+                    await self._send("dead-lettering a refused platform event", [dead])
 
-    def _judge(self, events: list[Message]) -> tuple[list[Record], int]:
-        """Return the records of one batch (conversations and dead letters) and how many were
-        accepted (worker thread)."""
-        records: list[Record] = []
+    async def _send(self, what: str, records: list[Record]) -> None:
+        await attempt(
+            what,
+            functools.partial(self.producer.send_batch, records),
+            stage=STAGE,
+            metrics=self.metrics,
+            max_attempts=_FOREVER,
+        )
+
+    def _judge(self, events: list[Message]) -> tuple[list[Judged], int]:
+        """Return each event of one batch with its record (a conversation or a dead letter) and
+        how many were accepted (worker thread)."""
+        records: list[Judged] = []
         accepted = 0
         for msg in events:
             kind, stamp = msg.timestamp()
@@ -241,27 +245,31 @@ class PlatformInbound:
             value = msg.value()
             try:
                 doc = self.decoder.decode(value)
-                records.append(
-                    event_record(
-                        doc,
-                        self.tenant,
-                        self.connector,
-                        ref,
-                        self.codec,
-                        self.topics,
-                        self.max_record_bytes,
-                    )
+                record = event_record(
+                    doc,
+                    self.tenant,
+                    self.connector,
+                    ref,
+                    self.codec,
+                    self.topics,
+                    self.max_record_bytes,
                 )
                 accepted += 1
             except EventInvalid as bad:
-                records.append(self._dead(ref, value, bad.reason, bad.message, None))
+                record = self._dead(ref, value, bad.reason, bad.message)
             except RowInvalid as bad:
                 err = bad.error
-                records.append(self._dead(ref, value, err.reason, err.message, err.column))
+                record = self._dead(ref, value, err.reason, err.message, err.column)
+            records.append((ref, value, record))
         return records, accepted
 
     def _dead(
-        self, ref: EventRef, value: bytes | None, reason: str, message: str, column: str | None
+        self,
+        ref: EventRef,
+        value: bytes | None,
+        reason: str,
+        message: str,
+        column: str | None = None,
     ) -> Record:
         raw = value or b""
         return self.dead.build(
