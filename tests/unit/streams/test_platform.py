@@ -211,3 +211,44 @@ def test_an_event_record_has_a_delivery_key_per_partition_offset() -> None:
     with pytest.raises(RowInvalid) as caught:
         event_record({**doc, "tenant": "globex"}, "acme", connector, ref, codec, topics, 10**6)
     assert caught.value.error.reason == "tenant_mismatch"
+
+
+async def test_an_event_kafka_refuses_for_good_becomes_a_dead_letter_not_a_gap() -> None:
+    """The batch is refused (one record too large for the broker); the others are sent one by
+    one and the refused event is replaced by ``publish_refused`` keeping its raw value."""
+    from prometheus_client import CollectorRegistry
+
+    from streams.errors import PublishError
+    from streams.metrics import Metrics
+    from streams.platform.inbound import PlatformInbound
+
+    sent: list[Any] = []
+
+    class Producer:
+        async def send_batch(self, records: list[Any]) -> None:
+            if any(r == "huge" for r in records):
+                raise PublishError("too large", retriable=False, code="MSG_SIZE_TOO_LARGE")
+            sent.extend(records)
+
+    class Dead:
+        def build(self, **fields: Any) -> Any:
+            return ("dead", fields["reason"], fields["raw"], fields["path"])
+
+    inbound = PlatformInbound(
+        "acme",
+        conn(),
+        producer=Producer(),  # type: ignore[arg-type]
+        codec=AvroCodec(),
+        topics=Topics("t"),
+        dead=Dead(),  # type: ignore[arg-type]
+        metrics=Metrics(CollectorRegistry()),
+        max_record_bytes=1_000_000,
+    )
+    now = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
+    judged = [
+        (EventRef("events", 0, 7, now), b"a", "ok-1"),
+        (EventRef("events", 0, 8, now), b"b" * 10, "huge"),
+        (EventRef("events", 0, 9, now), b"c", "ok-2"),
+    ]
+    await inbound._publish(judged)  # type: ignore[arg-type]
+    assert sent == ["ok-1", ("dead", "publish_refused", b"b" * 10, "events/0@8"), "ok-2"]
