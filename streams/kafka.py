@@ -201,3 +201,10 @@ class Producer:
                 retriable=first.retriable(),
                 code=first.name(),
             )
+
+
+def session_config(timeout_seconds: float) -> dict[str, int]:
+    """Consumer group settings under which a dead member's partitions move to another member
+    after ``timeout_seconds`` (librdkafka's default is 45 s), heartbeating four times in it."""
+    ms = int(timeout_seconds * 1000)
+    return {"session.timeout.ms": ms, "heartbeat.interval.ms": max(1, ms // 4)}

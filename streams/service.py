@@ -52,7 +52,7 @@ from streams.fetch.worker import RecordingFetcher
 from streams.ingest.bundles import BundleStore, BundleSweeper
 from streams.ingest.files import FileProcessor
 from streams.ingest.recordings import RecordingSettings
-from streams.kafka import Producer, check_connection, client_config
+from streams.kafka import Producer, check_connection, client_config, session_config
 from streams.lag import LagMonitor
 from streams.media import MediaStore
 from streams.media_s3 import open_media_store
@@ -369,7 +369,11 @@ class Service:
         if any(conn.feedback_topic for _t, conn in connectors):
             relay = FeedbackRelay(
                 connectors,
-                {**cfg, "client.id": f"{self.topics.prefix}-platform-feedback"},
+                {
+                    **cfg,
+                    "client.id": f"{self.topics.prefix}-platform-feedback",
+                    **session_config(s.processors.session_timeout_seconds),
+                },
                 self.topics,
                 self.codec,
                 self.state.engine,

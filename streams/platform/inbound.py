@@ -38,7 +38,14 @@ from streams.codec import AvroCodec
 from streams.deadletters import DeadLetters
 from streams.failures import GaveUp, attempt
 from streams.ingest.parse import RowInvalid
-from streams.kafka import KafkaUnreachable, Producer, Record, check_connection, client_config
+from streams.kafka import (
+    KafkaUnreachable,
+    Producer,
+    Record,
+    check_connection,
+    client_config,
+    session_config,
+)
 from streams.metrics import Metrics
 from streams.platform.convert import EventRef, event_record, partition_file_id
 from streams.platform.decode import EventInvalid, ValueDecoder
@@ -138,6 +145,7 @@ class PlatformInbound:
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "error_cb": self._on_error,
+            **session_config(self.connector.session_timeout_seconds),
         }
         self._consumer = await loop.run_in_executor(self._thread, Consumer, config)
         await loop.run_in_executor(self._thread, self._consumer.subscribe, self.connector.topics)

@@ -119,6 +119,13 @@ class PlatformConnectorSettings(BaseModel):
     batch_size: int = Field(
         500, ge=1, le=10_000, description="Most events read, published and committed at once."
     )
+    session_timeout_seconds: float = Field(
+        10.0,
+        ge=6,
+        le=300,
+        description="How soon the partitions of a dead callstream worker move to another "
+        "member of group_id on the platform cluster (within the broker's group session limits).",
+    )
     ingest: ParseSettings = Field(
         default_factory=ParseSettings,
         description="How event fields map to Conversation fields (mapping, aliases, time zone, "

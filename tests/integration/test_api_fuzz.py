@@ -27,7 +27,7 @@ from servers.postgres import PostgresServer
 from support import free_port, settings_for, start_service, wait_for_log, write_config
 
 SCHEMATHESIS = str(Path(sys.executable).with_name("schemathesis"))
-MAX_EXAMPLES = 40
+MAX_EXAMPLES = 30
 
 
 def _schemathesis(base: str, token: str, *args: str) -> tuple[int, str]:

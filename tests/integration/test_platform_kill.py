@@ -47,7 +47,14 @@ def test_sigkill_twice_mid_stream_loses_and_doubles_nothing(
 ) -> None:
     events_topic, feedback_topic = f"{prefix}.events", f"{prefix}.feedback"
     platform_topics(platform_kafka, events_topic, feedback_topic)
-    conn = platform_connector(platform_kafka, "plat", events_topic, feedback_topic, batch_size=200)
+    conn = platform_connector(
+        platform_kafka,
+        "plat",
+        events_topic,
+        feedback_topic,
+        batch_size=200,
+        session_timeout_seconds=6,
+    )
     db = tmp_path / "callstream.db"
     settings = platform_settings(
         kafka,
