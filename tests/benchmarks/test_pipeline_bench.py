@@ -283,7 +283,7 @@ def test_pipeline_benchmark(
         f"single small files, 1 s poll, {SMALL_FILES} files, upload -> result:",
         f"  p50 {q[49]:.2f} s   p99 {q[98]:.2f} s   min {min(latencies):.2f} s   "
         f"max {max(latencies):.2f} s",
-        "where the service process spends its time (py-spy, 50 Hz, during the 100k run):",
+        f"where the service process spends its time (py-spy, 50 Hz, during the {ROWS:,}-row run):",
         *(_profile_summary(profile) if profile.exists() else ["  (no profile written)"]),
     ]
     print("\n".join(lines))
