@@ -114,6 +114,7 @@ async def ingest_conversations(call: Call) -> IngestResult:
         ctx.producer,
         DeadLetters(ctx.codec, ctx.topics, ctx.metrics, media, limit),
         limit,
+        ctx.redactors(),
     )
     try:
         return await ingest(parts, call.tenant, data, key)

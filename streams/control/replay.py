@@ -54,6 +54,7 @@ from streams.ingest.parse import (
 from streams.ingest.records import CONVERSATION, conversation_record
 from streams.kafka import Producer, Record
 from streams.media import MediaRejected, MediaStore
+from streams.redact import Redactors
 from streams.topics import Topics
 
 MAX_REPLAY = 1000
@@ -111,6 +112,7 @@ class ReplayParts:
     media: MediaStore
     max_record_bytes: int
     settings_of: ParseSettingsOf
+    redactors: Redactors
 
 
 class _Failed(Exception):
@@ -181,7 +183,9 @@ def _row_record(parts: ReplayParts, dl: Any, now: dt.datetime) -> Record:
         },
     }
     try:
-        return conversation_record(parts.codec, parts.topics, conv, parts.max_record_bytes)
+        return conversation_record(
+            parts.codec, parts.topics, conv, parts.max_record_bytes, parts.redactors
+        )
     except RowInvalid as bad:
         raise _Failed(bad.error.reason, bad.error.message) from bad
 
@@ -196,7 +200,15 @@ def _api_record(parts: ReplayParts, dl: Any) -> Record:
     source = Source(dl.file_id, utc(dl.occurred_at))
     index = int(dl.row) - 1
     checked = check_item(
-        item, index, "items.", dl.tenant, source, parts.codec, parts.topics, parts.max_record_bytes
+        item,
+        index,
+        "items.",
+        dl.tenant,
+        source,
+        parts.codec,
+        parts.topics,
+        parts.max_record_bytes,
+        parts.redactors,
     )
     if checked.record is None:
         first = checked.errors[0]
@@ -214,7 +226,9 @@ def _cases_record(parts: ReplayParts, dl: Any) -> Record:
     if conv["tenant"] != dl.tenant:
         raise _Failed("tenant_mismatch", "the record names another tenant")
     try:
-        return conversation_record(parts.codec, parts.topics, conv, parts.max_record_bytes)
+        return conversation_record(
+            parts.codec, parts.topics, conv, parts.max_record_bytes, parts.redactors
+        )
     except RowInvalid as bad:
         raise _Failed(bad.error.reason, bad.error.message) from bad
 
