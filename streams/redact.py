@@ -99,16 +99,20 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _card_spans(groups: list[tuple[int, int, str]]) -> Iterator[tuple[int, int, str]]:
+def _card_spans(
+    groups: list[tuple[int, int, str]], search: bool = True
+) -> Iterator[tuple[int, int, str]]:
     """Yield ``(start, end, digits)`` of the Luhn-valid 13-19 digit runs made of whole groups.
 
-    The whole run is tried first; otherwise the run is searched left to right for the longest
-    stretch of consecutive groups that is a card number."""
+    The whole run is tried first; otherwise (``search``) the run is searched left to right for
+    the longest stretch of consecutive groups that is a card number. Spoken digits are one group
+    each, so they are judged as a whole run only (any 13 of 16 random digits would too often pass
+    Luhn)."""
     whole = "".join(g[2] for g in groups)
     if len(whole) in CARD_DIGITS and luhn_valid(whole):
         yield groups[0][0], groups[-1][1], whole
         return
-    if len(groups) == 1:
+    if not search or len(groups) == 1:
         return
     i = 0
     while i < len(groups):
@@ -192,7 +196,7 @@ class Redactor:
                 for w in _SPOKEN_DIGIT.finditer(run.group())
             ]
             if len(words) >= min(CARD_DIGITS):
-                spans.extend(_card_spans(words))
+                spans.extend(_card_spans(words, search=False))
         yield from sorted(spans)
 
     @staticmethod
