@@ -365,7 +365,9 @@ class Service:
         if media is None:  # processors off in this process: dead letters still keep raw input
             media = open_media_store(s)
             await asyncio.to_thread(media.start)
-        dead = DeadLetters(self.codec, self.topics, self.metrics, media, s.kafka.message_max_bytes)
+        dead = DeadLetters(
+            self.codec, self.topics, self.metrics, media, s.kafka.message_max_bytes, self.redactors
+        )
         for tenant, conn in connectors:
             inbound = PlatformInbound(
                 tenant,

@@ -126,6 +126,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+#: Most bytes of a kept API item read back from the media store (items arrive in one request
+#: body, bounded by api.max_body_bytes; redacting tenants keep every item there).
+API_ITEM_LIMIT = 64 * 1024 * 1024
+
+
 def _raw(parts: ReplayParts, inline: bytes | None, ref: str | None, limit: int) -> bytes:
     if inline is not None:
         return bytes(inline)
@@ -194,7 +199,7 @@ def _api_record(parts: ReplayParts, dl: Any) -> Record:
     """Validate a dead API item again by the ingest API's rules."""
 
     try:
-        item = json.loads(bytes(dl.raw or b""))
+        item = json.loads(_raw(parts, dl.raw, dl.raw_ref, API_ITEM_LIMIT))
     except ValueError as exc:
         raise _Failed("invalid_json", f"the kept item is not JSON: {exc}") from exc
     source = Source(dl.file_id, utc(dl.occurred_at))

@@ -208,11 +208,13 @@ class FileProcessor:
         self.max_record_bytes = settings.kafka.message_max_bytes
         self.chunk_rows = settings.processors.chunk_rows
         self.chunk_bytes = settings.processors.chunk_bytes
-        self.dead = DeadLetters(codec, topics, metrics, media, self.max_record_bytes)
         self.catalog = catalog or Catalog(settings)
         self.settings = settings
         self.redactors = redactors or tenant_redactors(settings.tenants, self._derive_keys)
         """Each tenant's redaction of turn text (streams/redact.py), applied to every record."""
+        self.dead = DeadLetters(
+            codec, topics, metrics, media, self.max_record_bytes, self.redactors
+        )
         self._sessions: dict[tuple[str, str], _Session] = {}
         if bundles is None and isinstance(outcomes, Database):
             bundles = BundleStore(outcomes)

@@ -8,6 +8,7 @@ byte for byte for the raw values.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
@@ -27,7 +28,16 @@ pytestmark = pytest.mark.asyncio
 
 CARD, EMAIL, PHONE = "4111 1111 1111 1111", "jane.doe@example.com", "+1 415 555 0132"
 #: Every way a raw value could be written down in a record or a row.
-RAW = [CARD, "4111111111111111", "4111-1111", EMAIL, "jane.doe", PHONE, "415 555 0132", "4155550132"]
+RAW = [
+    CARD,
+    "4111111111111111",
+    "4111-1111",
+    EMAIL,
+    "jane.doe",
+    PHONE,
+    "415 555 0132",
+    "4155550132",
+]
 
 
 def turns(time_key: str) -> list[dict[str, Any]]:
@@ -87,6 +97,17 @@ def database_cells(db: Path) -> tuple[dict[str, int], list[bytes]]:
         conn.close()
 
 
+async def _until(client: ApiClient, path: str, timeout: float = 60) -> list[dict[str, Any]]:
+    """GET ``path`` until it lists an item; return the items."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = await client.get(path)
+        if reply.status == 200 and reply.body["items"]:
+            return list(reply.body["items"])
+        assert time.monotonic() < deadline, f"{path}: {reply.status} {reply.text[:2000]}"
+        await asyncio.sleep(0.3)
+
+
 def leaks(blobs: list[bytes]) -> list[str]:
     return sorted({raw for raw in RAW for blob in blobs if raw.encode() in blob})
 
@@ -115,14 +136,23 @@ async def test_chat_files_and_api_conversations_reach_topics_and_store_redacted(
                 "started_at": "2026-11-20T09:00:00Z",
                 "turns": turns("at"),
             }
-            reply = await client.as_(made.body["key"]).post("/v1/conversations", {"items": [item]})
+            bad = {**item, "external_interaction_id": "API-BAD", "started_at": "yesterday"}
+            me = client.as_(made.body["key"])
+            reply = await me.post("/v1/conversations", {"items": [item, bad]})
             assert reply.status == 202, reply.text
-            assert reply.body["accepted"] == 1, reply.body
+            assert (reply.body["accepted"], reply.body["rejected"]) == (1, 1), reply.body
             ids = {"CHAT-PII", "API-PII"}
-            await results.wait_for(
-                lambda rs: {r["external_interaction_id"] for r in rs} >= ids, 90
-            )
+            await results.wait_for(lambda rs: {r["external_interaction_id"] for r in rs} >= ids, 90)
             await conversations.wait_for(lambda rs: len(rs) >= 2, 30)
+            # the dead item's raw input went to the media store: replay still reads it (and
+            # judges it again: still a bad timestamp), where "not kept" would be not_replayable
+            letters = await _until(me, "/v1/dead-letters")
+            [letter] = letters
+            assert letter["reason"] == "bad_timestamp", letter
+            again = await me.post("/v1/dead-letters/replay", {"ids": [letter["id"]]})
+            assert again.status == 200, again.text
+            assert again.body["items"][0]["outcome"] == "failed", again.body
+            assert again.body["items"][0]["reason"] == "bad_timestamp", again.body
         topic_blobs = raw_records(kafka, t.all())
     finally:
         conversations.close()
@@ -144,5 +174,8 @@ async def test_chat_files_and_api_conversations_reach_topics_and_store_redacted(
 
     rows, cells = database_cells(tmp_path / "data" / "callstream.db")
     assert rows["cases"] == 2 and rows["case_versions"] == 2, rows
+    assert rows["dead_letters"] == 1, rows
     assert any(b"[CARD]" in cell for cell in cells)  # the stored conversation, redacted
     assert leaks(cells) == []
+    media = [p.read_bytes() for p in (tmp_path / "data").rglob("*.raw")]
+    assert len(media) == 1 and CARD.encode() in media[0]  # kept for replay, off Kafka and the DB
