@@ -7,9 +7,10 @@ full raw input: inline in ``raw`` when it fits, otherwise stored in the media st
 referenced by ``raw_ref`` (``raw_size`` says how big it was); a delimited file's row also carries
 the file's header (``header``, or ``header_ref`` when it is large), so it can be parsed again on
 its own. Under a tenant's redaction policy (``redactors``; not ``keep``), raw input of the
-ingest stages (files, API items, platform events: unredacted by nature) is always stored in the
-media store, never inline on the topic or in the ``dead_letters`` table, so replay still reads it,
-and ``message`` and ``excerpt`` are redacted. :func:`dead_letter_id` names a dead letter
+ingest stages (files, API items, platform events: unredacted by nature) in which the redactor
+finds a card number, e-mail or phone number is stored in the media store, never inline on the
+topic or in the ``dead_letters`` table, so replay still reads it; ``message`` and ``excerpt`` are
+redacted. :func:`dead_letter_id` names a dead letter
 deterministically (a redelivered rejection has the same id), which keeps the ``dead_letters``
 table free of duplicates. Blocking when it writes to the media store: call it from a worker
 thread. Every dead letter is counted in
@@ -27,7 +28,7 @@ from streams.codec import AvroCodec
 from streams.kafka import Record
 from streams.media import MediaStore
 from streams.metrics import Metrics
-from streams.redact import Redactors
+from streams.redact import Redactor, Redactors
 from streams.topics import Topics
 
 DEAD_LETTER = "callstream.DeadLetter"
@@ -37,6 +38,11 @@ _OVERHEAD = 16_384
 REDACTED_STAGES = frozenset({"cases", "fetch"})
 #: Largest header carried inline; a larger one goes to the media store.
 HEADER_INLINE_BYTES = 65_536
+
+
+def _sensitive(raw: bytes, redactor: Redactor) -> bool:
+    """Whether the redactor finds anything to redact in ``raw`` (read as UTF-8)."""
+    return bool(redactor.redact_text(raw.decode("utf-8", "replace"))[1])
 
 
 def dead_letter_id(record: dict[str, Any]) -> str:
@@ -103,7 +109,7 @@ class DeadLetters:
         redactor = self.redactors.for_tenant(tenant) if self.redactors is not None else None
         private = False  # raw input only in the media store
         if redactor is not None and redactor.settings.policy != "keep":
-            private = stage not in REDACTED_STAGES
+            private = stage not in REDACTED_STAGES and raw is not None and _sensitive(raw, redactor)
             message = redactor.redact_text(message)[0]
             excerpt = redactor.redact_text(excerpt)[0] if excerpt else excerpt
         if header is not None:

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 from pydantic import ValidationError
 
+from streams.codec import AvroCodec
+from streams.deadletters import DeadLetters
+from streams.media import LocalMediaStore
+from streams.metrics import Metrics
 from streams.redact import RedactionSettings, Redactor, Redactors, luhn_valid
+from streams.topics import Topics
 
 REDACT = Redactor(RedactionSettings())
 
@@ -179,3 +187,41 @@ def test_redact_conversation_counts_every_turn_and_adds_to_earlier_counts() -> N
     kept = {"tenant": "keepco", "turns": [{"speaker": "agent", "text": "4111111111111111"}]}
     redactors.redact_conversation(kept)
     assert kept["turns"][0]["text"] == "4111111111111111" and kept["redactions"] == {}
+
+
+def _letter(redactors: Redactors | None, tmp_path: Path, raw: bytes, stage: str) -> dict[str, Any]:
+    dead = DeadLetters(
+        AvroCodec(), Topics("t"), Metrics(), LocalMediaStore(tmp_path), 1_000_000, redactors
+    )
+    _topic, _key, value = dead.build(
+        tenant="acme",
+        connector="drop",
+        file_id="f1",
+        path="a.csv",
+        reason="bad_timestamp",
+        message=f"row {raw.decode()!r} is bad",
+        stage=stage,
+        row=2,
+        excerpt=raw.decode(),
+        raw=raw,
+    )
+    letter: dict[str, Any] = AvroCodec().decode("callstream.DeadLetter", value)
+    return letter
+
+
+def test_a_dead_row_with_sensitive_values_keeps_raw_in_the_media_store_only(
+    tmp_path: Path,
+) -> None:
+    redactors = Redactors({"acme": RedactionSettings()}, lambda p: b"k" * 32)
+    raw = b"C-1,yesterday,card 4111 1111 1111 1111\n"
+    letter = _letter(redactors, tmp_path, raw, "validate")
+    assert letter["raw"] is None and letter["raw_size"] == len(raw)
+    assert LocalMediaStore(tmp_path).get_bytes(letter["raw_ref"], 1000) == raw  # replay reads it
+    assert letter["excerpt"] == "C-1,yesterday,card [CARD]\n"
+    assert "4111" not in letter["message"] and "[CARD]" in letter["message"]
+    # nothing sensitive, or the tenant keeps values, or no redactors: raw stays inline
+    plain = b"C-2,yesterday,no card\n"
+    assert _letter(redactors, tmp_path, plain, "validate")["raw"] == plain
+    keep = Redactors({"acme": RedactionSettings(policy="keep")}, lambda p: b"k" * 32)
+    assert _letter(keep, tmp_path, raw, "validate")["raw"] == raw
+    assert _letter(None, tmp_path, raw, "validate")["raw"] == raw
