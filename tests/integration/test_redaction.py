@@ -1,15 +1,18 @@
 """Card numbers, e-mails and phone numbers never reach a topic or the case store unredacted.
 
-A chat file (local connector) and a conversation pushed to the ingest API, both holding a card
-number, an e-mail address and a phone number, go through the running service (real Kafka,
-SQLite case store); every record of every topic and every row of every table is then searched
-byte for byte for the raw values.
+A chat file (local connector) and a conversation pushed to the ingest API of tenant acme
+(policy redact), and two chat files of tenant globex (policy hash), all holding a card number, an
+e-mail address and a phone number, go through the running service (real Kafka, SQLite case
+store); every record of every topic and every row of every table is then searched byte for byte
+for the raw values. A dead-lettered API item keeps its raw input in the media store, and replay
+reads it from there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 import time
 import uuid
@@ -22,6 +25,7 @@ from confluent_kafka import Consumer
 from support import TopicReader, connector, running, settings_for, unique_prefix
 
 from connectors.local import LocalConfig
+from streams.settings import TenantSettings
 from streams.topics import Topics
 
 pytestmark = pytest.mark.asyncio
@@ -118,8 +122,18 @@ async def test_chat_files_and_api_conversations_reach_topics_and_store_redacted(
     prefix = unique_prefix()
     inbox = tmp_path / "inbox"
     drop = connector("drop", LocalConfig(root=inbox, create=True), cleanup="keep")
+    hashing = connector("hashed", LocalConfig(root=tmp_path / "globex", create=True))
+    tenants = [
+        TenantSettings(id="acme", connectors=[drop]),
+        TenantSettings(id="globex", connectors=[hashing], redaction={"policy": "hash"}),
+    ]
     settings = settings_for(
-        kafka, prefix, tmp_path / "data", [drop], api={"operator_token": OPERATOR_TOKEN}
+        kafka,
+        prefix,
+        tmp_path / "data",
+        [drop],
+        api={"operator_token": OPERATOR_TOKEN},
+        tenants=tenants,
     )
     t = Topics(prefix)
     conversations = TopicReader(kafka, t.conversations, "callstream.Conversation")
@@ -130,6 +144,9 @@ async def test_chat_files_and_api_conversations_reach_topics_and_store_redacted(
             assert made.status == 201, made.text
             chat = {"external_interaction_id": "CHAT-PII", "turns": turns("time")}
             (inbox / "CHAT-PII.json").write_text(json.dumps(chat))
+            for ext in ("HASH-1", "HASH-2"):  # globex hashes: one value, one placeholder
+                doc = {"external_interaction_id": ext, "turns": turns("time")}
+                (tmp_path / "globex" / f"{ext}.json").write_text(json.dumps(doc))
             item = {
                 "external_interaction_id": "API-PII",
                 "channel": "chat",
@@ -141,9 +158,9 @@ async def test_chat_files_and_api_conversations_reach_topics_and_store_redacted(
             reply = await me.post("/v1/conversations", {"items": [item, bad]})
             assert reply.status == 202, reply.text
             assert (reply.body["accepted"], reply.body["rejected"]) == (1, 1), reply.body
-            ids = {"CHAT-PII", "API-PII"}
+            ids = {"CHAT-PII", "API-PII", "HASH-1", "HASH-2"}
             await results.wait_for(lambda rs: {r["external_interaction_id"] for r in rs} >= ids, 90)
-            await conversations.wait_for(lambda rs: len(rs) >= 2, 30)
+            await conversations.wait_for(lambda rs: len(rs) >= 4, 30)
             # the dead item's raw input went to the media store: replay still reads it (and
             # judges it again: still a bad timestamp), where "not kept" would be not_replayable
             letters = await _until(me, "/v1/dead-letters")
@@ -162,18 +179,30 @@ async def test_chat_files_and_api_conversations_reach_topics_and_store_redacted(
     for ext in ids:
         assert by_id[ext]["redactions"] == {"card": 1, "email": 1, "phone": 1}, by_id[ext]
         assert sum(by_id[ext]["redactions"].values()) == 3
+    hashed = [c for c in conversations.records if c["tenant"] == "globex"]
+    assert len(hashed) == 2
+    first, second = ([turn["text"] for turn in c["turns"]] for c in hashed)
+    assert first == second, (first, second)
+    assert re.fullmatch(
+        r"Please charge my card \[CARD:[0-9a-f]{12}\]\. "
+        r"Mail the receipt to \[EMAIL:[0-9a-f]{12}\]\.",
+        first[1],
+    ), first
+    assert re.fullmatch(r"Or call me back on \[PHONE:[0-9a-f]{12}\] if it fails\.", first[2])
     for conv in conversations.records:
+        if conv["tenant"] == "globex":
+            continue
         texts = [turn["text"] for turn in conv["turns"]]
         assert texts[1] == "Please charge my card [CARD]. Mail the receipt to [EMAIL].", texts
         assert texts[2] == "Or call me back on [PHONE] if it fails.", texts
         assert conv["redactions"] == {"card": 1, "email": 1, "phone": 1}
 
-    assert len(topic_blobs) >= 6  # conversations, cases and results of both at least
+    assert len(topic_blobs) >= 12  # conversations, cases and results of the four at least
     assert b"[CARD]" in b"".join(topic_blobs)
     assert leaks(topic_blobs) == []
 
     rows, cells = database_cells(tmp_path / "data" / "callstream.db")
-    assert rows["cases"] == 2 and rows["case_versions"] == 2, rows
+    assert rows["cases"] == 4 and rows["case_versions"] == 4, rows
     assert rows["dead_letters"] == 1, rows
     assert any(b"[CARD]" in cell for cell in cells)  # the stored conversation, redacted
     assert leaks(cells) == []
