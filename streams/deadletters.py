@@ -6,9 +6,14 @@ came from (tenant, connector, file, row, line, column), a human message and exce
 full raw input: inline in ``raw`` when it fits, otherwise stored in the media store and
 referenced by ``raw_ref`` (``raw_size`` says how big it was); a delimited file's row also carries
 the file's header (``header``, or ``header_ref`` when it is large), so it can be parsed again on
-its own. :func:`dead_letter_id` names a dead letter deterministically (a redelivered rejection
-has the same id), which keeps the ``dead_letters`` table free of duplicates. Blocking when it
-writes to the media store: call it from a worker thread. Every dead letter is counted in
+its own. Under a tenant's redaction policy (``redactors``; not ``keep``), raw input of the
+ingest stages (files, API items, platform events: unredacted by nature) in which the redactor
+finds a card number, e-mail or phone number is stored in the media store, never inline on the
+topic or in the ``dead_letters`` table, so replay still reads it; ``message`` and ``excerpt`` are
+redacted. :func:`dead_letter_id` names a dead letter
+deterministically (a redelivered rejection has the same id), which keeps the ``dead_letters``
+table free of duplicates. Blocking when it writes to the media store: call it from a worker
+thread. Every dead letter is counted in
 ``callstream_records_rejected_total`` by reason.
 """
 
@@ -23,13 +28,21 @@ from streams.codec import AvroCodec
 from streams.kafka import Record
 from streams.media import MediaStore
 from streams.metrics import Metrics
+from streams.redact import Redactor, Redactors
 from streams.topics import Topics
 
 DEAD_LETTER = "callstream.DeadLetter"
 #: Room left in a record for everything but the raw input (message, excerpt, path, ids).
 _OVERHEAD = 16_384
+#: Stages whose raw input is a Conversation record already redacted when it was published.
+REDACTED_STAGES = frozenset({"cases", "fetch"})
 #: Largest header carried inline; a larger one goes to the media store.
 HEADER_INLINE_BYTES = 65_536
+
+
+def _sensitive(raw: bytes, redactor: Redactor) -> bool:
+    """Whether the redactor finds anything to redact in ``raw`` (read as UTF-8)."""
+    return bool(redactor.redact_text(raw.decode("utf-8", "replace"))[1])
 
 
 def dead_letter_id(record: dict[str, Any]) -> str:
@@ -61,8 +74,10 @@ class DeadLetters:
         metrics: Metrics,
         media: MediaStore,
         max_record_bytes: int,
+        redactors: Redactors | None = None,
     ) -> None:
         self.codec = codec
+        self.redactors = redactors
         self.topics = topics
         self.metrics = metrics
         self.media = media
@@ -91,6 +106,12 @@ class DeadLetters:
         raw_size: int | None = None
         header_ref: str | None = None
         budget = self.raw_budget
+        redactor = self.redactors.for_tenant(tenant) if self.redactors is not None else None
+        private = False  # raw input only in the media store
+        if redactor is not None and redactor.settings.policy != "keep":
+            private = stage not in REDACTED_STAGES and raw is not None and _sensitive(raw, redactor)
+            message = redactor.redact_text(message)[0]
+            excerpt = redactor.redact_text(excerpt)[0] if excerpt else excerpt
         if header is not None:
             encoded = header.encode("utf-8", "surrogateescape")
             if len(encoded) > min(HEADER_INLINE_BYTES, budget):
@@ -98,7 +119,7 @@ class DeadLetters:
                 header_ref, header = self.media.put_bytes(key, encoded), None
             else:
                 budget -= len(encoded)
-        if raw_spool is not None or (raw is not None and len(raw) > budget):
+        if raw_spool is not None or (raw is not None and (private or len(raw) > budget)):
             key = f"{tenant}/dead-letters/{connector}/{file_id}/{row if row else 'file'}.raw"
             if raw_spool is None:
                 spool: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed below

@@ -60,6 +60,7 @@ from streams.metrics import Metrics
 from streams.notify import FailureWatcher, notify_failure
 from streams.platform.feedback import FeedbackRelay
 from streams.platform.inbound import PlatformInbound
+from streams.redact import tenant_redactors
 from streams.runner import ConnectorRunner, OutcomeConsumer
 from streams.scheduler import Scheduler
 from streams.settings import Settings
@@ -155,6 +156,7 @@ class Service:
             SecretBox.from_settings, s.api.secret_keys, s.data_dir
         )
         self.catalog = Catalog(s, state.engine, self.secrets)
+        self.redactors = tenant_redactors(s.tenants, self.secrets.derive_keys)
 
         producer = Producer(
             {
@@ -202,6 +204,7 @@ class Service:
             cases=self.cases,
             media=self.media,
             secrets=self.secrets,
+            redaction=self.redactors,
             clock=self.clock,
         )
         http_app = create_http_app(self.metrics, self.runner, self.api)
@@ -268,7 +271,16 @@ class Service:
         bundles = BundleStore(cases)
         self.bundles = bundles
         processor = FileProcessor(
-            s, self.codec, self.topics, producer, self.metrics, cases, media, bundles, self.catalog
+            s,
+            self.codec,
+            self.topics,
+            producer,
+            self.metrics,
+            cases,
+            media,
+            bundles,
+            self.catalog,
+            redactors=self.redactors,
         )
         self.processor = processor
         self._stack.append(("file processor", _async(processor.close)))
@@ -292,6 +304,7 @@ class Service:
             self._fetch_settings,
             AddressGuard(s.api.connect_allow),
             max_record_bytes=s.kafka.message_max_bytes,
+            redactors=processor.redactors,
         )
         await fetcher.start()
         self._stack.append(("recording fetcher", fetcher.stop))
@@ -352,7 +365,9 @@ class Service:
         if media is None:  # processors off in this process: dead letters still keep raw input
             media = open_media_store(s)
             await asyncio.to_thread(media.start)
-        dead = DeadLetters(self.codec, self.topics, self.metrics, media, s.kafka.message_max_bytes)
+        dead = DeadLetters(
+            self.codec, self.topics, self.metrics, media, s.kafka.message_max_bytes, self.redactors
+        )
         for tenant, conn in connectors:
             inbound = PlatformInbound(
                 tenant,
@@ -363,6 +378,7 @@ class Service:
                 dead=dead,
                 metrics=self.metrics,
                 max_record_bytes=s.kafka.message_max_bytes,
+                redactors=self.redactors,
             )
             self._stack.append((f"platform connector {tenant}/{conn.name}", inbound.stop))
             await inbound.start()

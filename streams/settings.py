@@ -51,6 +51,7 @@ from streams.ingest.parse import ParseSettings
 from streams.ingest.recordings import RecordingSettings
 from streams.media import DEFAULT_MAX_MEDIA_BYTES, MAX_MEDIA_BYTES
 from streams.platform.settings import PlatformConnectorSettings
+from streams.redact import RedactionSettings
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 
@@ -318,6 +319,11 @@ class TenantSettings(_Section):
     )
     profiles: tuple[Profile, ...] = Field(
         (), description="Quality profiles, tried in order; none match: the built-in default."
+    )
+    redaction: RedactionSettings = Field(
+        default_factory=RedactionSettings,
+        description="How card numbers, e-mails and phone numbers in the tenant's turns are "
+        "protected before publishing (tenants made through the API: the default, redact).",
     )
 
     @model_validator(mode="after")

@@ -191,7 +191,8 @@ def _parameter_record(p: Parameter, j: Judgement) -> dict[str, Any]:
 
 
 def analyse(profile: Profile, conv: dict[str, Any]) -> dict[str, Any]:
-    """Return the analysis fields of an AnalysisResult (score, passed, parameters)."""
+    """Return the analysis fields of an AnalysisResult (score, passed, parameters, and the
+    conversation's redaction counts)."""
     overall, parameters = score_parameters(profile, conv)
     applicable = any(p["applicable"] for p in parameters)
     return {
@@ -200,4 +201,5 @@ def analyse(profile: Profile, conv: dict[str, Any]) -> dict[str, Any]:
         "overall_score": overall,
         "passed": applicable and overall >= profile.pass_score,
         "parameters": parameters,
+        "redactions": dict(conv.get("redactions") or {}),
     }

@@ -9,13 +9,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from streams.clock import Clock, SystemClock
 from streams.codec import AvroCodec
+from streams.control.secrets import SecretBox
 from streams.metrics import Metrics
+from streams.redact import Redactors, tenant_redactors
 from streams.settings import Settings
 from streams.topics import Topics
 
 if TYPE_CHECKING:
     from streams.cases.store import CaseStore
-    from streams.control.secrets import SecretBox
     from streams.exports.run import ReportBuilder
     from streams.kafka import Producer
     from streams.media import MediaStore
@@ -48,3 +49,14 @@ class ApiContext:
     """Runs jobs (trigger now); None where scheduler.enabled is off."""
     clock: Clock = field(default_factory=SystemClock)
     """The time report links, jobs and notices go by (a ManualClock in tests)."""
+    redaction: Redactors | None = None
+    """Each tenant's redaction of turn text (the service's ``redactors``)."""
+
+    def redactors(self) -> Redactors:
+        """The tenants' redactors: the service's, else made once from settings and secrets."""
+        if self.redaction is None:
+            box = self.secrets or SecretBox.from_settings(
+                self.settings.api.secret_keys, self.settings.data_dir
+            )
+            self.redaction = tenant_redactors(self.settings.tenants, box.derive_keys)
+        return self.redaction

@@ -112,8 +112,9 @@ async def ingest_conversations(call: Call) -> IngestResult:
         ctx.codec,
         ctx.topics,
         ctx.producer,
-        DeadLetters(ctx.codec, ctx.topics, ctx.metrics, media, limit),
+        DeadLetters(ctx.codec, ctx.topics, ctx.metrics, media, limit, ctx.redactors()),
         limit,
+        ctx.redactors(),
     )
     try:
         return await ingest(parts, call.tenant, data, key)

@@ -106,6 +106,7 @@ async def replay_dead_letters(call: Call) -> replay.ReplayResult:
         ctx.media or open_media_store(ctx.settings),
         ctx.settings.kafka.message_max_bytes,
         settings_of(ctx),
+        ctx.redactors(),
     )
     try:
         return await replay.replay(parts, call.tenant, body, call.principal.actor)

@@ -53,6 +53,7 @@ from streams.deadletters import DEAD_LETTER, DeadLetters, dead_letter_id
 from streams.ingest.parse import ParseSettings, RowInvalid, document_conversation
 from streams.ingest.records import conversation_record
 from streams.kafka import Producer, Record
+from streams.redact import Redactors
 from streams.topics import Topics
 
 MAX_ITEMS = 1000
@@ -250,6 +251,7 @@ def check_item(
     codec: AvroCodec,
     topics: Topics,
     max_record_bytes: int,
+    redactors: Redactors,
 ) -> Checked:
     """Validate one item (see the module doc); never raises for its content."""
     raw = canonical(item)
@@ -289,7 +291,7 @@ def check_item(
             source=source.ref(index),
             duration_ms=conv_in.duration_ms,
         )
-        checked.record = conversation_record(codec, topics, conv, max_record_bytes)
+        checked.record = conversation_record(codec, topics, conv, max_record_bytes, redactors)
     except RowInvalid as bad:
         err = bad.error
         where = f"{here}{err.column}" if err.column else here.rstrip(".") or "(item)"
@@ -310,6 +312,7 @@ class IngestParts:
     producer: Producer
     dead: DeadLetters
     max_record_bytes: int
+    redactors: Redactors
 
 
 async def _claim(
@@ -367,7 +370,15 @@ def _judge(
     results = []
     for i, item in enumerate(items):
         c = check_item(
-            item, i, prefix, tenant, source, parts.codec, parts.topics, parts.max_record_bytes
+            item,
+            i,
+            prefix,
+            tenant,
+            source,
+            parts.codec,
+            parts.topics,
+            parts.max_record_bytes,
+            parts.redactors,
         )
         if c.record is not None:
             records.append(c.record)

@@ -54,6 +54,7 @@ from streams.ingest.parse import (
 from streams.ingest.records import CONVERSATION, conversation_record
 from streams.kafka import Producer, Record
 from streams.media import MediaRejected, MediaStore
+from streams.redact import Redactors
 from streams.topics import Topics
 
 MAX_REPLAY = 1000
@@ -111,6 +112,7 @@ class ReplayParts:
     media: MediaStore
     max_record_bytes: int
     settings_of: ParseSettingsOf
+    redactors: Redactors
 
 
 class _Failed(Exception):
@@ -122,6 +124,11 @@ class _Failed(Exception):
 def utcnow() -> dt.datetime:
     """Return the current time, timezone-aware."""
     return dt.datetime.now(dt.UTC)
+
+
+#: Most bytes of a kept API item read back from the media store (items arrive in one request
+#: body, bounded by api.max_body_bytes; redacting tenants keep every item there).
+API_ITEM_LIMIT = 64 * 1024 * 1024
 
 
 def _raw(parts: ReplayParts, inline: bytes | None, ref: str | None, limit: int) -> bytes:
@@ -181,7 +188,9 @@ def _row_record(parts: ReplayParts, dl: Any, now: dt.datetime) -> Record:
         },
     }
     try:
-        return conversation_record(parts.codec, parts.topics, conv, parts.max_record_bytes)
+        return conversation_record(
+            parts.codec, parts.topics, conv, parts.max_record_bytes, parts.redactors
+        )
     except RowInvalid as bad:
         raise _Failed(bad.error.reason, bad.error.message) from bad
 
@@ -190,13 +199,21 @@ def _api_record(parts: ReplayParts, dl: Any) -> Record:
     """Validate a dead API item again by the ingest API's rules."""
 
     try:
-        item = json.loads(bytes(dl.raw or b""))
+        item = json.loads(_raw(parts, dl.raw, dl.raw_ref, API_ITEM_LIMIT))
     except ValueError as exc:
         raise _Failed("invalid_json", f"the kept item is not JSON: {exc}") from exc
     source = Source(dl.file_id, utc(dl.occurred_at))
     index = int(dl.row) - 1
     checked = check_item(
-        item, index, "items.", dl.tenant, source, parts.codec, parts.topics, parts.max_record_bytes
+        item,
+        index,
+        "items.",
+        dl.tenant,
+        source,
+        parts.codec,
+        parts.topics,
+        parts.max_record_bytes,
+        parts.redactors,
     )
     if checked.record is None:
         first = checked.errors[0]
@@ -214,7 +231,9 @@ def _cases_record(parts: ReplayParts, dl: Any) -> Record:
     if conv["tenant"] != dl.tenant:
         raise _Failed("tenant_mismatch", "the record names another tenant")
     try:
-        return conversation_record(parts.codec, parts.topics, conv, parts.max_record_bytes)
+        return conversation_record(
+            parts.codec, parts.topics, conv, parts.max_record_bytes, parts.redactors
+        )
     except RowInvalid as bad:
         raise _Failed(bad.error.reason, bad.error.message) from bad
 

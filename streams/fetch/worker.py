@@ -51,6 +51,7 @@ from streams.ingest.records import CONVERSATION, conversation_record
 from streams.kafka import Producer, Record
 from streams.media import MediaStore
 from streams.metrics import Metrics
+from streams.redact import Redactors
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class RecordingFetcher:
         guard: AddressGuard,
         *,
         max_record_bytes: int,
+        redactors: Redactors,
         slots: int = 16,
         poll_seconds: float = 1.0,
         lease_seconds: float = 300.0,
@@ -102,6 +104,7 @@ class RecordingFetcher:
         self.settings_of = settings_of
         self.downloader = Downloader(guard, media, threads=slots)
         self.max_record_bytes = max_record_bytes
+        self.redactors = redactors
         self.slots = slots
         self.poll_seconds = poll_seconds
         self.lease = dt.timedelta(seconds=lease_seconds)
@@ -314,7 +317,11 @@ class RecordingFetcher:
         if conv.get("duration_ms") is None and stored.duration_seconds is not None:
             conv["duration_ms"] = round(stored.duration_seconds * 1000)
         record = conversation_record(
-            self.codec, self.topics, self._outcome(item, conv), self.max_record_bytes
+            self.codec,
+            self.topics,
+            self._outcome(item, conv),
+            self.max_record_bytes,
+            self.redactors,
         )
         await self._publish([record], f"publishing the stored recording of case {item.case_id}")
         await queue.finish(
@@ -373,7 +380,11 @@ class RecordingFetcher:
         try:
             records.append(
                 conversation_record(
-                    self.codec, self.topics, self._outcome(item, conv), self.max_record_bytes
+                    self.codec,
+                    self.topics,
+                    self._outcome(item, conv),
+                    self.max_record_bytes,
+                    self.redactors,
                 )
             )
         except RowInvalid as exc:  # cannot happen for a conversation that was published

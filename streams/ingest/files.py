@@ -46,6 +46,7 @@ from connectors.errors import FileVanished, NotARegularFile
 from connectors.netguard import AddressGuard
 from streams.codec import AvroCodec
 from streams.control.catalog import CONFIG_REVISION, Catalog
+from streams.control.secrets import SecretBox
 from streams.db import Database
 from streams.deadletters import DeadLetters
 from streams.failures import GaveUp
@@ -80,6 +81,7 @@ from streams.ingest.sourcefiles import Placed, SourceFiles
 from streams.kafka import Producer, Record
 from streams.media import MediaRejected, MediaStore
 from streams.metrics import Metrics
+from streams.redact import Redactors, tenant_redactors
 from streams.runner import guard_for, open_store
 from streams.settings import ConnectorSettings, Settings
 from streams.topics import Topics
@@ -195,6 +197,7 @@ class FileProcessor:
         bundles: BundleStore | None = None,
         catalog: Catalog | None = None,
         sources: SourceFiles | None = None,
+        redactors: Redactors | None = None,
     ) -> None:
         self.codec = codec
         self.topics = topics
@@ -205,9 +208,13 @@ class FileProcessor:
         self.max_record_bytes = settings.kafka.message_max_bytes
         self.chunk_rows = settings.processors.chunk_rows
         self.chunk_bytes = settings.processors.chunk_bytes
-        self.dead = DeadLetters(codec, topics, metrics, media, self.max_record_bytes)
         self.catalog = catalog or Catalog(settings)
         self.settings = settings
+        self.redactors = redactors or tenant_redactors(settings.tenants, self._derive_keys)
+        """Each tenant's redaction of turn text (streams/redact.py), applied to every record."""
+        self.dead = DeadLetters(
+            codec, topics, metrics, media, self.max_record_bytes, self.redactors
+        )
         self._sessions: dict[tuple[str, str], _Session] = {}
         if bundles is None and isinstance(outcomes, Database):
             bundles = BundleStore(outcomes)
@@ -217,6 +224,12 @@ class FileProcessor:
             sources = SourceFiles(outcomes, codec, topics, producer, metrics, self.max_record_bytes)
         self.sources = sources
         """Source-type files (seed 002), read against the tenant's source schemas."""
+
+    def _derive_keys(self, purpose: str) -> list[bytes]:
+        box = self.catalog.box or SecretBox.from_settings(
+            self.settings.api.secret_keys, self.settings.data_dir
+        )
+        return box.derive_keys(purpose)
 
     def close(self) -> None:
         """Close every store session."""
@@ -465,7 +478,9 @@ class FileProcessor:
         }
         conv = conversation(bundle, rec, source)
         try:
-            record = conversation_record(self.codec, self.topics, conv, self.max_record_bytes)
+            record = conversation_record(
+                self.codec, self.topics, conv, self.max_record_bytes, self.redactors
+            )
         except RowInvalid as exc:
             raise FileRejected(exc.error.reason, exc.error.message) from exc
         await self.producer.send_batch([record])
@@ -616,7 +631,9 @@ class FileProcessor:
                 conv = request_fetch(tenant, conv, fetch)
             try:
                 records.append(
-                    conversation_record(self.codec, self.topics, conv, self.max_record_bytes)
+                    conversation_record(
+                        self.codec, self.topics, conv, self.max_record_bytes, self.redactors
+                    )
                 )
             except RowInvalid as exc:
                 err = exc.error

@@ -25,6 +25,7 @@ from streams.ingest.parse import RowInvalid, document_conversation, map_document
 from streams.ingest.records import conversation_record
 from streams.kafka import Record
 from streams.platform.settings import PlatformConnectorSettings
+from streams.redact import Redactors
 from streams.topics import Topics
 
 #: Keys of an event that are never metadata: the tenant is the connector's, the source system
@@ -61,6 +62,7 @@ def event_record(
     codec: AvroCodec,
     topics: Topics,
     max_record_bytes: int,
+    redactors: Redactors,
 ) -> Record:
     """Build the Conversation record of one decoded event; raise RowInvalid naming the field."""
     claimed = doc.get("tenant")
@@ -89,4 +91,4 @@ def event_record(
     )
     if connector.recording_fetch is not None:
         conv = request_fetch(tenant, conv, connector.recording_fetch)
-    return conversation_record(codec, topics, conv, max_record_bytes)
+    return conversation_record(codec, topics, conv, max_record_bytes, redactors)

@@ -50,6 +50,7 @@ from streams.metrics import Metrics
 from streams.platform.convert import EventRef, event_record, partition_file_id
 from streams.platform.decode import EventInvalid, ValueDecoder
 from streams.platform.settings import PlatformConnectorSettings
+from streams.redact import Redactors
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ class PlatformInbound:
         dead: DeadLetters,
         metrics: Metrics,
         max_record_bytes: int,
+        redactors: Redactors,
         decoder: ValueDecoder | None = None,
     ) -> None:
         self.tenant = tenant
@@ -122,6 +124,7 @@ class PlatformInbound:
         self.dead = dead
         self.metrics = metrics
         self.max_record_bytes = max_record_bytes
+        self.redactors = redactors
         self.decoder = decoder or ValueDecoder(connector)
         self.label = connector_field(tenant, connector.name)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"platform-{connector.name}")
@@ -261,6 +264,7 @@ class PlatformInbound:
                     self.codec,
                     self.topics,
                     self.max_record_bytes,
+                    self.redactors,
                 )
                 accepted += 1
             except EventInvalid as bad:

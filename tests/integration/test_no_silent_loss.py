@@ -107,12 +107,16 @@ async def test_a_stray_quote_loses_only_its_own_line(
                 await asyncio.sleep(0.2)
             assert await service.cases.count_cases("acme") == 999
             await dead.wait_for(lambda rs: len(rs) >= 1, 10)
+            (letter,) = dead.records
+            raw = letter["raw"]
+            if raw is None:  # the row holds phone numbers: kept in the media store only
+                raw = service.media.get_bytes(letter["raw_ref"], 1_000_000)
     finally:
         dead.close()
         outcomes.close()
-    (letter,) = dead.records
     assert (letter["reason"], letter["line"], letter["row"]) == ("unbalanced_quote", 12, 11)
-    assert letter["raw"] == rows[10].encode()
+    assert raw == rows[10].encode()
+    assert letter["raw"] is None  # redaction: raw values never inline on the dead-letter topic
     (outcome,) = outcomes.records
     assert (outcome["outcome"], outcome["rows_accepted"], outcome["rows_rejected"]) == (
         "partial",

@@ -258,6 +258,7 @@ async def test_csv_recording_urls_end_in_the_right_state(
                 service.media,
                 settings.kafka.message_max_bytes,
                 settings_of(service.api),
+                service.redactors,
             )
             done = await replay(parts, "acme", ReplayIn(ids=[dl_id]), "test")
             assert done.replayed == 1, done

@@ -18,7 +18,10 @@ from streams.control.ingest import Source, check_item
 from streams.control.listing import before, cursor_key, page
 from streams.deadletters import dead_letter_id
 from streams.ingest.parse import ParseSettings, parse
+from streams.redact import Redactors
 from streams.topics import Topics
+
+REDACTORS = Redactors({}, lambda purpose: b"k" * 32)
 
 CODEC = AvroCodec()
 SOURCE = Source("req_0123456789abcdef01234567", dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC))
@@ -36,7 +39,7 @@ DOC: dict[str, Any] = {
 
 
 def item(doc: dict[str, Any], tenant: str = "acme", limit: int = 1_000_000) -> Any:
-    return check_item(doc, 0, "items.", tenant, SOURCE, CODEC, Topics(), limit)
+    return check_item(doc, 0, "items.", tenant, SOURCE, CODEC, Topics(), limit, REDACTORS)
 
 
 def as_file(doc: dict[str, Any]) -> Any:

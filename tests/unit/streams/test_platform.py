@@ -26,8 +26,11 @@ from streams.platform.decode import (
     ValueDecoder,
 )
 from streams.platform.settings import PlatformConnectorSettings
+from streams.redact import Redactors
 from streams.settings import load_settings
 from streams.topics import Topics
+
+REDACTORS = Redactors({}, lambda purpose: b"k" * 32)
 
 SCHEMA = {
     "type": "record",
@@ -195,7 +198,9 @@ def test_an_event_record_has_a_delivery_key_per_partition_offset() -> None:
     connector = conn()
     ref = EventRef("events", 2, 41, dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
     doc = {"CallID": "C-1", "start": "2026-11-20T09:00:00Z", "extra": 1}
-    topic, key, value = event_record(doc, "acme", connector, ref, codec, topics, 1_000_000)
+    topic, key, value = event_record(
+        doc, "acme", connector, ref, codec, topics, 1_000_000, REDACTORS
+    )
     conv = codec.decode("callstream.Conversation", value)
     assert (topic, key) == ("t.conversations.v1", b"acme/default/C-1")
     assert conv["source"]["connector"] == "plat"
@@ -203,13 +208,15 @@ def test_an_event_record_has_a_delivery_key_per_partition_offset() -> None:
     assert conv["metadata"] == {"extra": "1"}
     dkey = delivery_key(conv)
     assert dkey is not None and dkey.startswith("platform:pk_") and dkey.endswith(":42")
-    again = event_record(doc, "acme", connector, ref, codec, topics, 1_000_000)
+    again = event_record(doc, "acme", connector, ref, codec, topics, 1_000_000, REDACTORS)
     assert delivery_key(codec.decode("callstream.Conversation", again[2])) == dkey
     other = EventRef("events", 3, 41, ref.timestamp)
-    moved = event_record(doc, "acme", connector, other, codec, topics, 1_000_000)
+    moved = event_record(doc, "acme", connector, other, codec, topics, 1_000_000, REDACTORS)
     assert delivery_key(codec.decode("callstream.Conversation", moved[2])) != dkey
     with pytest.raises(RowInvalid) as caught:
-        event_record({**doc, "tenant": "globex"}, "acme", connector, ref, codec, topics, 10**6)
+        event_record(
+            {**doc, "tenant": "globex"}, "acme", connector, ref, codec, topics, 10**6, REDACTORS
+        )
     assert caught.value.error.reason == "tenant_mismatch"
 
 
@@ -243,6 +250,7 @@ async def test_an_event_kafka_refuses_for_good_becomes_a_dead_letter_not_a_gap()
         dead=Dead(),  # type: ignore[arg-type]
         metrics=Metrics(CollectorRegistry()),
         max_record_bytes=1_000_000,
+        redactors=REDACTORS,
     )
     now = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
     judged = [
