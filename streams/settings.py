@@ -509,7 +509,14 @@ class VoiceSettings(BaseModel):
         300,
         ge=0,
         le=2000,
-        description="Speech shorter gaps than this are bridged (word gaps are not silence).",
+        description="Pauses shorter than this between speech count as speech (word gaps).",
+    )
+    silence_floor_dbfs: float = Field(
+        -50.0,
+        ge=-90,
+        le=-10,
+        description="A frame whose peak stays below this level is silence, whatever the VAD says "
+        "(line noise and dither are not speech).",
     )
 
 

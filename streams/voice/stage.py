@@ -9,11 +9,13 @@ returns a VoiceMetrics record: ``analysed`` with the metrics, or ``audio_undecod
 for bad audio; media-store outages raise so the caller's failure policy retries). Per frame only
 two flags are kept (bounded memory: ~67 bytes per second of audio). Stereo: the connector's
 ``agent_channel`` is the agent's, the other the customer's; a recording whose two decoded
-channels are identical throughout (mono, or mono copied to both) is analysed as mono.
+channels are identical throughout (mono, or mono copied to both) is analysed as mono. A frame
+is speech when webrtcvad says so and its peak reaches ``voice.silence_floor_dbfs``.
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -38,17 +40,24 @@ def analyse_stream(
     """Decode and measure one recording (blocking; see the module doc)."""
     vad = webrtcvad.Vad(settings.vad_aggressiveness)
     rate = settings.sample_rate
+    floor = round(32768 * 10 ** (settings.silence_floor_dbfs / 20))
+
+    def speech(frame: bytes) -> bool:
+        samples = array.array("h", frame)
+        loud = max(samples) >= floor or -min(samples) >= floor
+        return loud and vad.is_speech(frame, rate)
+
     left, right = bytearray(), bytearray()
     mono = True
     try:
         for lf, rf in stereo_frames(stream, name, rate, FRAME_MS):
-            speech = vad.is_speech(lf, rate)
-            left.append(speech)
+            said = speech(lf)
+            left.append(said)
             if lf == rf:
-                right.append(speech)
+                right.append(said)
             else:
                 mono = False
-                right.append(vad.is_speech(rf, rate))
+                right.append(speech(rf))
     except AudioError as exc:
         return failed(exc.reason, str(exc))
     agent, customer = (left, right) if agent_channel == "left" else (right, left)
