@@ -37,10 +37,12 @@ PROFILE = Profile(
     ),
 )
 
+
 @pytest.fixture(scope="session")
 def call(tmp_path_factory: pytest.TempPathFactory) -> Call:
     """One generated stereo call (agent left) in wav, flac, ogg and mp3."""
     return make_call(tmp_path_factory.mktemp("voice"))
+
 
 def _settings(kafka: str, prefix: str, tmp_path: Path, drop: Drop, agent: str) -> Any:
     base = connector("calls", drop.config())
@@ -61,11 +63,17 @@ def _settings(kafka: str, prefix: str, tmp_path: Path, drop: Drop, agent: str) -
         voice={"hold_threshold_seconds": 2.5, "max_concurrency": 2},
     )
 
+
 def _near(value: float, expected: float, share: float) -> bool:
     return abs(value - expected) <= share * expected
 
+
 async def test_spoken_calls_in_every_format_bad_audio_and_the_next_call(
-    kafka: str, prefix: str, tmp_path: Path, call: Call, watch: Any  # noqa: F811
+    kafka: str,
+    prefix: str,
+    tmp_path: Path,
+    call: Call,
+    watch: Any,  # noqa: F811
 ) -> None:
 
     drop = Drop("local", None, tmp_path)  # type: ignore[arg-type]
@@ -116,8 +124,13 @@ async def test_spoken_calls_in_every_format_bad_audio_and_the_next_call(
         case = await _case(service, "20261120-150200_next")
         assert case is not None and case["conversation"]["voice"]["status"] == "analysed"
 
+
 async def test_agent_on_the_right_channel_swaps_the_speakers(
-    kafka: str, prefix: str, tmp_path: Path, call: Call, watch: Any  # noqa: F811
+    kafka: str,
+    prefix: str,
+    tmp_path: Path,
+    call: Call,
+    watch: Any,  # noqa: F811
 ) -> None:
 
     drop = Drop("local", None, tmp_path)  # type: ignore[arg-type]
@@ -132,4 +145,3 @@ async def test_agent_on_the_right_channel_swaps_the_speakers(
         voice = case["conversation"]["voice"]
         assert _near(voice["agent_talk_seconds"], call.customer_talk, 0.10), voice
         assert _near(voice["customer_talk_seconds"], call.agent_talk, 0.10), voice
-

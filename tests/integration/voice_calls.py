@@ -74,7 +74,9 @@ def _speech(text: str, out: Path) -> float:
     raw = out.with_suffix(".raw.wav")
     _run("espeak-ng", "-s", "160", "-w", raw, text)
     trim = ("silence", "1", "0.02", "1%")
-    _run("sox", raw, "-r", str(RATE), "-c", "1", "-b", "16", out, *trim, "reverse", *trim, "reverse")
+    _run(
+        "sox", raw, "-r", str(RATE), "-c", "1", "-b", "16", out, *trim, "reverse", *trim, "reverse"
+    )
     return _seconds(out)
 
 
@@ -84,7 +86,20 @@ def _channel(parts: list[tuple[float, Path]], length: float, out: Path, work: Pa
     at = 0.0
     for i, (start, path) in enumerate(parts):
         silence = work / f"{out.stem}-sil{i}.wav"
-        _run("sox", "-n", "-r", str(RATE), "-c", "1", "-b", "16", silence, "trim", "0", f"{start - at:.4f}")
+        _run(
+            "sox",
+            "-n",
+            "-r",
+            str(RATE),
+            "-c",
+            "1",
+            "-b",
+            "16",
+            silence,
+            "trim",
+            "0",
+            f"{start - at:.4f}",
+        )
         pieces += [silence, path]
         at = start + _seconds(path)
     _run("sox", *pieces, out, "pad", "0", f"{length - at:.4f}")
