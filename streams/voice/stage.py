@@ -5,9 +5,10 @@ Contract of :class:`VoiceStage`: :meth:`VoiceStage.analyse` runs the whole block
 ``voice.max_concurrency`` worker threads: at most that many recordings are decoded at once,
 later calls queue (never a spike of threads or memory), and the event loop never blocks. It
 returns a VoiceMetrics record: ``analysed`` with the metrics, or ``audio_undecodable`` /
-``unsupported_codec`` with the reason when the recording cannot be analysed (it never raises
-for bad audio; media-store outages raise so the caller's failure policy retries). Per frame only
-two flags are kept (bounded memory: ~67 bytes per second of audio). Stereo: the connector's
+``unsupported_codec`` with the reason when the recording cannot be analysed, or
+``recording_missing`` when the object is gone from the media store (it never raises for bad
+audio; media-store outages raise so the caller's failure policy retries). Per frame only two
+flags are kept (bounded memory: ~67 bytes per second of audio). Stereo: the connector's
 ``agent_channel`` is the agent's, the other the customer's; a recording whose two decoded
 channels are identical throughout (mono, or mono copied to both) is analysed as mono. A frame
 is speech when webrtcvad says so and its peak reaches ``voice.silence_floor_dbfs``.
@@ -83,7 +84,11 @@ class VoiceStage:
             codec_of(name)  # an unsupported format is not even opened
         except AudioError as exc:
             return failed(exc.reason, str(exc))
-        with self.media.open_read(key) as stream:
+        try:
+            stream = self.media.open_read(key)
+        except FileNotFoundError:  # removed (retention) before a late metadata update
+            return failed("recording_missing", f"{key} is no longer in the media store")
+        with stream:
             return analyse_stream(stream, name, self.settings, agent_channel)
 
     async def analyse(self, key: str, name: str, agent_channel: str) -> dict[str, Any]:

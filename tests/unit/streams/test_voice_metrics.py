@@ -134,3 +134,22 @@ def test_silent_and_mono_recordings_analyse_as_silence() -> None:
     assert noise["channels"] == 2 and noise["agent_talk_seconds"] == 0  # below the floor
     bad = analyse_stream(io.BytesIO(b"garbage" * 100), "x.mp3", VoiceSettings(), "left")
     assert bad["status"] == "audio_undecodable" and bad["reason"]
+
+
+async def test_stage_reports_unsupported_and_missing_recordings(tmp_path: Any) -> None:
+    from streams.media import LocalMediaStore
+    from streams.voice.stage import VoiceStage
+
+    store = LocalMediaStore(tmp_path)
+    store.put_bytes("acme/a.wav", _wav([0] * 1600, None).getvalue())
+    stage = VoiceStage(VoiceSettings(max_concurrency=1), store)
+    try:
+        assert (await stage.analyse("acme/a.wav", "a.wav", "left"))["status"] == "analysed"
+        assert (await stage.analyse("acme/b.wav", "b.wav", "left"))["status"] == (
+            "recording_missing"
+        )
+        assert (await stage.analyse("acme/a.wma", "a.wma", "left"))["status"] == (
+            "unsupported_codec"
+        )
+    finally:
+        stage.close()
