@@ -493,6 +493,39 @@ class DropboxSettings(_Section):
     )
 
 
+class VoiceSettings(BaseModel):
+    """Voice metrics of recordings (:mod:`streams.voice`): decode, voice activity, metrics."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(True, description="Compute voice metrics for every paired recording.")
+    max_concurrency: int = Field(
+        2, ge=1, le=64, description="Recordings decoded at once (worker threads); others queue."
+    )
+    sample_rate: Literal[8000, 16000, 32000, 48000] = Field(
+        16000, description="Rate recordings are decoded to for voice activity detection."
+    )
+    hold_threshold_seconds: float = Field(
+        10.0, gt=0, description="A silence (neither side speaking) at least this long is a hold."
+    )
+    vad_aggressiveness: int = Field(
+        2, ge=0, le=3, description="webrtcvad mode: 0 keeps most audio as speech, 3 the least."
+    )
+    hangover_ms: int = Field(
+        300,
+        ge=0,
+        le=2000,
+        description="Pauses shorter than this between speech count as speech (word gaps).",
+    )
+    silence_floor_dbfs: float = Field(
+        -50.0,
+        ge=-90,
+        le=-10,
+        description="A frame whose peak stays below this level is silence, whatever the VAD says "
+        "(line noise and dither are not speech).",
+    )
+
+
 class Settings(BaseSettings):
     """The whole configuration of one callstream process."""
 
@@ -531,6 +564,7 @@ class Settings(BaseSettings):
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     dropbox: DropboxSettings = Field(default_factory=DropboxSettings)
     processors: ProcessorSettings = Field(default_factory=ProcessorSettings)
+    voice: VoiceSettings = Field(default_factory=VoiceSettings)
     media: MediaSettings = Field(
         default_factory=LocalMediaSettings,
         description="Where recordings and oversized raw rows are kept: type local or s3.",

@@ -21,11 +21,15 @@ from streams.analysis.profiles import (
     DurationBounds,
     FirstResponseTime,
     LongestCustomerWait,
+    MaxOvertalkSeconds,
+    MaxSilenceSeconds,
+    MaxSilenceShare,
     MetadataComplete,
     Parameter,
     PhraseAbsent,
     PhrasePresent,
     Profile,
+    TalkListenRatio,
 )
 
 EXCERPT = 160
@@ -50,14 +54,52 @@ def _vader() -> SentimentIntensityAnalyzer:
 
 
 def _evidence(
-    detail: str, turn: int | None = None, speaker: str | None = None, text: str | None = None
+    detail: str,
+    turn: int | None = None,
+    speaker: str | None = None,
+    text: str | None = None,
+    at_seconds: float | None = None,
 ) -> dict[str, Any]:
     return {
         "detail": detail,
         "turn_index": turn,
         "speaker": speaker,
         "excerpt": text[:EXCERPT] if text is not None else None,
+        "at_seconds": at_seconds,
     }
+
+
+VoiceRule = MaxSilenceSeconds | MaxSilenceShare | TalkListenRatio | MaxOvertalkSeconds
+
+
+def _judge_voice(rule: VoiceRule, voice: dict[str, Any] | None) -> Judgement:
+    """Judge a voice rule from the conversation's VoiceMetrics (not applicable without them,
+    or for stereo-only rules on a mono recording)."""
+    if not voice or voice.get("status") != "analysed":
+        why = voice.get("status") if voice else "no voice metrics"
+        return _na(f"recording not analysed ({why})")
+    if isinstance(rule, MaxSilenceSeconds):
+        longest = voice["longest_silence_seconds"]
+        at = voice["longest_silence_at_seconds"]
+        detail = f"longest silence {longest:g} s (max {rule.max_seconds:g} s)"
+        return _verdict(longest <= rule.max_seconds, [_evidence(detail, at_seconds=at)])
+    if isinstance(rule, MaxSilenceShare):
+        share = voice["silence_share"]
+        detail = f"silence {share:.1%} of the call (max {rule.max_share:.1%})"
+        return _verdict(share <= rule.max_share, [_evidence(detail)])
+    if isinstance(rule, TalkListenRatio):
+        ratio = voice["talk_listen_ratio"]
+        if ratio is None:
+            return _na("no talk/listen ratio (mono recording or silent customer)")
+        ok = ratio >= rule.min_ratio and (rule.max_ratio is None or ratio <= rule.max_ratio)
+        return _verdict(ok, [_evidence(f"agent talk / customer talk {ratio:g}")])
+    over = voice["overtalk_seconds"]
+    if over is None:
+        return _na("no overtalk measure (mono recording)")
+    detail = f"overtalk {over:g} s (max {rule.max_seconds:g} s)"
+    return _verdict(
+        over <= rule.max_seconds, [_evidence(detail, at_seconds=voice["overtalk_at_seconds"])]
+    )
 
 
 def _verdict(ok: bool, evidence: list[dict[str, Any]]) -> Judgement:
@@ -161,6 +203,8 @@ def judge(rule: Any, conv: dict[str, Any]) -> Judgement:
             _evidence(f"most negative turn {low[0]:+.2f}", low[1], "customer", low[2]["text"]),
         ]
         return Judgement(round((mean + 1) * 50, 2), mean >= rule.min_compound, True, evidence)
+    if isinstance(rule, VoiceRule):
+        return _judge_voice(rule, conv.get("voice"))
     raise TypeError(f"unknown rule {type(rule).__name__}")
 
 
@@ -202,4 +246,5 @@ def analyse(profile: Profile, conv: dict[str, Any]) -> dict[str, Any]:
         "passed": applicable and overall >= profile.pass_score,
         "parameters": parameters,
         "redactions": dict(conv.get("redactions") or {}),
+        "voice": conv.get("voice"),
     }

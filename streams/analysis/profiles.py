@@ -76,6 +76,35 @@ class CustomerSentiment(_Rule):
     min_compound: float = Field(-0.05, ge=-1, le=1)
 
 
+class MaxSilenceSeconds(_Rule):
+    """No silence of the recording (nobody speaking) lasted more than ``max_seconds``."""
+
+    type: Literal["max_silence_seconds"] = "max_silence_seconds"
+    max_seconds: float = Field(gt=0)
+
+
+class MaxSilenceShare(_Rule):
+    """Silence was at most ``max_share`` (0-1) of the recording."""
+
+    type: Literal["max_silence_share"] = "max_silence_share"
+    max_share: float = Field(gt=0, le=1)
+
+
+class TalkListenRatio(_Rule):
+    """Agent talk / customer talk lies between ``min_ratio`` and ``max_ratio`` (stereo)."""
+
+    type: Literal["talk_listen_ratio"] = "talk_listen_ratio"
+    min_ratio: float = Field(0, ge=0)
+    max_ratio: float | None = Field(None, gt=0)
+
+
+class MaxOvertalkSeconds(_Rule):
+    """Both sides spoke at once for at most ``max_seconds`` in total (stereo)."""
+
+    type: Literal["max_overtalk_seconds"] = "max_overtalk_seconds"
+    max_seconds: float = Field(ge=0)
+
+
 Rule = Annotated[
     DurationBounds
     | MetadataComplete
@@ -83,7 +112,11 @@ Rule = Annotated[
     | PhraseAbsent
     | FirstResponseTime
     | LongestCustomerWait
-    | CustomerSentiment,
+    | CustomerSentiment
+    | MaxSilenceSeconds
+    | MaxSilenceShare
+    | TalkListenRatio
+    | MaxOvertalkSeconds,
     Field(discriminator="type"),
 ]
 

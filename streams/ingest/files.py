@@ -79,12 +79,13 @@ from streams.ingest.recordings import RecordingSettings
 from streams.ingest.records import conversation_record
 from streams.ingest.sourcefiles import Placed, SourceFiles
 from streams.kafka import Producer, Record
-from streams.media import MediaRejected, MediaStore
+from streams.media import MediaRejected, MediaStore, media_key
 from streams.metrics import Metrics
 from streams.redact import Redactors, tenant_redactors
 from streams.runner import guard_for, open_store
 from streams.settings import ConnectorSettings, Settings
 from streams.topics import Topics
+from streams.voice.stage import VoiceStage
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +225,8 @@ class FileProcessor:
             sources = SourceFiles(outcomes, codec, topics, producer, metrics, self.max_record_bytes)
         self.sources = sources
         """Source-type files (seed 002), read against the tenant's source schemas."""
+        self.voice = VoiceStage(settings.voice, media) if settings.voice.enabled else None
+        """Voice metrics of recordings (bounded worker threads), set on the call's Conversation."""
 
     def _derive_keys(self, purpose: str) -> list[bytes]:
         box = self.catalog.box or SecretBox.from_settings(
@@ -236,6 +239,8 @@ class FileProcessor:
         for session in self._sessions.values():
             session.close()
         self._sessions.clear()
+        if self.voice is not None:
+            self.voice.close()
 
     async def _session(self, tenant: str, connector: str) -> _Session | None:
         """Return the connector's session, a new one when the connector changed."""
@@ -477,6 +482,7 @@ class FileProcessor:
             "announced_at": arrival["announced_at"],
         }
         conv = conversation(bundle, rec, source)
+        conv["voice"] = await self._voice(bundle, rec)
         try:
             record = conversation_record(
                 self.codec, self.topics, conv, self.max_record_bytes, self.redactors
@@ -496,6 +502,18 @@ class FileProcessor:
             "yes" if bundle.has_recording else "not yet",
             bundle.meta_versions,
         )
+
+    async def _voice(self, bundle: Bundle, rec: RecordingSettings) -> dict[str, Any] | None:
+        """The call's voice metrics: computed from the stored recording each time the call is
+        published (the same recording gives the same metrics, so repeats stay no-ops)."""
+        if self.voice is None or bundle.rec_file_id is None or bundle.rec_path is None:
+            return None
+        when = bundle.rec_call_time or bundle.rec_announced_at
+        if when is None:
+            return None
+        name = PurePosixPath(bundle.rec_path).name
+        key = media_key(bundle.tenant, bundle.rec_file_id, name, when)
+        return await self.voice.analyse(key, name, rec.agent_channel)
 
     async def _rows(
         self, session: _Session, arrival: dict[str, Any], stream: BinaryIO, result: FileResult

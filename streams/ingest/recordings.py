@@ -100,6 +100,10 @@ class RecordingSettings(BaseModel):
     call_time_tolerance_seconds: float = Field(
         120, ge=0, description="matched mode: largest call-time difference that still matches."
     )
+    agent_channel: Literal["left", "right"] = Field(
+        "left",
+        description="Stereo recordings: the agent's channel; the other one is the customer's.",
+    )
 
     @field_validator("name_pattern", "id_pattern")
     @classmethod

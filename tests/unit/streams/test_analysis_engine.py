@@ -131,6 +131,7 @@ def test_phrase_present_is_case_insensitive_and_points_at_the_turn() -> None:
             "turn_index": 1,
             "speaker": "agent",
             "excerpt": "Good MORNING, thank you for calling!",
+            "at_seconds": None,
         }
     ]
 
@@ -219,7 +220,7 @@ def test_first_response_time_measures_from_the_first_customer_turn() -> None:
     assert (j.passed, j.score) == (True, 100.0)
     assert j.evidence == [
         {"detail": "first agent reply after 45 s", "turn_index": 2, "speaker": "agent",
-         "excerpt": "Hi!"}
+         "excerpt": "Hi!", "at_seconds": None}
     ]  # fmt: skip
     assert not judge(FirstResponseTime(max_seconds=44), conversation(turns=turns)).passed
 
@@ -328,7 +329,13 @@ def test_parameter_records_carry_name_rule_and_evidence() -> None:
         "passed": True,
         "applicable": True,
         "evidence": [
-            {"detail": "all present", "turn_index": None, "speaker": None, "excerpt": None}
+            {
+                "detail": "all present",
+                "turn_index": None,
+                "speaker": None,
+                "excerpt": None,
+                "at_seconds": None,
+            }
         ],
     }
     assert params[1]["name"] == "x"  # no name: the id

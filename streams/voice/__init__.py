@@ -1,0 +1,1 @@
+"""Voice metrics of recordings: streaming decode, voice activity detection, talk/silence metrics."""

@@ -1,0 +1,129 @@
+"""Real test calls for the voice metrics: espeak-ng speech placed on stereo channels with sox.
+
+:func:`make_call` writes one stereo call (agent left, customer right) with known timings: a
+silence of :data:`GAP` seconds between the customer's first line and the agent's second, and the
+customer's second line starting :data:`OVERLAP` seconds before the agent's second line ends;
+then the same call as flac, ogg and mp3. The timings are measured from the generated parts
+(``soxi -D`` of each trimmed speech segment). The Debian packages (espeak-ng, sox,
+libsox-fmt-all, lame) are installed with apt-get when missing (scripts/bootstrap.sh installs
+them too); if they cannot be had the caller fails.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+AGENT_LINES = (
+    "Thank you for calling, my name is Anna, how can I help you today",
+    "Let me look that up for you, your order has been shipped and will arrive tomorrow",
+)
+CUSTOMER_LINES = (
+    "Hi, I would like to check the status of my order please",
+    "Oh wonderful, thank you so much for your help",
+)
+LEAD = 0.5  # silence before the first line
+REPLY = 0.8  # pause before the customer answers
+GAP = 3.0  # the known silence: nobody speaks
+OVERLAP = 1.0  # the customer starts this long before the agent's second line ends
+TAIL = 0.5
+RATE = 22050
+FORMATS = ("wav", "flac", "ogg", "mp3")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One generated call: its files per format and the timings it was built with."""
+
+    files: dict[str, Path]
+    agent_talk: float
+    customer_talk: float
+    longest_silence: float
+    overtalk: float
+    duration: float
+
+
+def ensure_tools() -> None:
+    """Install espeak-ng, sox and lame from Debian when missing (raises if that fails)."""
+    if all(shutil.which(t) for t in ("espeak-ng", "sox", "soxi", "lame")):
+        return
+    env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    packages = ["espeak-ng", "sox", "libsox-fmt-all", "lame"]
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
+        check=True,
+        env=env,
+    )
+
+
+def _run(*args: str | Path) -> str:
+    return subprocess.run(
+        [str(a) for a in args], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def _seconds(path: Path) -> float:
+    return float(_run("soxi", "-D", path))
+
+
+def _speech(text: str, out: Path) -> float:
+    """Speak ``text`` to ``out`` (mono, RATE), without leading/trailing silence; its length."""
+    raw = out.with_suffix(".raw.wav")
+    _run("espeak-ng", "-s", "160", "-w", raw, text)
+    trim = ("silence", "1", "0.02", "1%")
+    _run(
+        "sox", raw, "-r", str(RATE), "-c", "1", "-b", "16", out, *trim, "reverse", *trim, "reverse"
+    )
+    return _seconds(out)
+
+
+def _channel(parts: list[tuple[float, Path]], length: float, out: Path, work: Path) -> None:
+    """Place speech files at their start times on one silent channel of ``length`` seconds."""
+    pieces: list[Path] = []
+    at = 0.0
+    for i, (start, path) in enumerate(parts):
+        silence = work / f"{out.stem}-sil{i}.wav"
+        _run(
+            "sox",
+            "-n",
+            "-r",
+            str(RATE),
+            "-c",
+            "1",
+            "-b",
+            "16",
+            silence,
+            "trim",
+            "0",
+            f"{start - at:.4f}",
+        )
+        pieces += [silence, path]
+        at = start + _seconds(path)
+    _run("sox", *pieces, out, "pad", "0", f"{length - at:.4f}")
+
+
+def make_call(work: Path) -> Call:
+    """Generate the call in every format under ``work`` (see the module doc)."""
+    ensure_tools()
+    work.mkdir(parents=True, exist_ok=True)
+    a1, a2 = (_speech(t, work / f"agent{i}.wav") for i, t in enumerate(AGENT_LINES, 1))
+    c1, c2 = (_speech(t, work / f"customer{i}.wav") for i, t in enumerate(CUSTOMER_LINES, 1))
+    t_c1 = LEAD + a1 + REPLY
+    t_a2 = t_c1 + c1 + GAP
+    t_c2 = t_a2 + a2 - OVERLAP
+    length = max(t_a2 + a2, t_c2 + c2) + TAIL
+    left, right = work / "left.wav", work / "right.wav"
+    _channel([(LEAD, work / "agent1.wav"), (t_a2, work / "agent2.wav")], length, left, work)
+    _channel([(t_c1, work / "customer1.wav"), (t_c2, work / "customer2.wav")], length, right, work)
+    files = {"wav": work / "call.wav"}
+    _run("sox", "-M", left, right, files["wav"])
+    for fmt in FORMATS[1:]:
+        files[fmt] = work / f"call.{fmt}"
+        if fmt == "mp3":
+            _run("lame", "--quiet", "-b", "128", files["wav"], files[fmt])
+        else:
+            _run("sox", files["wav"], files[fmt])
+    return Call(files, a1 + a2, c1 + c2, GAP, OVERLAP, _seconds(files["wav"]))
