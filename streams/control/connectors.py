@@ -145,15 +145,7 @@ class ConnectorIn(ConnectorSettings):
     def _keypair_and_json_types(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        if data.get("generate_keypair") is True:
-            store = data.get("store")
-            if not isinstance(store, dict) or store.get("type") != "sftp":
-                raise ValueError("generate_keypair is for sftp stores only")
-            if any(store.get(k) for k in ("password", "private_key", "private_key_path")):
-                raise ValueError(
-                    "generate_keypair: leave store.password and store.private_key unset"
-                )
-            data = {**data, "store": {**store, "private_key": new_private_key()}}
+        data = with_generated_key(data, "store", "sftp stores")
         strict({k: v for k, v in data.items() if k != "generate_keypair"})
         return data
 
@@ -253,6 +245,22 @@ def utcnow() -> dt.datetime:
 
 
 # -- key pairs ----------------------------------------------------------------------------------
+
+
+def with_generated_key(data: dict[str, Any], member: str, what: str) -> dict[str, Any]:
+    """Return ``data`` (a connector to create) with a new Ed25519 private key in
+    ``data[member]`` when ``generate_keypair`` is true; that member must be an sftp config
+    without a password or key (``ValueError`` naming ``what`` otherwise)."""
+    if data.get("generate_keypair") is not True:
+        return data
+    config = data.get(member)
+    if not isinstance(config, dict) or config.get("type") != "sftp":
+        raise ValueError(f"generate_keypair is for {what} only")
+    if any(config.get(k) for k in ("password", "private_key", "private_key_path")):
+        raise ValueError(
+            f"generate_keypair: leave {member}.password and {member}.private_key unset"
+        )
+    return {**data, member: {**config, "private_key": new_private_key()}}
 
 
 def new_private_key() -> str:

@@ -66,9 +66,9 @@ from streams.control.connectors import (
     fingerprint,
     flat_store_errors,
     merge_patch,
-    new_private_key,
     public_key_line,
     secret_flags,
+    with_generated_key,
 )
 from streams.control.errors import ConflictError, NotFoundError
 from streams.control.listing import utc
@@ -192,15 +192,7 @@ class ExportConnectorIn(ExportConnectorSettings):
     def _keypair_and_json_types(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        if data.get("generate_keypair") is True:
-            config = data.get("config")
-            if not isinstance(config, dict) or config.get("type") != "sftp":
-                raise ValueError("generate_keypair is for sftp export connectors only")
-            if any(config.get(k) for k in ("password", "private_key", "private_key_path")):
-                raise ValueError(
-                    "generate_keypair: leave config.password and config.private_key unset"
-                )
-            data = {**data, "config": {**config, "private_key": new_private_key()}}
+        data = with_generated_key(data, "config", "sftp export connectors")
         strict({k: v for k, v in data.items() if k != "generate_keypair"})
         return data
 
