@@ -32,10 +32,18 @@ def _in_utc(value: dt.datetime) -> dt.datetime:
         raise ValueError("out of range once converted to UTC") from exc
 
 
+def _numeric(text: str) -> bool:
+    """Tell whether ``text`` reads as a number (``12``, ``-1.5``, ``3.8e-135``, ``inf``)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _iso_only(value: Any) -> Any:
     """Refuse numbers (pydantic would read them as epoch seconds): the filter is ISO 8601."""
-    number = isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit()
-    if number or isinstance(value, int | float):
+    if isinstance(value, int | float) or (isinstance(value, str) and _numeric(value)):
         raise ValueError("expected an ISO 8601 date-time, e.g. 2026-11-20T09:00:00Z")
     return value
 
