@@ -69,6 +69,14 @@ def _evidence(
     }
 
 
+def _said(detail: str, index: int, turn: dict[str, Any], conv: dict[str, Any]) -> dict[str, Any]:
+    """Evidence pointing at turn ``index``: its speaker, excerpt, and its offset from the start
+    of the conversation when the turn is timed (transcripts, timed chats)."""
+    at, start = turn.get("at"), conv.get("started_at")
+    offset = (at - start).total_seconds() if at is not None and start is not None else None
+    return _evidence(detail, index, turn["speaker"], turn["text"], offset)
+
+
 VoiceRule = MaxSilenceSeconds | MaxSilenceShare | TalkListenRatio | MaxOvertalkSeconds
 
 
@@ -139,7 +147,7 @@ def judge(rule: Any, conv: dict[str, Any]) -> Judgement:
         if isinstance(rule, PhrasePresent) and rule.within_turns:
             own = own[: rule.within_turns] if rule.position != "last" else own[-rule.within_turns :]
         hits = [(i, t, p) for i, t in own for p in rule.phrases if p.lower() in t["text"].lower()]
-        evidence = [_evidence(f"matched {p!r}", i, t["speaker"], t["text"]) for i, t, p in hits]
+        evidence = [_said(f"matched {p!r}", i, t, conv) for i, t, p in hits]
         if isinstance(rule, PhrasePresent):
             return _verdict(bool(hits), evidence or [_evidence("no matching phrase")])
         return _verdict(not hits, evidence or [_evidence("no forbidden phrase")])
@@ -160,20 +168,12 @@ def judge(rule: Any, conv: dict[str, Any]) -> Judgement:
             if reply is None:
                 return _verdict(
                     False,
-                    [
-                        _evidence(
-                            "the agent never answered", first_c[0], "customer", first_c[1]["text"]
-                        )
-                    ],
+                    [_said("the agent never answered", first_c[0], first_c[1], conv)],
                 )
             secs = _seconds(first_c[1]["at"], reply[1]["at"])
             return _verdict(
                 secs <= rule.max_seconds,
-                [
-                    _evidence(
-                        f"first agent reply after {secs:.0f} s", reply[0], "agent", reply[1]["text"]
-                    )
-                ],
+                [_said(f"first agent reply after {secs:.0f} s", reply[0], reply[1], conv)],
             )
         worst, worst_at = 0.0, None
         waiting: tuple[int, dict[str, Any]] | None = None
@@ -186,7 +186,7 @@ def judge(rule: Any, conv: dict[str, Any]) -> Judgement:
                     worst, worst_at = secs, waiting
                 waiting = None
         evidence = (
-            [_evidence(f"longest wait {worst:.0f} s", worst_at[0], "customer", worst_at[1]["text"])]
+            [_said(f"longest wait {worst:.0f} s", worst_at[0], worst_at[1], conv)]
             if worst_at
             else [_evidence("no customer wait")]
         )
@@ -200,7 +200,7 @@ def judge(rule: Any, conv: dict[str, Any]) -> Judgement:
         low = min(scores, key=lambda s: s[0])
         evidence = [
             _evidence(f"mean compound {mean:+.2f}"),
-            _evidence(f"most negative turn {low[0]:+.2f}", low[1], "customer", low[2]["text"]),
+            _said(f"most negative turn {low[0]:+.2f}", low[1], low[2], conv),
         ]
         return Judgement(round((mean + 1) * 50, 2), mean >= rule.min_compound, True, evidence)
     if isinstance(rule, VoiceRule):
@@ -247,4 +247,5 @@ def analyse(profile: Profile, conv: dict[str, Any]) -> dict[str, Any]:
         "parameters": parameters,
         "redactions": dict(conv.get("redactions") or {}),
         "voice": conv.get("voice"),
+        "transcript": conv.get("transcript"),
     }

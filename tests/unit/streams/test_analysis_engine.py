@@ -131,7 +131,7 @@ def test_phrase_present_is_case_insensitive_and_points_at_the_turn() -> None:
             "turn_index": 1,
             "speaker": "agent",
             "excerpt": "Good MORNING, thank you for calling!",
-            "at_seconds": None,
+            "at_seconds": 20.0,  # the turn's offset from the start of the conversation
         }
     ]
 
@@ -220,7 +220,7 @@ def test_first_response_time_measures_from_the_first_customer_turn() -> None:
     assert (j.passed, j.score) == (True, 100.0)
     assert j.evidence == [
         {"detail": "first agent reply after 45 s", "turn_index": 2, "speaker": "agent",
-         "excerpt": "Hi!", "at_seconds": None}
+         "excerpt": "Hi!", "at_seconds": 55.0}
     ]  # fmt: skip
     assert not judge(FirstResponseTime(max_seconds=44), conversation(turns=turns)).passed
 
