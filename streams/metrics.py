@@ -132,6 +132,19 @@ class Metrics:
             registry=r,
             buckets=_LATENCY_BUCKETS,
         )
+        self.transcriptions = Counter(
+            "callstream_transcriptions_total",
+            "Recordings transcribed, by outcome (transcribed, retried: the engine failed and it "
+            "will be tried again, failed: the case keeps its voice metrics and a reason).",
+            ["tenant", "outcome"],
+            registry=r,
+        )
+        self.transcription_rtf = Histogram(
+            "callstream_transcription_real_time_factor",
+            "Transcription time divided by the recording's duration, per recording.",
+            registry=r,
+            buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0),
+        )
         self.platform_feedback = Counter(
             "callstream_platform_feedback_total",
             "Analysis results acknowledged by a platform cluster on its feedback topic.",

@@ -45,6 +45,7 @@ from streams.demo import seed
 from streams.dropbox.server import DropboxServer
 from streams.echo import Echo
 from streams.embedded.kafka import LocalKafka
+from streams.errors import ConfigError
 from streams.exports.run import Exporter, ReportBuilder
 from streams.exports.storage import ReportStore, purge_expired
 from streams.fetch.settings import RecordingFetchSettings
@@ -67,6 +68,8 @@ from streams.settings import Settings
 from streams.state import ConnectorState
 from streams.systemjobs import RetentionJob
 from streams.topics import Topics, check_record_limit, ensure_topics
+from streams.voice.transcribe import Transcriber, TranscriberError, make_transcriber
+from streams.voice.worker import TranscriptionWorker
 
 log = logging.getLogger(__name__)
 
@@ -309,6 +312,24 @@ class Service:
         await fetcher.start()
         self._stack.append(("recording fetcher", fetcher.stop))
         self.fetcher = fetcher
+        self.transcriber: TranscriptionWorker | None = None
+        transcriber = self._transcriber()
+        if transcriber is not None:
+            worker = TranscriptionWorker(
+                cases.engine,
+                media,
+                producer,
+                self.codec,
+                self.topics,
+                self.metrics,
+                s.voice,
+                transcriber,
+                processor.redactors,
+                max_record_bytes=s.kafka.message_max_bytes,
+            )
+            await worker.start()
+            self._stack.append(("transcriptions", worker.stop))
+            self.transcriber = worker
         app = create_app(s, bootstrap, self.topics)
         files_agent.register(
             app, self.topics, self.codec, processor, producer, self.metrics, s.processors
@@ -337,6 +358,17 @@ class Service:
         )
         await lag.start()
         self._stack.append(("lag monitor", lag.stop))
+
+    def _transcriber(self) -> Transcriber | None:
+        """The configured transcription engine, or None (voice metrics or transcription off);
+        an engine that cannot be set up is a configuration error naming the field."""
+        voice = self.settings.voice
+        if not voice.enabled:
+            return None
+        try:
+            return make_transcriber(voice.transcription)
+        except TranscriberError as exc:
+            raise ConfigError([f"voice.transcription: {exc}"]) from exc
 
     async def _fetch_settings(self, tenant: str, connector: str) -> RecordingFetchSettings | None:
         """The recording_fetch settings of a running file or platform connector (None: none)."""

@@ -52,6 +52,7 @@ from streams.ingest.recordings import RecordingSettings
 from streams.media import DEFAULT_MAX_MEDIA_BYTES, MAX_MEDIA_BYTES
 from streams.platform.settings import PlatformConnectorSettings
 from streams.redact import RedactionSettings
+from streams.voice.settings import TranscriptionSettings
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 
@@ -523,6 +524,11 @@ class VoiceSettings(BaseModel):
         le=-10,
         description="A frame whose peak stays below this level is silence, whatever the VAD says "
         "(line noise and dither are not speech).",
+    )
+    transcription: TranscriptionSettings = Field(
+        default_factory=TranscriptionSettings,
+        description="Recordings with voice metrics are transcribed per channel into turns; the "
+        "case gets a new version with them (streams/voice/transcribe.py).",
     )
 
 

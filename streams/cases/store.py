@@ -16,7 +16,10 @@ conversations and, in one transaction,
 - writes the CaseEvent and AnalysisResult records to the ``outbox`` table;
 - queues the recording fetch of every opened or updated case whose conversation waits for its
   recording (``recording.status`` pending, :mod:`streams.fetch.queue`); a pending conversation
-  whose recording was already fetched from the same URL takes the stored object instead.
+  whose recording was already fetched from the same URL takes the stored object instead;
+- likewise queues the transcription of every case whose conversation waits for its transcript
+  (``transcript.status`` pending, :mod:`streams.voice.queue`); one whose recording was
+  transcribed before takes the stored transcript.
 
 :class:`OutboxRelay` publishes outbox rows to Kafka in id order and marks them published. A crash
 after the commit publishes them on restart; a crash between publishing and marking publishes them
@@ -68,6 +71,7 @@ from streams.fetch.request import waiting
 from streams.kafka import Producer, Record
 from streams.metrics import Metrics
 from streams.topics import Topics
+from streams.voice import queue as transcript_queue
 
 log = logging.getLogger(__name__)
 
@@ -284,6 +288,7 @@ class _Plan:
     results: list[dict[str, Any]] = field(default_factory=list)
     box: list[dict[str, Any]] = field(default_factory=list)
     fetches: list[dict[str, Any]] = field(default_factory=list)
+    transcriptions: list[dict[str, Any]] = field(default_factory=list)
 
 
 class _Conflict(Exception):
@@ -326,10 +331,13 @@ class CaseStore(Database):
             for c in conversations
         ]
         carried = await fetch_queue.carry_stored(self.engine, keyed)
+        transcribed = await transcript_queue.carry(self.engine, keyed)
         items = []
         for cid, conv in keyed:
             if cid in carried and waiting(conv):
                 conv = {**conv, **carried[cid]}  # fetched before: take the stored object
+            if cid in transcribed:
+                conv = transcribed[cid]  # transcribed before: take the stored transcript
             body = content_json(conv)
             items.append((cid, content_hash(body), body, conv, delivery_key(conv)))
         ids = sorted({item[0] for item in items})
@@ -431,6 +439,9 @@ class CaseStore(Database):
             if waiting(conv):
                 encoded = self.codec.encode(CONVERSATION, conv, trusted=True)
                 plan.fetches.append(fetch_queue.queued_row(cid, conv, encoded, now))
+            if transcript_queue.waiting(conv):
+                encoded = self.codec.encode(CONVERSATION, conv, trusted=True)
+                plan.transcriptions.append(transcript_queue.queued_row(cid, conv, encoded, now))
         for cid, row in rows.items():
             (plan.changed_cases if cid in current else plan.new_cases).append(row)
         out.results = len(plan.results)
@@ -526,6 +537,8 @@ class CaseStore(Database):
                 await conn.execute(outbox.insert(), plan.box)
             if plan.fetches:
                 await fetch_queue.enqueue(conn, plan.fetches)
+            if plan.transcriptions:
+                await transcript_queue.enqueue(conn, plan.transcriptions)
 
     @staticmethod
     def _outbox_row(

@@ -20,7 +20,6 @@ version. One for a ``failed`` row, or a new URL, queues the fetch again (``gener
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,15 +34,15 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    and_,
-    or_,
     select,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from streams import workqueue
 from streams.db import metadata
 from streams.fetch.request import PENDING, STORED, recording_state, waiting
+from streams.workqueue import utcnow
 
 QUEUED = "pending"
 DONE = "stored"
@@ -77,11 +76,6 @@ recording_fetches = Table(
     Index("ix_recording_fetches_due", "status", "next_attempt_at"),
     Index("ix_recording_fetches_tenant", "tenant", "status"),
 )
-
-
-def utcnow() -> dt.datetime:
-    """Return the current time, timezone-aware."""
-    return dt.datetime.now(dt.UTC)
 
 
 def _aware(value: dt.datetime | None) -> dt.datetime | None:
@@ -219,34 +213,7 @@ def queued_row(
 
 async def claim(engine: AsyncEngine, limit: int, lease: dt.timedelta) -> list[Claimed]:
     """Claim up to ``limit`` due fetches for ``lease`` (see the module doc)."""
-    if limit <= 0:
-        return []
-    now = utcnow()
-    token = uuid.uuid4().hex
-    free = or_(recording_fetches.c.lease_until.is_(None), recording_fetches.c.lease_until < now)
-    due = and_(
-        recording_fetches.c.status == QUEUED, recording_fetches.c.next_attempt_at <= now, free
-    )
-    async with engine.begin() as conn:
-        pick = (
-            select(recording_fetches.c.case_id)
-            .where(due)
-            .order_by(recording_fetches.c.next_attempt_at)
-            .limit(limit)
-        )
-        if engine.dialect.name == "postgresql":
-            pick = pick.with_for_update(skip_locked=True)
-        ids = list((await conn.execute(pick)).scalars())
-        if not ids:
-            return []
-        await conn.execute(
-            update(recording_fetches)
-            .where(recording_fetches.c.case_id.in_(ids), due)
-            .values(lease_until=now + lease, claim=token)
-        )
-        rows = (
-            await conn.execute(select(recording_fetches).where(recording_fetches.c.claim == token))
-        ).all()
+    rows = await workqueue.claim(engine, recording_fetches, QUEUED, limit, lease)
     return [
         Claimed(
             r.case_id,
@@ -256,7 +223,7 @@ async def claim(engine: AsyncEngine, limit: int, lease: dt.timedelta) -> list[Cl
             r.generation,
             r.attempts,
             bytes(r.conversation),
-            token,
+            r.claim,
         )
         for r in rows
     ]
@@ -264,34 +231,13 @@ async def claim(engine: AsyncEngine, limit: int, lease: dt.timedelta) -> list[Cl
 
 async def renew(engine: AsyncEngine, held: Sequence[Claimed], lease: dt.timedelta) -> None:
     """Extend the leases of fetches still in progress."""
-    if not held:
-        return
-    until = utcnow() + lease
-    async with engine.begin() as conn:
-        for item in held:
-            await conn.execute(
-                update(recording_fetches)
-                .where(
-                    recording_fetches.c.case_id == item.case_id,
-                    recording_fetches.c.claim == item.claim,
-                )
-                .values(lease_until=until)
-            )
+    await workqueue.renew(engine, recording_fetches, [(i.case_id, i.claim) for i in held], lease)
 
 
 async def release(engine: AsyncEngine, held: Sequence[Claimed]) -> None:
     """Give back fetches a stopping worker holds: due at once for the next claim (attempts
     unchanged)."""
-    async with engine.begin() as conn:
-        for item in held:
-            await conn.execute(
-                update(recording_fetches)
-                .where(
-                    recording_fetches.c.case_id == item.case_id,
-                    recording_fetches.c.claim == item.claim,
-                )
-                .values(lease_until=None, claim=None)
-            )
+    await workqueue.release(engine, recording_fetches, [(i.case_id, i.claim) for i in held])
 
 
 async def retry_later(
@@ -323,17 +269,10 @@ async def finish(engine: AsyncEngine, item: Claimed, status: str, **fields: Any)
 
 
 async def _end(engine: AsyncEngine, item: Claimed, **values: Any) -> None:
-    async with engine.begin() as conn:
-        await conn.execute(
-            update(recording_fetches)
-            .where(
-                recording_fetches.c.case_id == item.case_id,
-                recording_fetches.c.claim == item.claim,
-                # A newer conversation re-queued it meanwhile: leave that generation alone.
-                recording_fetches.c.generation == item.generation,
-            )
-            .values(lease_until=None, claim=None, updated_at=utcnow(), **values)
-        )
+    # A newer conversation re-queued it meanwhile: that generation is left alone.
+    await workqueue.end(
+        engine, recording_fetches, (item.case_id, item.claim), item.generation, **values
+    )
 
 
 async def state_of(engine: AsyncEngine, tenant: str, case_id: str) -> dict[str, Any] | None:
@@ -355,4 +294,4 @@ async def state_of(engine: AsyncEngine, tenant: str, case_id: str) -> dict[str, 
     return found
 
 
-__all__ = ["PENDING", "Claimed", "recording_fetches"]
+__all__ = ["PENDING", "Claimed", "recording_fetches", "utcnow"]

@@ -85,6 +85,7 @@ from streams.redact import Redactors, tenant_redactors
 from streams.runner import guard_for, open_store
 from streams.settings import ConnectorSettings, Settings
 from streams.topics import Topics
+from streams.voice import queue as transcript_queue
 from streams.voice.stage import VoiceStage
 
 log = logging.getLogger(__name__)
@@ -482,7 +483,7 @@ class FileProcessor:
             "announced_at": arrival["announced_at"],
         }
         conv = conversation(bundle, rec, source)
-        conv["voice"] = await self._voice(bundle, rec)
+        conv["voice"], conv["transcript"] = await self._voice(bundle, rec)
         try:
             record = conversation_record(
                 self.codec, self.topics, conv, self.max_record_bytes, self.redactors
@@ -503,17 +504,33 @@ class FileProcessor:
             bundle.meta_versions,
         )
 
-    async def _voice(self, bundle: Bundle, rec: RecordingSettings) -> dict[str, Any] | None:
-        """The call's voice metrics: computed from the stored recording each time the call is
-        published (the same recording gives the same metrics, so repeats stay no-ops)."""
+    async def _voice(
+        self, bundle: Bundle, rec: RecordingSettings
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The call's voice metrics and, when a transcriber is configured and the metrics were
+        computed, its pending transcript (done later by :mod:`streams.voice.worker`). Computed
+        from the stored recording each time the call is published (the same recording gives
+        the same metrics, so repeats stay no-ops)."""
         if self.voice is None or bundle.rec_file_id is None or bundle.rec_path is None:
-            return None
+            return None, None
         when = bundle.rec_call_time or bundle.rec_announced_at
         if when is None:
-            return None
+            return None, None
         name = PurePosixPath(bundle.rec_path).name
         key = media_key(bundle.tenant, bundle.rec_file_id, name, when)
-        return await self.voice.analyse(key, name, rec.agent_channel)
+        metrics = await self.voice.analyse(key, name, rec.agent_channel)
+        engine = self.settings.voice.transcription.engine
+        if metrics["status"] != "analysed" or engine == "none":
+            return metrics, None
+        pending = {
+            "status": transcript_queue.PENDING,
+            "engine": engine,
+            "recording_key": key,
+            "agent_channel": rec.agent_channel,
+            "reason": None,
+            "message": None,
+        }
+        return metrics, pending
 
     async def _rows(
         self, session: _Session, arrival: dict[str, Any], stream: BinaryIO, result: FileResult

@@ -19,6 +19,7 @@ from __future__ import annotations
 import array
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -35,12 +36,11 @@ log = logging.getLogger(__name__)
 FRAME_MS = 30
 
 
-def analyse_stream(
-    stream: Any, name: str, settings: VoiceSettings, agent_channel: str
-) -> dict[str, Any]:
-    """Decode and measure one recording (blocking; see the module doc)."""
+def speech_detector(settings: VoiceSettings, rate: int) -> Callable[[bytes], bool]:
+    """Return the per-frame speech test (webrtcvad at ``settings.vad_aggressiveness`` and the
+    peak floor ``settings.silence_floor_dbfs``) for 16-bit frames of :data:`FRAME_MS` at
+    ``rate``. One detector per thread (webrtcvad objects are not shared)."""
     vad = webrtcvad.Vad(settings.vad_aggressiveness)
-    rate = settings.sample_rate
     floor = round(32768 * 10 ** (settings.silence_floor_dbfs / 20))
 
     def speech(frame: bytes) -> bool:
@@ -48,6 +48,15 @@ def analyse_stream(
         loud = max(samples) >= floor or -min(samples) >= floor
         return loud and vad.is_speech(frame, rate)
 
+    return speech
+
+
+def analyse_stream(
+    stream: Any, name: str, settings: VoiceSettings, agent_channel: str
+) -> dict[str, Any]:
+    """Decode and measure one recording (blocking; see the module doc)."""
+    rate = settings.sample_rate
+    speech = speech_detector(settings, rate)
     left, right = bytearray(), bytearray()
     mono = True
     try:

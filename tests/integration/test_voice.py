@@ -60,7 +60,12 @@ def _settings(kafka: str, prefix: str, tmp_path: Path, drop: Drop, agent: str) -
         tmp_path / "data",
         [conn],
         tenants=[tenant],
-        voice={"hold_threshold_seconds": 2.5, "max_concurrency": 2},
+        # the metrics alone: transcripts are tests/integration/test_transcripts.py's
+        voice={
+            "hold_threshold_seconds": 2.5,
+            "max_concurrency": 2,
+            "transcription": {"engine": "none"},
+        },
     )
 
 

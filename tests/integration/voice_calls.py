@@ -16,14 +16,20 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+#: The lines are spoken by espeak-ng's en-us voice, which PocketSphinx's en-us model hears
+#: reliably for these phrases: "good morning" (the greeting rule's phrase), "order please" and a
+#: card number spoken as digits (4111 1111 1111 1111 passes the Luhn check).
 AGENT_LINES = (
-    "Thank you for calling, my name is Anna, how can I help you today",
+    "Good morning, how can I help you",
     "Let me look that up for you, your order has been shipped and will arrive tomorrow",
 )
 CUSTOMER_LINES = (
-    "Hi, I would like to check the status of my order please",
-    "Oh wonderful, thank you so much for your help",
+    "I would like to check the status of my order please",
+    "my card number is four one one one one one one one one one one one one one one one",
 )
+#: What PocketSphinx hears of the card number (the digits, as words).
+SPOKEN_CARD = "four one one one one one one one one one one one one one one one"
+CARD_DIGITS = "4111111111111111"
 LEAD = 0.5  # silence before the first line
 REPLY = 0.8  # pause before the customer answers
 GAP = 3.0  # the known silence: nobody speaks
@@ -72,7 +78,7 @@ def _seconds(path: Path) -> float:
 def _speech(text: str, out: Path) -> float:
     """Speak ``text`` to ``out`` (mono, RATE), without leading/trailing silence; its length."""
     raw = out.with_suffix(".raw.wav")
-    _run("espeak-ng", "-s", "160", "-w", raw, text)
+    _run("espeak-ng", "-v", "en-us", "-s", "160", "-w", raw, text)
     trim = ("silence", "1", "0.02", "1%")
     _run(
         "sox", raw, "-r", str(RATE), "-c", "1", "-b", "16", out, *trim, "reverse", *trim, "reverse"
