@@ -131,7 +131,7 @@ async def test_a_spoken_call_gets_its_transcript_as_the_next_version_redacted(
     assert "[CARD]" in turns[3]["text"], turns[3]
     assert conv["redactions"] == {"card": 1} == second["redactions"]
     t = Topics(prefix)
-    blobs = raw_records(kafka, [t.conversations, t.results, t.case_events])
+    blobs = raw_records(kafka, t.all())
     _rows, cells = database_cells(tmp_path / "data" / "callstream.db")
     for raw in (CARD_DIGITS, SPOKEN_CARD, "four one one one one"):
         assert not [b for b in blobs if raw.encode() in b], raw
