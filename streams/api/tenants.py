@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from streams.api.pagination import Page, PageQuery, decode_cursor, encode_cursor
 from streams.api.routing import ApiRoutes, Call
-from streams.control.tenants import shown
 from streams.control import tenants
-from streams.control.tenants import Tenant, TenantIn, TenantPatch
+from streams.control.tenants import Tenant, TenantIn, TenantPatch, shown
 
 routes = ApiRoutes(
     "tenants", "Customers (operator token); a disabled tenant's keys and connectors stop working."

@@ -11,8 +11,10 @@ A tenant is disabled only by its row in ``tenants``; a config-file tenant withou
 counts as active. With ``redactors``, every :meth:`Catalog.desired` (so every reconcile of the
 runner) also reloads the tenants' redaction settings stored through the API into it
 (:meth:`Catalog.reload_redaction`): a change made in another process applies here within
-``runner.reconcile_interval_seconds``. An API connector that cannot be loaded (its secrets cannot be decrypted, or
-its stored configuration no longer validates) is left out and logged once per revision.
+``runner.reconcile_interval_seconds``.
+
+An API connector that cannot be loaded (its secrets cannot be decrypted, or its stored
+configuration no longer validates) is left out and logged once per revision.
 """
 
 from __future__ import annotations
