@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from typing import Any, Literal
@@ -226,8 +227,18 @@ def _outside_placeholders(text: str, fn: Callable[[str], str]) -> str:
 
 
 class Redactors:
-    """Each tenant's :class:`Redactor`: its own settings (``policies``) or ``default``, and its
-    own hash key ``derive_key("redaction:<tenant>")`` (see SecretBox.derive_keys)."""
+    """Each tenant's :class:`Redactor` and its hash key ``derive_key("redaction:<tenant>")`` (see
+    SecretBox.derive_keys).
+
+    A tenant's settings are, in this order: the config file's (``policies``, fixed for the life
+    of the process), else those stored through the API (:meth:`use` for a change made in this
+    process, applied at once; :meth:`use_stored` for the database's whole set, which the
+    connector catalog reloads every ``runner.reconcile_interval_seconds`` so a change made in
+    another process applies within that interval), else ``default``.
+
+    :meth:`for_tenant` is called per record from worker threads: it reads an in-memory snapshot
+    and builds a tenant's redactor once per settings change. Changes swap the snapshot whole.
+    """
 
     def __init__(
         self,
@@ -235,19 +246,63 @@ class Redactors:
         derive_key: Callable[[str], bytes],
         default: RedactionSettings | None = None,
     ) -> None:
-        self._policies = dict(policies)
+        self._config = dict(policies)
         self._derive = derive_key
         self._default = default or RedactionSettings()
-        self._cache: dict[str, Redactor] = {}
+        # (stored settings, redactors built from this snapshot): one reference, swapped whole
+        self._state: tuple[dict[str, RedactionSettings], dict[str, Redactor]] = ({}, {})
+        self._lock = threading.Lock()
+        self.generation = 0
+        """Counts :meth:`use` calls: a reload read before one is stale (see :meth:`use_stored`)."""
+
+    def configured(self, tenant: str) -> RedactionSettings | None:
+        """Return the config file's settings of ``tenant`` (None: it is not a config tenant)."""
+        return self._config.get(tenant)
+
+    def settings_for(self, tenant: str) -> RedactionSettings:
+        """Return the settings the tenant's text is redacted under now."""
+        return self._resolve(tenant, self._state[0])
+
+    def _resolve(self, tenant: str, stored: Mapping[str, RedactionSettings]) -> RedactionSettings:
+        found = self._config.get(tenant)
+        if found is None:
+            found = stored.get(tenant, self._default)
+        return found
 
     def for_tenant(self, tenant: str) -> Redactor:
         """Return the tenant's redactor."""
-        redactor = self._cache.get(tenant)
+        stored, cache = self._state
+        redactor = cache.get(tenant)
         if redactor is None:
-            settings = self._policies.get(tenant, self._default)
+            settings = self._resolve(tenant, stored)
             key = self._derive(f"{KEY_PURPOSE}:{tenant}") if settings.policy == "hash" else None
-            redactor = self._cache[tenant] = Redactor(settings, key)
+            redactor = cache[tenant] = Redactor(settings, key)
         return redactor
+
+    def use(self, tenant: str, settings: RedactionSettings | None) -> None:
+        """Apply a tenant's settings stored through the API (None: back to the default) at once
+        in this process; a config-file tenant keeps its configured settings."""
+        with self._lock:
+            stored, cache = self._state
+            stored = {t: s for t, s in stored.items() if t != tenant}
+            if settings is not None:
+                stored[tenant] = settings
+            self._state = stored, {t: r for t, r in cache.items() if t != tenant}
+            self.generation += 1
+
+    def use_stored(self, stored: Mapping[str, RedactionSettings], generation: int) -> bool:
+        """Replace the API tenants' settings by the database's whole set, read when
+        :attr:`generation` was ``generation``; refused (False) when :meth:`use` ran since, as
+        the set may predate that change (the next reload brings it)."""
+        with self._lock:
+            if generation != self.generation:
+                return False
+            fresh = dict(stored)
+            if fresh != self._state[0]:
+                _, cache = self._state
+                kept = {t: r for t, r in cache.items() if self._resolve(t, fresh) == r.settings}
+                self._state = fresh, kept
+            return True
 
     def redact_conversation(self, conv: dict[str, Any]) -> None:
         """Redact every turn's text of a Conversation in place and add the counts to its
@@ -267,5 +322,6 @@ def tenant_redactors(
     tenants: Iterable[Any], derive_keys: Callable[[str], list[bytes]]
 ) -> Redactors:
     """The :class:`Redactors` of the configured tenants (``TenantSettings.redaction``; other
-    tenants get the default policy), hash keys from ``SecretBox.derive_keys`` (first key)."""
+    tenants get the default policy until settings stored through the API are applied), hash
+    keys from ``SecretBox.derive_keys`` (first key)."""
     return Redactors({t.id: t.redaction for t in tenants}, lambda purpose: derive_keys(purpose)[0])

@@ -158,8 +158,9 @@ class Service:
         self.secrets = await asyncio.to_thread(
             SecretBox.from_settings, s.api.secret_keys, s.data_dir
         )
-        self.catalog = Catalog(s, state.engine, self.secrets)
         self.redactors = tenant_redactors(s.tenants, self.secrets.derive_keys)
+        self.catalog = Catalog(s, state.engine, self.secrets, self.redactors)
+        await self.catalog.reload_redaction()  # API tenants' policies before any record
 
         producer = Producer(
             {

@@ -324,7 +324,8 @@ class TenantSettings(_Section):
     redaction: RedactionSettings = Field(
         default_factory=RedactionSettings,
         description="How card numbers, e-mails and phone numbers in the tenant's turns are "
-        "protected before publishing (tenants made through the API: the default, redact).",
+        "protected before publishing (tenants made through the API: set with PATCH /v1/tenant "
+        "or /v1/tenants/{id}, default redact; a config-file tenant's cannot be changed there).",
     )
 
     @model_validator(mode="after")
@@ -437,7 +438,8 @@ class RunnerSettings(_Section):
         gt=0,
         le=60,
         description="How often the runner applies connectors created, changed or deleted "
-        "through the API (and tenants disabled).",
+        "through the API (and tenants disabled, and redaction settings changed in another "
+        "process).",
     )
 
 

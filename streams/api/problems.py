@@ -156,7 +156,10 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         return await handler(request)
     except ControlError as exc:
-        error = Conflict(str(exc)) if isinstance(exc, ConflictError) else NotFound(str(exc))
+        error: ApiError = NotFound(str(exc))
+        if isinstance(exc, ConflictError):
+            blamed = [FieldError(field=exc.field, message=str(exc))] if exc.field else []
+            error = Conflict(str(exc), blamed)
         return problem_response(error.problem(request.path))
     except ApiError as exc:
         headers = {"WWW-Authenticate": 'Bearer realm="callstream"'} if exc.status == 401 else None

@@ -1,11 +1,16 @@
-"""Tenants (operator) and the caller's own tenant."""
+"""Tenants (operator) and the caller's own tenant.
+
+Every tenant shown carries its ``redaction`` (a config-file tenant's as the config file says);
+a change of it through PATCH applies to this process's redaction at once (see
+:mod:`streams.control.tenants`).
+"""
 
 from __future__ import annotations
 
 from streams.api.pagination import Page, PageQuery, decode_cursor, encode_cursor
 from streams.api.routing import ApiRoutes, Call
 from streams.control import tenants
-from streams.control.tenants import Tenant, TenantIn, TenantPatch
+from streams.control.tenants import Tenant, TenantIn, TenantPatch, shown
 
 routes = ApiRoutes(
     "tenants", "Customers (operator token); a disabled tenant's keys and connectors stop working."
@@ -23,7 +28,8 @@ routes = ApiRoutes(
 )
 async def create_tenant(call: Call) -> Tenant:
     """Create an active tenant; 409 when the id is taken."""
-    return await tenants.create(call.ctx.engine, call.body, call.principal.actor)
+    created = await tenants.create(call.ctx.engine, call.body, call.principal.actor)
+    return shown(created, call.ctx.redactors())
 
 
 @routes.get(
@@ -36,7 +42,7 @@ async def list_tenants(call: Call) -> Page[Tenant]:
     async with call.ctx.engine.connect() as conn:
         items = await tenants.list_all(conn, after[0] if after else None, limit + 1)
     more = len(items) > limit
-    items = items[:limit]
+    items = [shown(t, call.ctx.redactors()) for t in items[:limit]]
     return Page[Tenant](items=items, next_cursor=encode_cursor([items[-1].id]) if more else None)
 
 
@@ -44,25 +50,22 @@ async def list_tenants(call: Call) -> Page[Tenant]:
 async def get_tenant(call: Call) -> Tenant:
     """Return one tenant."""
     async with call.ctx.engine.connect() as conn:
-        return await tenants.get(conn, call.params["tenant_id"])
+        found = await tenants.get(conn, call.params["tenant_id"])
+    return shown(found, call.ctx.redactors())
 
 
 @routes.patch(
     "/v1/tenants/{tenant_id}",
-    summary="Change a tenant's settings (time zone, notification addresses)",
+    summary="Change a tenant's settings (time zone, notification addresses, redaction)",
     auth="operator",
     body=TenantPatch,
     response=Tenant,
+    errors=(409,),
 )
 async def update_tenant(call: Call) -> Tenant:
-    """Change a tenant's settings; 422 names an unknown time zone or a bad address."""
-    return await tenants.update_settings(
-        call.ctx.engine,
-        call.params["tenant_id"],
-        call.body,
-        call.principal.actor,
-        call.ctx.clock.now(),
-    )
+    """Change a tenant's settings; 422 names an unknown time zone, a bad address or redaction
+    field, 409 a config-file tenant's redaction."""
+    return await _update(call, call.params["tenant_id"])
 
 
 @routes.post(
@@ -73,9 +76,10 @@ async def update_tenant(call: Call) -> Tenant:
 )
 async def disable_tenant(call: Call) -> Tenant:
     """Disable a tenant (idempotent)."""
-    return await tenants.set_status(
+    changed = await tenants.set_status(
         call.ctx.engine, call.params["tenant_id"], "disabled", call.principal.actor
     )
+    return shown(changed, call.ctx.redactors())
 
 
 @routes.post(
@@ -86,26 +90,36 @@ async def disable_tenant(call: Call) -> Tenant:
 )
 async def enable_tenant(call: Call) -> Tenant:
     """Enable a tenant (idempotent)."""
-    return await tenants.set_status(
+    changed = await tenants.set_status(
         call.ctx.engine, call.params["tenant_id"], "active", call.principal.actor
     )
+    return shown(changed, call.ctx.redactors())
 
 
 @routes.get("/v1/tenant", summary="The caller's own tenant", response=Tenant)
 async def get_own_tenant(call: Call) -> Tenant:
     """Return the tenant the API key belongs to."""
     async with call.ctx.engine.connect() as conn:
-        return await tenants.get(conn, call.tenant)
+        found = await tenants.get(conn, call.tenant)
+    return shown(found, call.ctx.redactors())
 
 
 @routes.patch(
     "/v1/tenant",
-    summary="Change the caller's tenant settings (time zone, notification addresses)",
+    summary="Change the caller's tenant settings (time zone, notification addresses, redaction)",
     body=TenantPatch,
     response=Tenant,
+    errors=(409,),
 )
 async def update_own_tenant(call: Call) -> Tenant:
-    """Change the caller's tenant settings; 422 names an unknown time zone or a bad address."""
-    return await tenants.update_settings(
-        call.ctx.engine, call.tenant, call.body, call.principal.actor, call.ctx.clock.now()
+    """Change the caller's tenant settings; 422 names an unknown time zone, a bad address or
+    redaction field, 409 a config-file tenant's redaction."""
+    return await _update(call, call.tenant)
+
+
+async def _update(call: Call, tenant_id: str) -> Tenant:
+    redactors = call.ctx.redactors()
+    changed = await tenants.update_settings(
+        call.ctx.engine, tenant_id, call.body, call.principal.actor, call.ctx.clock.now(), redactors
     )
+    return shown(changed, redactors)

@@ -8,8 +8,13 @@ is how the file processor finds a connector of an announced file
 (enabled or not, so files announced before a connector was disabled are still processed).
 
 A tenant is disabled only by its row in ``tenants``; a config-file tenant without a row yet
-counts as active. An API connector that cannot be loaded (its secrets cannot be decrypted, or
-its stored configuration no longer validates) is left out and logged once per revision.
+counts as active. With ``redactors``, every :meth:`Catalog.desired` (so every reconcile of the
+runner) also reloads the tenants' redaction settings stored through the API into it
+(:meth:`Catalog.reload_redaction`): a change made in another process applies here within
+``runner.reconcile_interval_seconds``.
+
+An API connector that cannot be loaded (its secrets cannot be decrypted, or its stored
+configuration no longer validates) is left out and logged once per revision.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from streams.control import connectors as api_connectors
 from streams.control import jobs
 from streams.control.secrets import SecretBox, SecretsError
-from streams.control.tenants import tenants
+from streams.control.tenants import redaction_settings, tenants
+from streams.redact import Redactors
 from streams.settings import ConnectorSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -59,13 +65,18 @@ class Catalog:
     """Config-file connectors, plus the database's when ``engine`` is given (see module doc)."""
 
     def __init__(
-        self, settings: Settings, engine: AsyncEngine | None = None, box: SecretBox | None = None
+        self,
+        settings: Settings,
+        engine: AsyncEngine | None = None,
+        box: SecretBox | None = None,
+        redactors: Redactors | None = None,
     ) -> None:
         if (engine is None) != (box is None):
             raise ValueError("engine and box go together")
         self.settings = settings
         self.engine = engine
         self.box = box
+        self.redactors = redactors
         self._reported: set[tuple[str, int]] = set()
 
     @property
@@ -89,6 +100,7 @@ class Catalog:
             async with self.engine.connect() as conn:
                 rows = await conn.execute(select(tenants.c.id).where(tenants.c.status != "active"))
                 disabled = {r.id for r in rows}
+                await self._reload_redaction(conn)
                 entries += await self._stored(conn)
                 scheduled = await jobs.scheduled_import_connectors(conn)
         return {
@@ -96,6 +108,19 @@ class Catalog:
             for e in entries
             if e.settings.enabled and e.tenant not in disabled
         }
+
+    async def reload_redaction(self) -> None:
+        """Load the redaction settings stored through the API into ``redactors`` now (at start,
+        before any record is redacted; afterwards :meth:`desired` does it)."""
+        if self.engine is not None:
+            async with self.engine.connect() as conn:
+                await self._reload_redaction(conn)
+
+    async def _reload_redaction(self, conn: AsyncConnection) -> None:
+        if self.redactors is None:
+            return
+        generation = self.redactors.generation  # before the read: see Redactors.use_stored
+        self.redactors.use_stored(await redaction_settings(conn), generation)
 
     async def find(self, tenant: str, name: str) -> Entry | None:
         """Return one connector whatever its state, or None when there is no such connector."""

@@ -19,4 +19,11 @@ class NotFoundError(ControlError):
 
 
 class ConflictError(ControlError):
-    """The change contradicts the current state: duplicate name, third active key, ..."""
+    """The change contradicts the current state: duplicate name, third active key, ...
+
+    ``field``: the request field that cannot be changed, when one is to blame (the API lists it
+    in the problem's ``errors``)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field

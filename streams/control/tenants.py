@@ -6,19 +6,29 @@ a tenant stops its connectors (the runner reads :func:`enabled_ids`) and makes i
 (:mod:`streams.control.keys` checks the tenant's status on every call). Nothing is deleted: a
 disabled tenant keeps its data and can be enabled again.
 
-Settings of a tenant (``PATCH /v1/tenant``): ``timezone``, the IANA zone its jobs default to, and
-``notification_emails``, who gets failure notices (:mod:`streams.notify`). Both columns are
-nullable so a database from before them needs no rewrite: NULL reads as "UTC" and "nobody".
+Settings of a tenant (``PATCH /v1/tenant``): ``timezone``, the IANA zone its jobs default to,
+``notification_emails``, who gets failure notices (:mod:`streams.notify`), and ``redaction``,
+how card numbers, e-mails and phone numbers in its turns are protected
+(:class:`~streams.redact.RedactionSettings`, stored as JSON). The columns are nullable so a
+database from before them needs no rewrite: NULL reads as "UTC", "nobody" and the default
+redaction (``redact``).
+
+A config-file tenant's redaction is the config file's: :func:`update_settings` refuses to change
+it (:class:`ConflictError` naming ``redaction``) and :func:`shown` reports the configured one,
+whatever the column holds. The running service applies a change at once in the process that
+made it (:meth:`Redactors.use <streams.redact.Redactors.use>`) and in every other within
+``runner.reconcile_interval_seconds`` (the connector catalog reloads :func:`redaction_settings`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import zoneinfo
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, EmailStr, Field
+from pydantic import AfterValidator, BaseModel, EmailStr, Field, ValidationError
 from sqlalchemy import Column, DateTime, String, Table, Text, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -27,6 +37,10 @@ from streams.control import audit
 from streams.control.errors import ConflictError, NotFoundError
 from streams.control.text import Line
 from streams.db import insert_ignore, metadata
+from streams.redact import RedactionSettings, Redactors
+
+log = logging.getLogger(__name__)
+_unreadable: set[tuple[str, str]] = set()  # (tenant, stored value) already logged
 
 TenantId = Annotated[
     str,
@@ -49,6 +63,7 @@ tenants = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("timezone", String(64)),  # IANA name; NULL: UTC
     Column("notification_emails", Text),  # JSON list of addresses; NULL: none
+    Column("redaction", Text),  # JSON RedactionSettings; NULL: the default (redact)
 )
 
 DEFAULT_TIMEZONE = "UTC"
@@ -94,6 +109,13 @@ class TenantPatch(BaseModel):
         description="Who gets failure notices (at most 20 addresses; [] for nobody).",
         examples=[["ops@example.com"]],
     )
+    redaction: RedactionSettings | None = Field(
+        None,
+        description="How card numbers, e-mails and phone numbers in the tenant's turns are "
+        "protected; fields left out keep their value. A config-file tenant's is the config "
+        "file's: changing it here is refused (409).",
+        examples=[{"policy": "hash"}],
+    )
 
 
 class Tenant(BaseModel):
@@ -109,6 +131,11 @@ class Tenant(BaseModel):
     notification_emails: list[str] = Field(
         default_factory=list, description="Who gets failure notices."
     )
+    redaction: RedactionSettings = Field(
+        default_factory=RedactionSettings,
+        description="How card numbers, e-mails and phone numbers in the tenant's turns are "
+        "protected before publishing (a config-file tenant: as the config file says).",
+    )
 
 
 def utcnow() -> dt.datetime:
@@ -120,7 +147,37 @@ def _tenant(row: object) -> Tenant:
     m = dict(row._mapping)  # type: ignore[attr-defined]
     m["timezone"] = m.get("timezone") or DEFAULT_TIMEZONE
     m["notification_emails"] = _emails(m.get("notification_emails"))
+    m["redaction"] = _redaction(m["id"], m.get("redaction")) or RedactionSettings()
     return Tenant.model_validate(m)
+
+
+def _redaction(tenant: str, stored: str | None) -> RedactionSettings | None:
+    """Read a stored redaction column; an unreadable one (edited by hand) is logged and read as
+    unset, so the tenant gets the default policy (redact), never less."""
+    if not stored:
+        return None
+    try:
+        return RedactionSettings.model_validate_json(stored)
+    except ValidationError as exc:
+        if (tenant, stored) not in _unreadable:
+            _unreadable.add((tenant, stored))
+            log.error(
+                "tenant %s: the stored redaction settings are invalid, using the default: %s",
+                tenant,
+                "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                    for e in exc.errors(include_url=False, include_input=False)
+                ),
+            )
+        return None
+
+
+def shown(tenant: Tenant, redactors: Redactors) -> Tenant:
+    """Return ``tenant`` with the config file's redaction when it is a config-file tenant."""
+    configured = redactors.configured(tenant.id)
+    if configured is None:
+        return tenant
+    return tenant.model_copy(update={"redaction": configured})
 
 
 def _emails(stored: str | None) -> list[str]:
@@ -157,12 +214,30 @@ async def create(engine: AsyncEngine, data: TenantIn, actor: str) -> Tenant:
 
 
 async def update_settings(
-    engine: AsyncEngine, tenant_id: str, patch: TenantPatch, actor: str, now: dt.datetime
+    engine: AsyncEngine,
+    tenant_id: str,
+    patch: TenantPatch,
+    actor: str,
+    now: dt.datetime,
+    redactors: Redactors | None = None,
 ) -> Tenant:
     """Change a tenant's settings (fields set in ``patch``); :class:`NotFoundError` if none.
 
-    Addresses are stored lowercased and without duplicates, in the order given.
+    Addresses are stored lowercased and without duplicates, in the order given. ``redaction``
+    is merged into the stored settings (fields left out keep their value) and applied to
+    ``redactors`` once committed; :class:`ConflictError` when ``redactors`` holds the config
+    file's settings of the tenant.
     """
+    if (
+        patch.redaction is not None
+        and redactors is not None
+        and redactors.configured(tenant_id) is not None
+    ):
+        raise ConflictError(
+            f"tenant {tenant_id!r} takes its redaction from the config file: edit "
+            "tenants[].redaction there (and restart callstream) to change it",
+            field="redaction",
+        )
     values: dict[str, object] = {}
     changed: dict[str, object] = {}
     if patch.timezone is not None:
@@ -172,6 +247,11 @@ async def update_settings(
         values["notification_emails"] = json.dumps(emails)
         changed["notification_emails"] = emails
     async with engine.begin() as conn:
+        redaction = None
+        if patch.redaction is not None:
+            redaction = await _merged_redaction(conn, tenant_id, patch.redaction)
+            values["redaction"] = redaction.model_dump_json()
+            changed["redaction"] = redaction.model_dump()
         result = await conn.execute(
             update(tenants).where(tenants.c.id == tenant_id).values(**values, updated_at=now)
         )
@@ -187,7 +267,37 @@ async def update_settings(
             detail=changed,
             at=now,
         )
-        return await get(conn, tenant_id)
+        tenant = await get(conn, tenant_id)
+    if redaction is not None and redactors is not None:
+        redactors.use(tenant_id, redaction)
+    return tenant
+
+
+async def _merged_redaction(
+    conn: AsyncConnection, tenant_id: str, patch: RedactionSettings
+) -> RedactionSettings:
+    """Return the stored settings with the fields given in ``patch`` replaced (row locked)."""
+    stored = (
+        await conn.execute(
+            select(tenants.c.redaction).where(tenants.c.id == tenant_id).with_for_update()
+        )
+    ).scalar_one_or_none()
+    current = _redaction(tenant_id, stored) or RedactionSettings()
+    given = {name: getattr(patch, name) for name in patch.model_fields_set}
+    return RedactionSettings.model_validate({**current.model_dump(), **given})
+
+
+async def redaction_settings(conn: AsyncConnection) -> dict[str, RedactionSettings]:
+    """Return the redaction settings stored through the API, by tenant (unset ones left out)."""
+    rows = await conn.execute(
+        select(tenants.c.id, tenants.c.redaction).where(tenants.c.redaction.is_not(None))
+    )
+    out = {}
+    for row in rows:
+        found = _redaction(row.id, row.redaction)
+        if found is not None:
+            out[row.id] = found
+    return out
 
 
 async def tenant_zone(conn: AsyncConnection, tenant: str) -> zoneinfo.ZoneInfo:

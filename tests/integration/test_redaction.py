@@ -6,6 +6,10 @@ e-mail address and a phone number, go through the running service (real Kafka, S
 store); every record of every topic and every row of every table is then searched byte for byte
 for the raw values. A dead-lettered API item keeps its raw input in the media store, and replay
 reads it from there.
+
+Tenants made through the API redact under the policy set with ``PATCH /v1/tenant``: hash, then
+keep, applied to the next pushed conversation; another tenant's policy and a config-file
+tenant's stay as they were.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_support import OPERATOR_TOKEN, ApiClient
+from api_support import OPERATOR_TOKEN, ApiClient, new_tenant
 from confluent_kafka import Consumer
 from support import TopicReader, connector, running, settings_for, unique_prefix
 
@@ -208,3 +212,121 @@ async def test_chat_files_and_api_conversations_reach_topics_and_store_redacted(
     assert leaks(cells) == []
     media = [p.read_bytes() for p in (tmp_path / "data").rglob("*.raw")]
     assert len(media) == 1 and CARD.encode() in media[0]  # kept for replay, off Kafka and the DB
+
+
+def pushed(ext: str) -> dict[str, Any]:
+    """A chat conversation holding a card number, an e-mail address and a phone number."""
+    return {
+        "external_interaction_id": ext,
+        "channel": "chat",
+        "started_at": "2026-11-20T09:00:00Z",
+        "turns": turns("at"),
+    }
+
+
+async def push(client: ApiClient, ext: str) -> str:
+    """Push one conversation through the ingest API; return its case id."""
+    reply = await client.post("/v1/conversations", {"items": [pushed(ext)]})
+    assert reply.status == 202 and reply.body["accepted"] == 1, reply.text
+    return str(reply.body["items"][0]["case_id"])
+
+
+async def stored_turns(client: ApiClient, case_id: str) -> tuple[list[str], dict[str, int]]:
+    """The turn texts and redaction counts of a case as the case store holds it."""
+    deadline = time.monotonic() + 60
+    while True:
+        case = await client.get(f"/v1/cases/{case_id}")
+        if case.status == 200:
+            conv = case.body["conversation"]
+            return [t["text"] for t in conv["turns"]], conv["redactions"]
+        assert time.monotonic() < deadline, case.text
+        await asyncio.sleep(0.3)
+
+
+async def test_an_api_tenants_policy_set_through_the_api_applies_to_its_next_conversations(
+    kafka: str, tmp_path: Path
+) -> None:
+    prefix = unique_prefix()
+    settings = settings_for(
+        kafka,
+        prefix,
+        tmp_path / "data",
+        [],
+        api={"operator_token": OPERATOR_TOKEN},
+        tenants=[TenantSettings(id="acme", redaction={"policy": "keep"})],
+    )
+    t = Topics(prefix)
+    conversations = TopicReader(kafka, t.conversations, "callstream.Conversation")
+    results = TopicReader(kafka, t.analysis_results, "callstream.AnalysisResult")
+    try:
+        async with running(settings) as service, ApiClient(service.http_url or "") as client:
+            operator = client.as_(OPERATOR_TOKEN)
+            initech = client.as_(await new_tenant(operator, "initech"))
+            hooli = client.as_(await new_tenant(operator, "hooli"))
+            default = {"policy": "redact", "default_region": "US"}
+            assert (await initech.get("/v1/tenant")).body["redaction"] == default
+
+            changed = await initech.patch("/v1/tenant", {"redaction": {"policy": "hash"}})
+            assert changed.status == 200, changed.text
+            assert changed.body["redaction"] == {"policy": "hash", "default_region": "US"}
+            bad = await initech.patch("/v1/tenant", {"redaction": {"policy": "scramble"}})
+            assert bad.status == 422 and bad.body["errors"][0]["field"] == "redaction.policy"
+            # a tenant's key cannot reach another tenant's settings; the operator's can
+            other = await initech.patch("/v1/tenants/hooli", {"redaction": {"policy": "keep"}})
+            assert other.status == 401, other.text
+            assert (await operator.get("/v1/tenants/hooli")).body["redaction"] == default
+            # a config-file tenant's redaction is the config file's
+            refused = await operator.patch("/v1/tenants/acme", {"redaction": {"policy": "hash"}})
+            assert refused.status == 409, refused.text
+            assert refused.body["errors"][0]["field"] == "redaction"
+            assert "config file" in refused.body["detail"]
+            acme = await operator.get("/v1/tenants/acme")
+            assert acme.body["redaction"]["policy"] == "keep", acme.text
+            doc = (await client.get("/v1/openapi.json")).body
+            assert "redaction" in doc["components"]["schemas"]["Tenant"]["properties"]
+            assert "redaction" in doc["components"]["schemas"]["TenantPatch"]["properties"]
+
+            hashed_case = await push(initech, "API-HASH")
+            hooli_case = await push(hooli, "HOOLI-1")
+            hashed_text, hashed_counts = await stored_turns(initech, hashed_case)
+            hooli_text, _ = await stored_turns(hooli, hooli_case)
+
+            kept = await operator.patch("/v1/tenants/initech", {"redaction": {"policy": "keep"}})
+            assert kept.status == 200 and kept.body["redaction"]["policy"] == "keep", kept.text
+            kept_case = await push(initech, "API-KEEP")
+            hooli_again = await push(hooli, "HOOLI-2")
+            kept_text, kept_counts = await stored_turns(initech, kept_case)
+            hooli_again_text, _ = await stored_turns(hooli, hooli_again)
+            assert (await hooli.get("/v1/tenant")).body["redaction"] == default
+            ids = {"API-HASH", "HOOLI-1", "API-KEEP", "HOOLI-2"}
+            await results.wait_for(lambda rs: {r["external_interaction_id"] for r in rs} >= ids, 90)
+            await conversations.wait_for(lambda rs: len(rs) >= 4, 30)
+    finally:
+        conversations.close()
+        results.close()
+
+    # hash: placeholders in the case store and on the topic, counted, no raw value
+    assert re.fullmatch(
+        r"Please charge my card \[CARD:[0-9a-f]{12}\]\. "
+        r"Mail the receipt to \[EMAIL:[0-9a-f]{12}\]\.",
+        hashed_text[1],
+    ), hashed_text
+    assert re.fullmatch(r"Or call me back on \[PHONE:[0-9a-f]{12}\] if it fails\.", hashed_text[2])
+    assert hashed_counts == {"card": 1, "email": 1, "phone": 1}
+    by_ext = {c["external_interaction_id"]: c for c in conversations.records}
+    assert [turn["text"] for turn in by_ext["API-HASH"]["turns"]] == hashed_text
+    assert leaks([json.dumps(by_ext["API-HASH"], default=str).encode()]) == []
+    result_of = {r["external_interaction_id"]: r for r in results.records}
+    assert result_of["API-HASH"]["redactions"] == {"card": 1, "email": 1, "phone": 1}
+    # keep: the raw text, nothing counted
+    assert kept_text == [turn["text"] for turn in turns("at")]
+    assert CARD in kept_text[1] and EMAIL in kept_text[1] and PHONE in kept_text[2]
+    assert kept_counts == {} and result_of["API-KEEP"]["redactions"] == {}
+    assert [turn["text"] for turn in by_ext["API-KEEP"]["turns"]] == kept_text
+    # the other tenant kept the default policy throughout
+    for text in (hooli_text, hooli_again_text):
+        assert text[1:] == [
+            "Please charge my card [CARD]. Mail the receipt to [EMAIL].",
+            "Or call me back on [PHONE] if it fails.",
+        ]
+    assert result_of["HOOLI-2"]["redactions"] == {"card": 1, "email": 1, "phone": 1}

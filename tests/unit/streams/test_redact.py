@@ -189,6 +189,57 @@ def test_redact_conversation_counts_every_turn_and_adds_to_earlier_counts() -> N
     assert kept["turns"][0]["text"] == "4111111111111111" and kept["redactions"] == {}
 
 
+TEXT = "card 4111 1111 1111 1111, mail jane.doe@example.com"
+
+
+def test_api_tenants_get_their_stored_settings_and_config_tenants_keep_the_config_files() -> None:
+    derived: list[str] = []
+
+    def derive(purpose: str) -> bytes:
+        derived.append(purpose)
+        return purpose.encode().ljust(32, b"\0")
+
+    redactors = Redactors({"acme": RedactionSettings(policy="keep")}, derive)
+    assert redactors.for_tenant("api-co").redact_text(TEXT)[0] == "card [CARD], mail [EMAIL]"
+    generation = redactors.generation
+    redactors.use("api-co", RedactionSettings(policy="hash"))
+    redactors.use("acme", RedactionSettings(policy="hash"))  # the config file's wins
+    assert redactors.generation == generation + 2
+    hashed, counts = redactors.for_tenant("api-co").redact_text(TEXT)
+    assert hashed.startswith("card [CARD:") and counts == {"card": 1, "email": 1}
+    assert derived == ["redaction:api-co"]  # the tenant's own key, derived once
+    assert redactors.for_tenant("api-co").redact_text(TEXT)[0] == hashed
+    assert derived == ["redaction:api-co"]
+    assert redactors.for_tenant("acme").redact_text(TEXT) == (TEXT, {})
+    assert redactors.configured("acme") == RedactionSettings(policy="keep")
+    assert redactors.configured("api-co") is None
+    redactors.use("api-co", RedactionSettings(policy="keep"))
+    assert redactors.for_tenant("api-co").redact_text(TEXT) == (TEXT, {})
+    redactors.use("api-co", None)  # unset: the default again
+    assert redactors.settings_for("api-co") == RedactionSettings()
+
+
+def test_a_reload_replaces_the_stored_set_unless_a_change_came_after_it_was_read() -> None:
+    redactors = Redactors({}, lambda p: b"k" * 32)
+    hashing = RedactionSettings(policy="hash")
+    assert redactors.use_stored({"a": hashing, "b": hashing}, redactors.generation)
+    a_before = redactors.for_tenant("a")
+    b_before = redactors.for_tenant("b")
+    assert a_before.settings.policy == "hash"
+    # "b" changed in another process: "a" keeps its redactor, "b" gets a new one
+    assert redactors.use_stored({"a": hashing, "b": RedactionSettings(policy="keep")}, 0)
+    assert redactors.for_tenant("a") is a_before
+    assert redactors.for_tenant("b") is not b_before
+    assert redactors.settings_for("b").policy == "keep"
+    # a reload read before this process's own change would undo it: refused, the next applies
+    read_at = redactors.generation
+    redactors.use("c", RedactionSettings(policy="keep"))
+    assert not redactors.use_stored({"a": hashing}, read_at)
+    assert redactors.settings_for("c").policy == "keep"
+    assert redactors.use_stored({"a": hashing}, redactors.generation)
+    assert redactors.settings_for("c") == redactors.settings_for("b") == RedactionSettings()
+
+
 def _letter(redactors: Redactors | None, tmp_path: Path, raw: bytes, stage: str) -> dict[str, Any]:
     dead = DeadLetters(
         AvroCodec(), Topics("t"), Metrics(), LocalMediaStore(tmp_path), 1_000_000, redactors
