@@ -1,7 +1,7 @@
 """A tenant's redaction settings set through the API (JSON; NULL: the default, redact).
 
 Revision ID: 0008_tenant_redaction
-Revises: 0006_dropbox
+Revises: 0007_transcriptions
 Create Date: 2026-11-26
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008_tenant_redaction"
-down_revision = "0006_dropbox"
+down_revision = "0007_transcriptions"
 branch_labels = None
 depends_on = None
 
