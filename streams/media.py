@@ -33,7 +33,8 @@ from connectors import paths
 from streams.ingest.mediainfo import HEAD_BYTES, probe_duration
 
 #: Recording formats accepted (seed 003: wav, mp3, mp4, m4a, mpg, wma, webm, aiff, flac, ogg,
-#: gsm, webex arf, au).
+#: gsm, webex arf, au; plus the spellings mpeg and aif and the opus and amr files that
+#: :mod:`streams.voice.decode` decodes too).
 MEDIA_SUFFIXES = frozenset(
     [
         ".wav",
@@ -41,14 +42,18 @@ MEDIA_SUFFIXES = frozenset(
         ".mp4",
         ".m4a",
         ".mpg",
+        ".mpeg",
         ".wma",
         ".webm",
         ".aiff",
+        ".aif",
         ".flac",
         ".ogg",
         ".gsm",
         ".arf",
         ".au",
+        ".opus",
+        ".amr",
     ]
 )
 #: The largest recording accepted by default (seed 003: 2 GB).

@@ -33,6 +33,8 @@ _EXTENSIONS = {
     "audio/mp4": ".m4a",
     "audio/x-m4a": ".m4a",
     "audio/ogg": ".ogg",
+    "audio/opus": ".opus",
+    "audio/amr": ".amr",
     "audio/flac": ".flac",
     "audio/x-flac": ".flac",
     "audio/webm": ".webm",

@@ -91,8 +91,8 @@ async def test_spoken_calls_in_every_format_bad_audio_and_the_next_call(
             drop.put(f"{key}.json", b'{"disposition": "sale"}')
         drop.put("20261120-150000_bad.wav", os.urandom(40_000))  # corrupt
         drop.put("20261120-150000_bad.json", b"{}")
-        drop.put("20261120-150100_wma.wma", os.urandom(40_000))  # no decoder for wma
-        drop.put("20261120-150100_wma.json", b"{}")
+        drop.put("20261120-150100_arf.arf", os.urandom(40_000))  # no decoder for webex arf
+        drop.put("20261120-150100_arf.json", b"{}")
         drop.put("20261120-150200_next.wav", call.files["wav"].read_bytes())
         drop.put("20261120-150200_next.json", b"{}")
         for fmt, key in keys.items():
@@ -117,7 +117,7 @@ async def test_spoken_calls_in_every_format_bad_audio_and_the_next_call(
             assert all(scores[p]["passed"] for p in ("silence-share", "ratio", "overtalk"))
         for key, reason in (
             ("20261120-150000_bad", "audio_undecodable"),
-            ("20261120-150100_wma", "unsupported_codec"),
+            ("20261120-150100_arf", "unsupported_codec"),
         ):
             [result] = await watch.results_for(key, 1, timeout=120)
             case = await _case(service, key)

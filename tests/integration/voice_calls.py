@@ -3,10 +3,11 @@
 :func:`make_call` writes one stereo call (agent left, customer right) with known timings: a
 silence of :data:`GAP` seconds between the customer's first line and the agent's second, and the
 customer's second line starting :data:`OVERLAP` seconds before the agent's second line ends;
-then the same call as flac, ogg and mp3. The timings are measured from the generated parts
-(``soxi -D`` of each trimmed speech segment). The Debian packages (espeak-ng, sox,
-libsox-fmt-all, lame) are installed with apt-get when missing (scripts/bootstrap.sh installs
-them too); if they cannot be had the caller fails.
+then the same call as flac, ogg and mp3 (:data:`FORMATS`); :func:`av_files` adds it as m4a (aac)
+and wma (wmav2 in asf), written with PyAV (:func:`transcode`). The timings are measured
+from the generated parts (``soxi -D`` of each trimmed speech segment). The Debian packages
+(espeak-ng, sox, libsox-fmt-all, lame) are installed with apt-get when missing
+(scripts/bootstrap.sh installs them too); if they cannot be had the caller fails.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+import av
 
 #: The lines are spoken by espeak-ng's en-us voice, which PocketSphinx's en-us model hears
 #: reliably for these phrases: "good morning" (the greeting rule's phrase), "order please" and a
@@ -37,6 +40,8 @@ OVERLAP = 1.0  # the customer starts this long before the agent's second line en
 TAIL = 0.5
 RATE = 22050
 FORMATS = ("wav", "flac", "ogg", "mp3")
+#: Formats written with PyAV: extension -> (FFmpeg muxer, encoder).
+AV_FORMATS = {"m4a": ("ipod", "aac"), "wma": ("asf", "wmav2")}
 
 
 @dataclass(frozen=True)
@@ -133,3 +138,32 @@ def make_call(work: Path) -> Call:
         else:
             _run("sox", files["wav"], files[fmt])
     return Call(files, a1 + a2, c1 + c2, GAP, OVERLAP, _seconds(files["wav"]))
+
+
+def av_files(call: Call, work: Path) -> dict[str, Path]:
+    """Write ``call`` in the :data:`AV_FORMATS` under ``work``; the files per format."""
+    return {
+        fmt: transcode(call.files["wav"], work / f"call.{fmt}", muxer, codec)
+        for fmt, (muxer, codec) in AV_FORMATS.items()
+    }
+
+
+def transcode(source: Path, out: Path, muxer: str, codec: str, rate: int | None = None) -> Path:
+    """Re-encode the first audio stream of ``source`` into ``out`` with PyAV: FFmpeg's
+    ``muxer`` and ``codec`` encoder at 128 kbit/s, at ``rate`` (default: the source's), mono
+    or stereo as the source. Returns ``out``."""
+    with av.open(str(source)) as src, av.open(str(out), mode="w", format=muxer) as dst:
+        audio = src.streams.audio[0]
+        layout = "mono" if audio.channels == 1 else "stereo"
+        enc = dst.add_stream(codec, rate=rate or audio.rate, layout=layout)
+        ctx = enc.codec_context
+        ctx.bit_rate = 128_000
+        ctx.open()  # sets frame_size
+        resampler = av.AudioResampler(
+            format=ctx.format.name, layout=layout, rate=ctx.rate, frame_size=ctx.frame_size or None
+        )
+        for frame in [*src.decode(audio), None]:
+            for piece in resampler.resample(frame):
+                dst.mux(enc.encode(piece))
+        dst.mux(enc.encode(None))
+    return out

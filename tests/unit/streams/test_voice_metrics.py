@@ -122,7 +122,7 @@ def test_decode_streams_exact_frames_and_reasons() -> None:
         list(stereo_frames(io.BytesIO(b"RIFF" + bytes(100)), "a.wav", 16000))
     assert bad.value.reason == "audio_undecodable"
     with pytest.raises(AudioError) as unsupported:
-        codec_of("call.wma")
+        codec_of("call.arf")
     assert unsupported.value.reason == "unsupported_codec"
 
 
@@ -148,7 +148,7 @@ async def test_stage_reports_unsupported_and_missing_recordings(tmp_path: Any) -
         assert (await stage.analyse("acme/b.wav", "b.wav", "left"))["status"] == (
             "recording_missing"
         )
-        assert (await stage.analyse("acme/a.wma", "a.wma", "left"))["status"] == (
+        assert (await stage.analyse("acme/a.arf", "a.arf", "left"))["status"] == (
             "unsupported_codec"
         )
     finally:
