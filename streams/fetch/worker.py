@@ -26,7 +26,6 @@ for every connector: a URL in a file is input, whoever configured the connector)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import functools
 import logging
@@ -53,6 +52,7 @@ from streams.media import MediaStore
 from streams.metrics import Metrics
 from streams.redact import Redactors
 from streams.topics import Topics
+from streams.workqueue import LeasedWorker
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,10 @@ def retry_file_id(case_id: str) -> str:
     return f"rr_{case_id}"
 
 
-class RecordingFetcher:
+class RecordingFetcher(LeasedWorker[queue.Claimed]):
     """The fetch stage (see the module doc)."""
+
+    name = "fetch"
 
     def __init__(
         self,
@@ -95,6 +97,7 @@ class RecordingFetcher:
         poll_seconds: float = 1.0,
         lease_seconds: float = 300.0,
     ) -> None:
+        super().__init__(slots, poll_seconds, lease_seconds)
         self.engine = engine
         self.codec = codec
         self.topics = topics
@@ -105,60 +108,27 @@ class RecordingFetcher:
         self.downloader = Downloader(guard, media, threads=slots)
         self.max_record_bytes = max_record_bytes
         self.redactors = redactors
-        self.slots = slots
-        self.poll_seconds = poll_seconds
-        self.lease = dt.timedelta(seconds=lease_seconds)
-        self._held: dict[str, queue.Claimed] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
         self._tenants: dict[str, tuple[int, asyncio.Semaphore]] = {}
-        self._wake = asyncio.Event()
-        self._loop_task: asyncio.Task[None] | None = None
+
+    async def claim(self, limit: int) -> list[queue.Claimed]:
+        return await queue.claim(self.engine, limit, self.lease)
+
+    async def renew(self, held: list[queue.Claimed]) -> None:
+        await queue.renew(self.engine, held, self.lease)
+
+    async def release(self, held: list[queue.Claimed]) -> None:
+        await queue.release(self.engine, held)
 
     async def start(self) -> None:
         """Start claiming and fetching."""
         await self.downloader.start()
-        self._loop_task = asyncio.create_task(self._loop(), name="recording-fetcher")
+        await super().start()
 
     async def stop(self) -> None:
         """Stop: fetches in flight are abandoned and given back (due at once for the next
         worker; after a kill, their leases run out instead)."""
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
-        held = list(self._held.values())
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        try:
-            await queue.release(self.engine, held)
-        except Exception:  # the database is gone: the leases run out instead
-            log.warning("recording fetches: cannot give back %d fetches", len(held), exc_info=True)
+        await super().stop()
         await self.downloader.stop()
-
-    def wake(self) -> None:
-        """Look for due fetches now (new ones were queued)."""
-        self._wake.set()
-
-    async def _loop(self) -> None:
-        renewed = time.monotonic()
-        while True:
-            try:
-                free = self.slots - len(self._tasks)
-                for item in await queue.claim(self.engine, free, self.lease):
-                    self._held[item.case_id] = item
-                    task = asyncio.create_task(self._run(item), name=f"fetch-{item.case_id}")
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-                if time.monotonic() - renewed > self.lease.total_seconds() / 3:
-                    await queue.renew(self.engine, list(self._held.values()), self.lease)
-                    renewed = time.monotonic()
-            except Exception:  # the database is down: keep trying
-                log.warning("recording fetches: cannot claim work (retrying)", exc_info=True)
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
 
     def _semaphore(self, tenant: str, size: int) -> asyncio.Semaphore:
         known = self._tenants.get(tenant)
@@ -167,7 +137,7 @@ class RecordingFetcher:
             self._tenants[tenant] = known
         return known[1]
 
-    async def _run(self, item: queue.Claimed) -> None:
+    async def work(self, item: queue.Claimed) -> None:
         try:
             await self._attempt(item)
         except asyncio.CancelledError:
@@ -175,9 +145,6 @@ class RecordingFetcher:
         except Exception as exc:  # not the recording's fault: give it back for later
             log.warning("recording fetch of case %s failed", item.case_id, exc_info=True)
             await self._not_fetched(item, exc)
-        finally:
-            self._held.pop(item.case_id, None)
-            self.wake()  # a slot is free
 
     async def _not_fetched(self, item: queue.Claimed, exc: Exception) -> None:
         """Give a fetch back after a failure that is not about the recording: a dependency

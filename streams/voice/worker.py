@@ -26,7 +26,6 @@ Contract of :class:`TranscriptionWorker` (one per worker process, started by the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import functools
 import json
@@ -52,6 +51,7 @@ from streams.topics import Topics
 from streams.voice import queue
 from streams.voice.decode import AudioError
 from streams.voice.transcribe import Transcriber, TranscriberError, Utterance, transcribe_stream
+from streams.workqueue import LeasedWorker
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,10 @@ class _Gone(Exception):
     """The row is no longer this worker's (re-queued, or its lease ran out)."""
 
 
-class TranscriptionWorker:
+class TranscriptionWorker(LeasedWorker[queue.Claimed]):
     """The transcription stage (see the module doc)."""
+
+    name = "transcribe"
 
     def __init__(
         self,
@@ -88,6 +90,7 @@ class TranscriptionWorker:
         poll_seconds: float = 1.0,
         lease_seconds: float = 600.0,
     ) -> None:
+        super().__init__(voice.transcription.max_concurrency, poll_seconds, lease_seconds)
         self.engine = engine
         self.media = media
         self.producer = producer
@@ -99,61 +102,23 @@ class TranscriptionWorker:
         self.transcriber = transcriber
         self.redactors = redactors
         self.max_record_bytes = max_record_bytes
-        self.slots = self.settings.max_concurrency
-        self.poll_seconds = poll_seconds
-        self.lease = dt.timedelta(seconds=lease_seconds)
-        self._pool = ThreadPoolExecutor(self.slots, thread_name_prefix="transcribe")
-        self._held: dict[str, queue.Claimed] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._wake = asyncio.Event()
-        self._loop_task: asyncio.Task[None] | None = None
+        self._pool = ThreadPoolExecutor(self.settings.max_concurrency, thread_name_prefix=self.name)
 
-    async def start(self) -> None:
-        """Start claiming and transcribing."""
-        self._loop_task = asyncio.create_task(self._loop(), name="transcriptions")
+    async def claim(self, limit: int) -> list[queue.Claimed]:
+        return await queue.claim(self.engine, limit, self.lease)
+
+    async def renew(self, held: list[queue.Claimed]) -> None:
+        await queue.renew(self.engine, held, self.lease)
+
+    async def release(self, held: list[queue.Claimed]) -> None:
+        await queue.release(self.engine, held)
 
     async def stop(self) -> None:
-        """Stop: transcriptions in flight are abandoned and given back (after a kill, their
-        leases run out instead)."""
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
-        held = list(self._held.values())
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        try:
-            await queue.release(self.engine, held)
-        except Exception:  # the database is gone: the leases run out instead
-            log.warning("transcriptions: cannot give back %d rows", len(held), exc_info=True)
+        """Stop claiming; give back what runs (see :class:`~streams.workqueue.LeasedWorker`)."""
+        await super().stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def wake(self) -> None:
-        """Look for due transcriptions now."""
-        self._wake.set()
-
-    async def _loop(self) -> None:
-        renewed = time.monotonic()
-        while True:
-            try:
-                free = self.slots - len(self._tasks)
-                for item in await queue.claim(self.engine, free, self.lease):
-                    self._held[item.case_id] = item
-                    task = asyncio.create_task(self._run(item), name=f"transcribe-{item.case_id}")
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-                if time.monotonic() - renewed > self.lease.total_seconds() / 3:
-                    await queue.renew(self.engine, list(self._held.values()), self.lease)
-                    renewed = time.monotonic()
-            except Exception:  # the database is down: keep trying
-                log.warning("transcriptions: cannot claim work (retrying)", exc_info=True)
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
-
-    async def _run(self, item: queue.Claimed) -> None:
+    async def work(self, item: queue.Claimed) -> None:
         try:
             await self._attempt(item)
         except asyncio.CancelledError:
@@ -163,9 +128,6 @@ class TranscriptionWorker:
         except Exception as exc:  # not the recording's fault: give it back for later
             log.warning("transcription of case %s failed", item.case_id, exc_info=True)
             await self._later(item, exc)
-        finally:
-            self._held.pop(item.case_id, None)
-            self.wake()  # a slot is free
 
     async def _attempt(self, item: queue.Claimed) -> None:
         found = await queue.latest(self.engine, item)

@@ -20,10 +20,12 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from support import connector, running, settings_for
+from support import running
 from test_bundles import Drop, _case, _clock, watch  # noqa: F401  (watch: a fixture)
 from test_redaction import database_cells, raw_records
-from voice_calls import CARD_DIGITS, SPOKEN_CARD, Call, make_call
+from test_voice import _near, call  # noqa: F401  (call: the session's spoken call)
+from test_voice import _settings as voice_settings
+from voice_calls import CARD_DIGITS, SPOKEN_CARD, Call
 
 from streams.analysis.profiles import (
     CustomerSentiment,
@@ -32,9 +34,6 @@ from streams.analysis.profiles import (
     PhrasePresent,
     Profile,
 )
-from streams.ingest.parse import ParseSettings
-from streams.ingest.recordings import RecordingSettings
-from streams.settings import ConnectorSettings, TenantSettings
 from streams.topics import Topics
 from streams.voice.transcribe import PocketsphinxTranscriber
 
@@ -51,36 +50,10 @@ PROFILE = Profile(
 )
 
 
-@pytest.fixture(scope="session")
-def call(tmp_path_factory: pytest.TempPathFactory) -> Call:
-    """One generated stereo call (agent left)."""
-    return make_call(tmp_path_factory.mktemp("transcripts"))
-
-
 def _settings(
     kafka: str, prefix: str, tmp_path: Path, drop: Drop, transcription: dict[str, Any]
 ) -> Any:
-    base = connector("calls", drop.config())
-    conn = ConnectorSettings(
-        name=base.name,
-        store=base.store,
-        poll=base.poll,
-        ingest=ParseSettings(source_system="five9"),
-        recordings=RecordingSettings(agent_channel="left"),
-    )
-    tenant = TenantSettings(id="acme", connectors=[conn], profiles=(PROFILE,))
-    return settings_for(
-        kafka,
-        prefix,
-        tmp_path / "data",
-        [conn],
-        tenants=[tenant],
-        voice={"hold_threshold_seconds": 2.5, "transcription": transcription},
-    )
-
-
-def _near(value: float, expected: float, share: float) -> bool:
-    return abs(value - expected) <= share * expected
+    return voice_settings(kafka, prefix, tmp_path, drop, "left", PROFILE, transcription)
 
 
 def _by_version(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -91,7 +64,7 @@ async def test_a_spoken_call_gets_its_transcript_as_the_next_version_redacted(
     kafka: str,
     prefix: str,
     tmp_path: Path,
-    call: Call,
+    call: Call,  # noqa: F811
     watch: Any,  # noqa: F811
 ) -> None:
     drop = Drop("local", None, tmp_path)  # type: ignore[arg-type]
@@ -186,7 +159,7 @@ async def test_http_engine_failure_keeps_the_metrics_and_a_restart_finishes_once
     kafka: str,
     prefix: str,
     tmp_path: Path,
-    call: Call,
+    call: Call,  # noqa: F811
     speech: SpeechServer,
     watch: Any,  # noqa: F811
 ) -> None:

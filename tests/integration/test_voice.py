@@ -44,7 +44,18 @@ def call(tmp_path_factory: pytest.TempPathFactory) -> Call:
     return make_call(tmp_path_factory.mktemp("voice"))
 
 
-def _settings(kafka: str, prefix: str, tmp_path: Path, drop: Drop, agent: str) -> Any:
+def _settings(
+    kafka: str,
+    prefix: str,
+    tmp_path: Path,
+    drop: Drop,
+    agent: str,
+    profile: Profile = PROFILE,
+    transcription: dict[str, Any] | None = None,
+) -> Any:
+    """Tenant acme with one local connector of calls (source system five9, the agent on
+    ``agent``), ``profile``, and voice metrics with ``transcription`` (default: none, the
+    metrics alone; transcripts are tests/integration/test_transcripts.py's)."""
     base = connector("calls", drop.config())
     conn = ConnectorSettings(
         name=base.name,
@@ -53,18 +64,17 @@ def _settings(kafka: str, prefix: str, tmp_path: Path, drop: Drop, agent: str) -
         ingest=ParseSettings(source_system="five9"),
         recordings=RecordingSettings(agent_channel=agent),
     )
-    tenant = TenantSettings(id="acme", connectors=[conn], profiles=(PROFILE,))
+    tenant = TenantSettings(id="acme", connectors=[conn], profiles=(profile,))
     return settings_for(
         kafka,
         prefix,
         tmp_path / "data",
         [conn],
         tenants=[tenant],
-        # the metrics alone: transcripts are tests/integration/test_transcripts.py's
         voice={
             "hold_threshold_seconds": 2.5,
             "max_concurrency": 2,
-            "transcription": {"engine": "none"},
+            "transcription": transcription or {"engine": "none"},
         },
     )
 
