@@ -507,9 +507,9 @@ class FileProcessor:
     async def _voice(
         self, bundle: Bundle, rec: RecordingSettings
     ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        """The call's voice metrics and, when a transcriber is configured and the metrics were
-        computed, its pending transcript (done later by :mod:`streams.voice.worker`). Computed
-        from the stored recording each time the call is published (the same recording gives
+        """The call's voice metrics and, when a transcriber is configured and the metrics heard
+        some speech, its pending transcript (done later by :mod:`streams.voice.worker`).
+        Computed from the stored recording each time the call is published (the same recording gives
         the same metrics, so repeats stay no-ops)."""
         if self.voice is None or bundle.rec_file_id is None or bundle.rec_path is None:
             return None, None
@@ -520,8 +520,8 @@ class FileProcessor:
         key = media_key(bundle.tenant, bundle.rec_file_id, name, when)
         metrics = await self.voice.analyse(key, name, rec.agent_channel)
         engine = self.settings.voice.transcription.engine
-        if metrics["status"] != "analysed" or engine == "none":
-            return metrics, None
+        if metrics["status"] != "analysed" or engine == "none" or not metrics["talk_seconds"]:
+            return metrics, None  # nothing to transcribe (no speech heard: no transcript)
         pending = {
             "status": transcript_queue.PENDING,
             "engine": engine,
