@@ -20,8 +20,8 @@ its peak RSS is its own (``VmHWM`` of that process; growth = peak minus its RSS 
   operator's service and is not measured.
 
 Sizes: ``CALLSTREAM_VOICE_BENCH_CALLS`` (10 in CI) and
-``CALLSTREAM_VOICE_BENCH_TRANSCRIBE_CALLS`` (1 in CI: pocketsphinx runs at roughly a quarter
-of real time on one core, so 100 calls, about 6 audio hours, would take about 1.5 hours). The
+``CALLSTREAM_VOICE_BENCH_TRANSCRIBE_CALLS`` (1 in CI: pocketsphinx runs at a real-time factor
+of about 0.2 on one core, so 100 calls, about 6 audio hours, would take over an hour). The
 full size transcribes 20 calls (about 45 audio minutes)::
 
     make bench-voice    # CALLSTREAM_VOICE_BENCH_CALLS=100, ..._TRANSCRIBE_CALLS=20
