@@ -1,7 +1,7 @@
 # The two commands of the README's quickstart, plus the pieces they are made of.
 # Every target installs what it needs first (scripts/bootstrap.sh is idempotent).
 
-.PHONY: run test lint unit integration bench bench-pipeline bench-media bench-s3 bench-export fuzz fuzz-ci hostile hostile-ci bootstrap
+.PHONY: run test lint unit integration bench bench-pipeline bench-media bench-s3 bench-export bench-voice fuzz fuzz-ci hostile hostile-ci bootstrap
 
 run: bootstrap          ## run the service on its embedded defaults (local Kafka, SQLite, demo tenant)
 	.venv/bin/callstream run
@@ -31,6 +31,9 @@ bench-pipeline: bootstrap ## the pipeline benchmark at full size: a 100,000-row 
 
 bench-export: bootstrap ## time and peak RSS to export 1,000,000 results as CSV and as Excel (PostgreSQL)
 	CALLSTREAM_EXPORT_BENCH_ROWS=1000000 .venv/bin/pytest tests/benchmarks/test_export_bench.py -q -s -m benchmark -p no:cacheprovider --timeout=3600
+
+bench-voice: bootstrap  ## 100 generated 2-5 min calls: decode+VAD s per audio hour, pocketsphinx RTF (20 calls), peak RSS
+	CALLSTREAM_VOICE_BENCH_CALLS=100 CALLSTREAM_VOICE_BENCH_TRANSCRIBE_CALLS=20 .venv/bin/pytest tests/benchmarks/test_voice_bench.py -q -s -m benchmark -p no:cacheprovider --timeout=3600
 
 fuzz: bootstrap         ## every fuzz harness for 1,000,000 executions: figures, exit 1 on a crash
 	.venv/bin/python tests/fuzz/runner.py --runs 1000000

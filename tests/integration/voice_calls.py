@@ -70,34 +70,36 @@ def ensure_tools() -> None:
     )
 
 
-def _run(*args: str | Path) -> str:
+def run_tool(*args: str | Path) -> str:
+    """Run a command line; return its stdout (raises if it fails)."""
     return subprocess.run(
         [str(a) for a in args], check=True, capture_output=True, text=True
     ).stdout.strip()
 
 
-def _seconds(path: Path) -> float:
-    return float(_run("soxi", "-D", path))
+def duration_of(path: Path) -> float:
+    """Return the length of an audio file in seconds (soxi)."""
+    return float(run_tool("soxi", "-D", path))
 
 
-def _speech(text: str, out: Path) -> float:
+def speak(text: str, out: Path) -> float:
     """Speak ``text`` to ``out`` (mono, RATE), without leading/trailing silence; its length."""
     raw = out.with_suffix(".raw.wav")
-    _run("espeak-ng", "-v", "en-us", "-s", "160", "-w", raw, text)
+    run_tool("espeak-ng", "-v", "en-us", "-s", "160", "-w", raw, text)
     trim = ("silence", "1", "0.02", "1%")
-    _run(
+    run_tool(
         "sox", raw, "-r", str(RATE), "-c", "1", "-b", "16", out, *trim, "reverse", *trim, "reverse"
     )
-    return _seconds(out)
+    return duration_of(out)
 
 
-def _channel(parts: list[tuple[float, Path]], length: float, out: Path, work: Path) -> None:
+def place_on_channel(parts: list[tuple[float, Path]], length: float, out: Path, work: Path) -> None:
     """Place speech files at their start times on one silent channel of ``length`` seconds."""
     pieces: list[Path] = []
     at = 0.0
     for i, (start, path) in enumerate(parts):
         silence = work / f"{out.stem}-sil{i}.wav"
-        _run(
+        run_tool(
             "sox",
             "-n",
             "-r",
@@ -112,32 +114,34 @@ def _channel(parts: list[tuple[float, Path]], length: float, out: Path, work: Pa
             f"{start - at:.4f}",
         )
         pieces += [silence, path]
-        at = start + _seconds(path)
-    _run("sox", *pieces, out, "pad", "0", f"{length - at:.4f}")
+        at = start + duration_of(path)
+    run_tool("sox", *pieces, out, "pad", "0", f"{length - at:.4f}")
 
 
 def make_call(work: Path) -> Call:
     """Generate the call in every format under ``work`` (see the module doc)."""
     ensure_tools()
     work.mkdir(parents=True, exist_ok=True)
-    a1, a2 = (_speech(t, work / f"agent{i}.wav") for i, t in enumerate(AGENT_LINES, 1))
-    c1, c2 = (_speech(t, work / f"customer{i}.wav") for i, t in enumerate(CUSTOMER_LINES, 1))
+    a1, a2 = (speak(t, work / f"agent{i}.wav") for i, t in enumerate(AGENT_LINES, 1))
+    c1, c2 = (speak(t, work / f"customer{i}.wav") for i, t in enumerate(CUSTOMER_LINES, 1))
     t_c1 = LEAD + a1 + REPLY
     t_a2 = t_c1 + c1 + GAP
     t_c2 = t_a2 + a2 - OVERLAP
     length = max(t_a2 + a2, t_c2 + c2) + TAIL
     left, right = work / "left.wav", work / "right.wav"
-    _channel([(LEAD, work / "agent1.wav"), (t_a2, work / "agent2.wav")], length, left, work)
-    _channel([(t_c1, work / "customer1.wav"), (t_c2, work / "customer2.wav")], length, right, work)
+    place_on_channel([(LEAD, work / "agent1.wav"), (t_a2, work / "agent2.wav")], length, left, work)
+    place_on_channel(
+        [(t_c1, work / "customer1.wav"), (t_c2, work / "customer2.wav")], length, right, work
+    )
     files = {"wav": work / "call.wav"}
-    _run("sox", "-M", left, right, files["wav"])
+    run_tool("sox", "-M", left, right, files["wav"])
     for fmt in FORMATS[1:]:
         files[fmt] = work / f"call.{fmt}"
         if fmt == "mp3":
-            _run("lame", "--quiet", "-b", "128", files["wav"], files[fmt])
+            run_tool("lame", "--quiet", "-b", "128", files["wav"], files[fmt])
         else:
-            _run("sox", files["wav"], files[fmt])
-    return Call(files, a1 + a2, c1 + c2, GAP, OVERLAP, _seconds(files["wav"]))
+            run_tool("sox", files["wav"], files[fmt])
+    return Call(files, a1 + a2, c1 + c2, GAP, OVERLAP, duration_of(files["wav"]))
 
 
 def av_files(call: Call, work: Path) -> dict[str, Path]:
