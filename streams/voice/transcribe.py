@@ -74,7 +74,7 @@ class Transcriber(Protocol):
 class PocketsphinxTranscriber:
     """CMU PocketSphinx, fully offline: the en-us acoustic model, language model and
     dictionary shipped inside the ``pocketsphinx`` wheel (or ``model_dir``). One decoder per
-    thread (about 50 MB each)."""
+    thread (about 110 MB each, measured by tests/benchmarks/test_voice_bench.py)."""
 
     name = "pocketsphinx"
 
