@@ -178,6 +178,7 @@ class HttpTranscriber:
             with urllib.request.urlopen(request, timeout=self.settings.timeout_seconds) as answer:  # noqa: S310
                 payload = json.loads(answer.read(1_000_000))
         except urllib.error.HTTPError as exc:
+            exc.close()
             retry = exc.code >= 500 or exc.code in (408, 429)
             raise TranscriberError(
                 f"speech service answered HTTP {exc.code}", retryable=retry
