@@ -215,6 +215,21 @@ class ApiSettings(_Section):
         return value
 
 
+class ConsoleSettings(_Section):
+    """The web console at ``/console`` on the HTTP endpoint (needs the API's database)."""
+
+    enabled: bool = Field(True, description="Serve the console.")
+    session_idle_minutes: float = Field(
+        30.0,
+        gt=0,
+        le=24 * 60,
+        description="A signed-in session ends after this long without a request.",
+    )
+    session_max_hours: float = Field(
+        12.0, gt=0, le=24 * 30, description="A session ends this long after sign-in, however used."
+    )
+
+
 class ExportSettings(_Section):
     """Analysis reports: how long their files and download links live, how e-mails split them."""
 
@@ -565,6 +580,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     mail: MailSettings = Field(default_factory=MailSettings)
     exports: ExportSettings = Field(default_factory=ExportSettings)
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)

@@ -35,6 +35,7 @@ from streams.api.auth import authenticator
 from streams.api.context import ApiContext
 from streams.api.problems import problem_middleware
 from streams.api.routing import ApiRoutes, Call, install
+from streams.console import app as console
 from streams.metrics import Metrics
 from streams.runner import ConnectorRunner
 
@@ -145,4 +146,6 @@ def create_app(
     app.add_routes(routes)
     if api is not None:
         install(app, api, ROUTE_GROUPS, authenticator(api))
+        if api.settings.console.enabled:
+            console.install(app, api, ROUTE_GROUPS)
     return app

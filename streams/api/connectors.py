@@ -13,7 +13,7 @@ from streams.api.pagination import Page, PageQuery, decode_cursor, encode_cursor
 from streams.api.problems import FieldError, Unprocessable, field_errors
 from streams.api.routing import ApiRoutes, Call
 from streams.control import connectors
-from streams.control.connectors import ConnectorIn, ConnectorOut, ConnectorPatch
+from streams.control.connectors import ConnectorHealth, ConnectorIn, ConnectorOut, ConnectorPatch
 from streams.control.secrets import SecretBox
 from streams.runner import guard_for
 from streams.settings import StoreConfig
@@ -86,13 +86,24 @@ async def list_connectors(call: Call) -> Page[ConnectorOut]:
         call.query.origin,
     )
     cursor = encode_cursor([items[-1].name]) if more and items else None
-    return Page[ConnectorOut](items=items, next_cursor=cursor)
+    return Page[ConnectorOut](items=[_with_health(call, c) for c in items], next_cursor=cursor)
+
+
+def _with_health(call: Call, out: ConnectorOut) -> ConnectorOut:
+    """``out`` with the polling status of this process's runner, when it runs the connector."""
+    runner = call.ctx.runner
+    running = None if runner is None else runner.contexts.get((call.tenant, out.name))
+    if running is None:
+        return out
+    health = ConnectorHealth.model_validate(running.status.as_dict())
+    return out.model_copy(update={"health": health})
 
 
 @routes.get("/v1/connectors/{id}", summary="Get a connector", response=ConnectorOut, errors=(404,))
 async def get_connector(call: Call) -> ConnectorOut:
-    """Return one connector, secrets masked."""
-    return await connectors.get(call.ctx.engine, call.ctx.settings, call.tenant, call.params["id"])
+    """Return one connector, secrets masked, with its polling status."""
+    found = await connectors.get(call.ctx.engine, call.ctx.settings, call.tenant, call.params["id"])
+    return _with_health(call, found)
 
 
 @routes.patch(

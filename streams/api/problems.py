@@ -137,6 +137,14 @@ def problem_response(problem: ProblemDetail, headers: dict[str, str] | None = No
     )
 
 
+def api_error(exc: ControlError) -> ApiError:
+    """The API error a control-plane error is: not found 404, a conflict 409 naming its field."""
+    if isinstance(exc, ConflictError):
+        blamed = [FieldError(field=exc.field, message=str(exc))] if exc.field else []
+        return Conflict(str(exc), blamed)
+    return NotFound(str(exc))
+
+
 _STATUS_TITLES = {
     400: "Bad Request",
     401: "Unauthorized",
@@ -156,11 +164,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         return await handler(request)
     except ControlError as exc:
-        error: ApiError = NotFound(str(exc))
-        if isinstance(exc, ConflictError):
-            blamed = [FieldError(field=exc.field, message=str(exc))] if exc.field else []
-            error = Conflict(str(exc), blamed)
-        return problem_response(error.problem(request.path))
+        return problem_response(api_error(exc).problem(request.path))
     except ApiError as exc:
         headers = {"WWW-Authenticate": 'Bearer realm="callstream"'} if exc.status == 401 else None
         return problem_response(exc.problem(request.path), headers)

@@ -188,13 +188,26 @@ def bearer_token(request: web.Request) -> str:
     return token
 
 
-async def _query(op: Operation, request: web.Request) -> Any:
+def _checked_query(op: Operation, data: dict[str, Any] | None) -> Any:
     if op.query is None:
         return None
     try:
-        return op.query.model_validate(dict(request.query))
+        return op.query.model_validate(data or {})
     except ValidationError as exc:
         raise Unprocessable("invalid query parameters", field_errors(exc, ("query",))) from exc
+
+
+def _checked_body(op: Operation, data: Any) -> Any:
+    if op.body is None:
+        return None
+    try:
+        return op.body.model_validate(data)
+    except ValidationError as exc:
+        raise Unprocessable("invalid request body", field_errors(exc)) from exc
+
+
+async def _query(op: Operation, request: web.Request) -> Any:
+    return _checked_query(op, dict(request.query))
 
 
 async def _body(op: Operation, request: web.Request) -> Any:
@@ -207,10 +220,7 @@ async def _body(op: Operation, request: web.Request) -> Any:
         data = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from exc
-    try:
-        return op.body.model_validate(data)
-    except ValidationError as exc:
-        raise Unprocessable("invalid request body", field_errors(exc)) from exc
+    return _checked_body(op, data)
 
 
 def _respond(op: Operation, result: BaseModel | web.StreamResponse | None) -> web.StreamResponse:
@@ -230,14 +240,45 @@ def handler_for(
     async def handle(request: web.Request) -> web.StreamResponse:
         principal = await authenticate(request, op.auth)
         params = dict(request.match_info)
-        if "tenant" in params and op.auth == "tenant" and params["tenant"] != principal.tenant:
-            raise NotFound(f"no tenant {params['tenant']!r}")
+        _check_tenant(op, principal, params)
         query = await _query(op, request)
         body = await _body(op, request)
         result = await op.handler(Call(request, ctx, principal, params, body, query))
         return _respond(op, result)
 
     return handle
+
+
+def _check_tenant(op: Operation, principal: Principal, params: dict[str, str]) -> None:
+    if "tenant" in params and op.auth == "tenant" and params["tenant"] != principal.tenant:
+        raise NotFound(f"no tenant {params['tenant']!r}")
+
+
+async def invoke(
+    op: Operation,
+    ctx: ApiContext,
+    request: web.Request,
+    principal: Principal,
+    params: dict[str, str],
+    *,
+    query: dict[str, Any] | None = None,
+    body: Any = None,
+) -> BaseModel | web.StreamResponse | None:
+    """Run ``op`` in process for an already authenticated ``principal`` (the web console).
+
+    The same contract as over HTTP: the principal must fit ``op.auth`` (else 401), the
+    tenant path check, the query and body validated by the declared models (422 naming each
+    field), then the handler. Raises the same errors (:class:`~streams.api.problems.ApiError`).
+    """
+    if op.auth == "operator" and not principal.operator:
+        raise Unauthorized("this route needs the operator token")
+    if op.auth == "tenant" and principal.tenant is None:
+        raise Unauthorized("this route needs a tenant's API key")
+    _check_tenant(op, principal, params)
+    checked = Call(
+        request, ctx, principal, params, _checked_body(op, body), _checked_query(op, query)
+    )
+    return await op.handler(checked)
 
 
 def install(

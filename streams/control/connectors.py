@@ -198,6 +198,19 @@ class ConnectorPatch(BaseModel):
     )
 
 
+class ConnectorHealth(BaseModel):
+    """How the connector's polling goes, as this process's runner last saw it."""
+
+    state: str = Field(
+        description="starting, polling, failing (see last_error) or stopped.", examples=["failing"]
+    )
+    last_success: dt.datetime | None = Field(None, description="End of the last good poll.")
+    last_error: str | None = Field(None, description="The last poll's error (no secrets).")
+    last_error_kind: str | None = Field(None, examples=["auth", "host_key", "network"])
+    consecutive_failures: int = 0
+    announced_total: int = Field(0, description="Files announced since this process started.")
+
+
 class ConnectorOut(BaseModel):
     """A connector as the API shows it: secrets masked, never their value."""
 
@@ -223,6 +236,12 @@ class ConnectorOut(BaseModel):
         None, description="OpenSSH public key of the generated key pair, for authorized_keys."
     )
     public_key_fingerprint: str | None = Field(None, description="Its SHA256 fingerprint.")
+    health: ConnectorHealth | None = Field(
+        None,
+        description="Polling status (last successful poll, last error) from the runner of the "
+        "process that answers; None where it runs no connectors or the connector is not "
+        "running (disabled, or started less than a second ago).",
+    )
     created_at: dt.datetime | None = None
     created_by: str | None = None
     updated_at: dt.datetime | None = None

@@ -1,0 +1,8 @@
+"""The console's sections, one module each, in the order the navigation lists them."""
+
+from __future__ import annotations
+
+from streams.console.core import Pages
+from streams.console.pages import imports
+
+SECTIONS: list[Pages] = [imports.pages]
