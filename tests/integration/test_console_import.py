@@ -181,7 +181,9 @@ async def test_a_generated_key_pair_shows_its_public_key_to_copy(world: World) -
     await page.get_by_label("Folder").fill("/keyed")
     await page.get_by_role("button", name="Save connector").click()
     public = page.locator("#public-key")
-    await expect(public).to_have_value(re.compile(r"^ssh-ed25519 AAAA\S+ callstream-acme-keyed-sftp"))
+    await expect(public).to_have_value(
+        re.compile(r"^ssh-ed25519 AAAA\S+ callstream-acme-keyed-sftp")
+    )
     await expect(page.get_by_role("button", name="Copy public key")).to_be_visible()
     await tab.check("import-public-key")
     await tab.close()
