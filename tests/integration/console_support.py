@@ -118,9 +118,11 @@ class ConsoleBrowser:
         page.on("pageerror", lambda exc: tab.errors.append(f"uncaught: {exc}"))
         page.on(
             "requestfailed",
-            lambda req: tab.errors.append(f"request failed: {req.method} {req.url}")
-            if not re.search(r"/download|/reports/", req.url)
-            else None,
+            lambda req: (
+                tab.errors.append(f"request failed: {req.method} {req.url}")
+                if not re.search(r"/download|/reports/", req.url)
+                else None
+            ),
         )
         return tab
 
