@@ -1,7 +1,7 @@
 # The two commands of the README's quickstart, plus the pieces they are made of.
 # Every target installs what it needs first (scripts/bootstrap.sh is idempotent).
 
-.PHONY: run test lint unit integration bench bench-pipeline bench-media bench-s3 bench-export bench-voice fuzz fuzz-ci hostile hostile-ci bootstrap
+.PHONY: run test lint unit integration bench bench-pipeline bench-media bench-s3 bench-export bench-voice console-screenshots fuzz fuzz-ci hostile hostile-ci bootstrap
 
 run: bootstrap          ## run the service on its embedded defaults (local Kafka, SQLite, demo tenant)
 	.venv/bin/callstream run
@@ -34,6 +34,9 @@ bench-export: bootstrap ## time and peak RSS to export 1,000,000 results as CSV 
 
 bench-voice: bootstrap  ## 100 generated 2-5 min calls: decode+VAD s per audio hour, pocketsphinx RTF (20 calls), peak RSS
 	CALLSTREAM_VOICE_BENCH_CALLS=100 CALLSTREAM_VOICE_BENCH_TRANSCRIBE_CALLS=20 .venv/bin/pytest tests/benchmarks/test_voice_bench.py -q -s -m benchmark -p no:cacheprovider --timeout=3600
+
+console-screenshots: bootstrap ## run the console's browser tests, saving their screenshots in docs/console/ (the README's)
+	CALLSTREAM_SCREENSHOTS_DIR=docs/console .venv/bin/pytest tests/integration/test_console_*.py -q
 
 fuzz: bootstrap         ## every fuzz harness for 1,000,000 executions: figures, exit 1 on a crash
 	.venv/bin/python tests/fuzz/runner.py --runs 1000000
