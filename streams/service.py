@@ -227,6 +227,11 @@ class Service:
             await self._start_scheduler(state.engine, self.http_url)
         n = len(self.runner.contexts)
         self.say(f"callstream is running: {n} connector(s); metrics at {self.http_url}/metrics")
+        if s.console.enabled:
+            self.say(
+                f"web console at {self.http_url}/console: sign in with an API key "
+                "(callstream keys create <tenant>) or the operator token"
+            )
         if s.demo_enabled:
             self.say(f"demo: drop files into {seed.inbox(s)} to see them announced; Ctrl-C stops")
 

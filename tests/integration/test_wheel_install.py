@@ -91,6 +91,9 @@ async def test_the_wheel_installs_into_a_fresh_virtualenv_and_runs(
         assert f"{package.replace('.', '/')}/__init__.py" in names, package
     schemas = sorted(p.name for p in (REPO / "avro").glob("*.avsc"))
     assert sorted(n.split("/")[-1] for n in names if n.startswith("streams/schemas/")) == schemas
+    console = REPO / "streams" / "console"
+    for data in [*console.glob("templates/**/*.html"), *console.glob("static/*")]:
+        assert str(data.relative_to(REPO)) in names, f"the wheel lacks the console's {data.name}"
 
     # 2. install it, with its pinned dependencies, into a fresh virtualenv
     venv = tmp_path / "venv"
