@@ -98,10 +98,10 @@ class ConsoleBrowser:
         self.browser = browser
         self.base = base
 
-    async def tab(self, viewport: dict[str, int] | None = None) -> Tab:
+    async def tab(self, viewport: dict[str, int] | None = None, *, javascript: bool = True) -> Tab:
         """A fresh context (no cookies) at ``viewport`` (desktop by default)."""
         context = await self.browser.new_context(
-            viewport=viewport or DESKTOP, accept_downloads=True
+            viewport=viewport or DESKTOP, accept_downloads=True, java_script_enabled=javascript
         )
         page = await context.new_page()
         tab = Tab(context, page, self.base)

@@ -225,3 +225,18 @@ async def test_another_tenants_connector_is_not_found(world: World) -> None:
     await tab.goto("/console/import")
     assert "globex-only" not in await tab.page.content()
     await tab.close()
+
+
+async def test_pages_read_and_forms_work_with_javascript_off(world: World) -> None:
+    tab = await world.browser.tab(javascript=False)
+    page = tab.page
+    await tab.sign_in(world.key)
+    await expect(page.get_by_role("heading", name="Data Import")).to_be_visible()
+    await tab.goto("/console/import/new?type=local")
+    await page.get_by_label("Name (required)").fill("no-script")
+    await page.get_by_label("Folder").fill("/nowhere/outside")
+    await page.get_by_role("button", name="Test connection").click()
+    await expect(page.get_by_role("alert")).to_contain_text("must be inside")
+    assert await page.get_by_label("Name (required)").input_value() == "no-script"
+    await tab.check("import-no-javascript", axe=False)
+    await tab.close()
