@@ -169,9 +169,7 @@ async def load(
             .where(console_sessions.c.session_hash == key)
             .values(last_seen_at=now, flash=None)
         )
-    return Session(
-        key, row.tenant, row.key_id, row.operator, row.csrf_token, row.flash, user_id
-    )
+    return Session(key, row.tenant, row.key_id, row.operator, row.csrf_token, row.flash, user_id)
 
 
 async def set_flash(engine: AsyncEngine, session: Session, message: str) -> None:

@@ -98,27 +98,27 @@ async def world(
     )
     inbox = Path(data) / "local" / "acme" / "inbox"
     inbox.mkdir(parents=True)
-    async with running(settings, ManualClock(NOW)) as service:
-        async with ApiClient(service.http_url or "") as api:
-            operator = api.as_(OPERATOR_TOKEN)
-            key = (await operator.post("/v1/tenants/acme/keys", {"name": "console"})).body["key"]
-            other = await new_tenant(operator, "globex")
-            me = api.as_(key)
-            made = await me.post(
-                "/v1/connectors",
-                {
-                    "name": "drop",
-                    "store": {"type": "local", "root": str(inbox)},
-                    "poll": {"interval_seconds": 0.5},
-                },
-            )
-            assert made.status == 201, made.text
-            (inbox / "export.csv").write_text(EXPORT)
-            (inbox / "chat-1.json").write_text(json.dumps(CHAT))
-            await until(me, "/v1/results", lambda b: len(b["items"]) == 2)
-            await until(me, "/v1/dead-letters", lambda b: b["items"][0])
-            async for browser in launch(service.http_url or ""):
-                yield World(browser, api, key, other, made.body["id"], smtp_server)
+    clock = ManualClock(NOW)
+    async with running(settings, clock) as service, ApiClient(service.http_url or "") as api:
+        operator = api.as_(OPERATOR_TOKEN)
+        key = (await operator.post("/v1/tenants/acme/keys", {"name": "console"})).body["key"]
+        other = await new_tenant(operator, "globex")
+        me = api.as_(key)
+        made = await me.post(
+            "/v1/connectors",
+            {
+                "name": "drop",
+                "store": {"type": "local", "root": str(inbox)},
+                "poll": {"interval_seconds": 0.5},
+            },
+        )
+        assert made.status == 201, made.text
+        (inbox / "export.csv").write_text(EXPORT)
+        (inbox / "chat-1.json").write_text(json.dumps(CHAT))
+        await until(me, "/v1/results", lambda b: len(b["items"]) == 2)
+        await until(me, "/v1/dead-letters", lambda b: b["items"][0])
+        async for browser in launch(service.http_url or ""):
+            yield World(browser, api, key, other, made.body["id"], smtp_server)
 
 
 async def test_results_filter_and_a_case_with_turns_scores_and_lineage(world: World) -> None:
@@ -146,9 +146,11 @@ async def test_results_filter_and_a_case_with_turns_scores_and_lineage(world: Wo
     await expect(turns.first).to_contain_text("Customer")
     await expect(turns.first).to_contain_text("My invoice is wrong.")
     await expect(turns.first).to_contain_text("2026-11-20 08:00:05 UTC")
-    await expect(page.get_by_role("heading", name=re.compile(r"^Profile .* on version 1"))).to_be_visible()
+    await expect(
+        page.get_by_role("heading", name=re.compile(r"^Profile .* on version 1"))
+    ).to_be_visible()
     await expect(page.get_by_role("region", name=re.compile("^Scores of profile"))).to_be_visible()
-    lineage = page.get_by_role("region", name="Version 1")
+    lineage = page.get_by_role("region", name="Version 1", exact=True)
     await expect(lineage).to_contain_text("File chat-1.json row 1 (connector drop)")
     await expect(lineage).to_contain_text("Processed")
     await tab.check("results-case")
@@ -182,7 +184,7 @@ async def test_email_me_is_refused_until_the_address_is_verified_then_sent(world
         assert resp.status == 200
 
     await tab.goto("/console/results?agent=a-1")
-    await page.get_by_label("Period").select_option("custom")
+    await page.get_by_label("Period", exact=True).select_option("custom")
     await page.get_by_label("From (custom period)").fill("2026-01-01")
     await page.get_by_label("To, not included (custom period)").fill("2027-01-01")
     await page.get_by_role("button", name="Email me").click()

@@ -167,6 +167,7 @@ async def case_detail(view: View) -> web.StreamResponse:
     conversation = dict(case.conversation)
     turns = conversation.pop("turns", None) or []
     metadata = conversation.pop("metadata", None) or {}
+    conversation.pop("tenant", None)  # the session's own
     fields = [(k, v) for k, v in conversation.items() if v not in (None, "", [], {})]
     return view.render(
         "results/case.html",
