@@ -117,7 +117,10 @@ class View:
     def principal(self) -> Principal:
         """The session's principal, as the API sees it."""
         return Principal(
-            tenant=self.session.tenant, key_id=self.session.key_id, operator=self.session.operator
+            tenant=self.session.tenant,
+            key_id=self.session.key_id,
+            operator=self.session.operator,
+            user_id=self.session.user_id,
         )
 
     @property

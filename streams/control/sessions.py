@@ -61,6 +61,8 @@ class Session:
     operator: bool
     csrf_token: str
     flash: str | None
+    user_id: str | None = None
+    """The user the session's API key acts for (None: a key of no user, or the operator)."""
 
     def csrf_ok(self, token: str | None) -> bool:
         """True when ``token`` is this session's CSRF token (constant-time comparison)."""
@@ -107,19 +109,29 @@ async def create(
     return cookie
 
 
-async def _credential_ok(engine: AsyncEngine, row: Any, operator_token: str | None) -> bool:
+async def _credential(
+    engine: AsyncEngine, row: Any, operator_token: str | None
+) -> tuple[bool, str | None]:
+    """Whether the session's credential still holds, and the user its key acts for."""
     if row.operator:
         stored = row.operator_hash or ""
-        return operator_token is not None and hmac.compare_digest(stored, _hash(operator_token))
+        ok = operator_token is not None and hmac.compare_digest(stored, _hash(operator_token))
+        return ok, None
     async with engine.connect() as conn:
         found = (
             await conn.execute(
-                select(api_keys.c.status, tenants.c.status.label("tenant_status"))
+                select(
+                    api_keys.c.status,
+                    api_keys.c.user_id,
+                    tenants.c.status.label("tenant_status"),
+                )
                 .join(tenants, tenants.c.id == api_keys.c.tenant)
                 .where(api_keys.c.key_id == row.key_id)
             )
         ).first()
-    return found is not None and found.status == "active" and found.tenant_status == "active"
+    if found is None or found.status != "active" or found.tenant_status != "active":
+        return False, None
+    return True, found.user_id
 
 
 async def load(
@@ -147,7 +159,8 @@ async def load(
     if row is None:
         return None
     expired = _aware(row.expires_at) <= now or _aware(row.last_seen_at) + idle <= now
-    if expired or not await _credential_ok(engine, row, operator_token):
+    ok, user_id = (False, None) if expired else await _credential(engine, row, operator_token)
+    if not ok:
         await end(engine, cookie)
         return None
     async with engine.begin() as conn:
@@ -156,7 +169,7 @@ async def load(
             .where(console_sessions.c.session_hash == key)
             .values(last_seen_at=now, flash=None)
         )
-    return Session(key, row.tenant, row.key_id, row.operator, row.csrf_token, row.flash)
+    return Session(key, row.tenant, row.key_id, row.operator, row.csrf_token, row.flash, user_id)
 
 
 async def set_flash(engine: AsyncEngine, session: Session, message: str) -> None:
