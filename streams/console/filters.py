@@ -25,6 +25,9 @@ _TONE = {
     "disabled": "muted",
     "paused": "muted",
     "revoked": "muted",
+    # dead letters
+    "open": "warn",
+    "replayed": "ok",
     # files and probe steps
     "processed": "ok",
     "partial": "warn",
