@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from streams.console.core import Pages
-from streams.console.pages import imports
+from streams.console.pages import exports, imports, keys, tenants
 
-SECTIONS: list[Pages] = [imports.pages]
+SECTIONS: list[Pages] = [tenants.pages, imports.pages, exports.pages, keys.pages]
