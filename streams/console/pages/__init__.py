@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 from streams.console.core import Pages
-from streams.console.pages import files, imports, results
+from streams.console.pages import exports, files, imports, keys, results, tenants
 
-SECTIONS: list[Pages] = [imports.pages, results.pages, files.pages]
+SECTIONS: list[Pages] = [
+    tenants.pages,
+    imports.pages,
+    exports.pages,
+    keys.pages,
+    results.pages,
+    files.pages,
+]

@@ -8,89 +8,29 @@ from typing import Any
 from aiohttp import web
 
 from streams.console.core import ApiFailure, Pages, View
-from streams.console.forms import Input, body_of, submitted, values_of, when
+from streams.console.forms import Input, body_of, submitted, values_of
+from streams.console.pages.stores import (
+    SWITCHES,
+    connection_body,
+    connection_inputs,
+    credential_of,
+    for_type,
+    type_input,
+)
 
 pages = Pages("import")
 
 TYPES = (("sftp", "SFTP server"), ("s3", "S3 bucket (or GCS, MinIO)"), ("local", "Local folder"))
-SWITCHES = ("type", "credential")
 
-TYPE = Input("type", "Type", "select", options=TYPES, body=False)
-CREDENTIAL = Input(
-    "credential",
-    "Sign in with",
-    "select",
-    options=(
-        ("password", "A password"),
-        ("generate", "A key pair callstream generates (you install its public key)"),
-        ("private_key", "My own private key"),
-    ),
-    body=False,
-    when=when(type="sftp"),
-)
+TYPE = type_input(TYPES)
 NAME = Input(
     "name", "Name", required=True, hint="Unique in your tenant: letters, digits, '-' and '_'."
 )
-STORE = [
-    Input("store.host", "Host", when=when(type="sftp"), hint="Server name or address."),
-    Input("store.port", "Port", "number", when=when(type="sftp"), hint="Usually 22."),
-    Input("store.username", "Username", when=when(type="sftp")),
-    CREDENTIAL,
-    Input(
-        "store.password",
-        "Password",
-        "password",
-        secret=True,
-        when=when(type="sftp", credential="password"),
-        hint="Stored encrypted; never shown again. Leave empty to keep the current one.",
-    ),
-    Input(
-        "store.private_key",
-        "Private key (OpenSSH or PEM)",
-        "textarea",
-        secret=True,
-        when=when(type="sftp", credential="private_key"),
-    ),
-    Input(
-        "store.private_key_passphrase",
-        "Key passphrase",
-        "password",
-        secret=True,
-        when=when(type="sftp", credential="private_key"),
-    ),
-    Input(
-        "store.host_key",
-        "Host key",
-        when=when(type="sftp"),
-        empty="",
-        hint="The server's public key line or its SHA256 fingerprint. Leave empty and run Test "
-        "connection: it shows the key the server presents, to check and pin.",
-    ),
-    Input(
-        "store.root",
-        "Folder",
-        when=when(type="sftp local"),
-        hint="The remote directory (SFTP) or the local folder files arrive in.",
-    ),
-    Input("store.bucket", "Bucket", when=when(type="s3")),
-    Input("store.region", "Region", when=when(type="s3"), hint="e.g. eu-west-1"),
-    Input("store.prefix", "Prefix", when=when(type="s3"), hint="Only keys under it, e.g. in/"),
-    Input("store.access_key_id", "Access key id", when=when(type="s3")),
-    Input(
-        "store.secret_access_key",
-        "Secret access key",
-        "password",
-        secret=True,
-        when=when(type="s3"),
-        hint="Stored encrypted; never shown again. Leave empty to keep the current one.",
-    ),
-    Input(
-        "store.endpoint_url",
-        "Endpoint URL",
-        when=when(type="s3"),
-        hint="Only for S3-compatible stores (MinIO, GCS interoperability).",
-    ),
-]
+STORE = connection_inputs(
+    "store",
+    folder_types="sftp local",
+    folder_hint="The remote directory (SFTP) or the local folder files arrive in.",
+)
 PARSING = [
     Input(
         "ingest.format",
@@ -118,12 +58,7 @@ EDIT = [*STORE, *PARSING, Input("enabled", "Enabled (polling)", "checkbox")]
 
 
 def _create_body(view: View) -> dict[str, Any]:
-    body = body_of(view.posted, CREATE, SWITCHES)
-    kind = view.field("type") or "sftp"
-    body.setdefault("store", {})["type"] = kind
-    if kind == "sftp" and view.field("credential") == "generate":
-        body["generate_keypair"] = True
-    return body
+    return connection_body(view, CREATE, "store")
 
 
 def _new_form(
@@ -203,14 +138,12 @@ async def _detail(
     data = found.model_dump(mode="json")
     shown = values_of(data, EDIT) if values is None else values
     if found.type == "sftp":
-        shown.setdefault(
-            "credential", "private_key" if data["secrets"].get("store.private_key") else "password"
-        )
+        shown.setdefault("credential", credential_of(data["secrets"], "store"))
     return view.render(
         "import/detail.html",
         status,
         connector=found,
-        specs=EDIT,
+        specs=for_type(EDIT, found.type),
         values=shown | {"type": found.type},
         errors=failure.errors if failure else {},
         failure=failure,
