@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from streams.console.core import Pages
-from streams.console.pages import imports
+from streams.console.pages import executions, imports, jobs
 
-SECTIONS: list[Pages] = [imports.pages]
+SECTIONS: list[Pages] = [imports.pages, jobs.pages, executions.pages]
