@@ -186,7 +186,7 @@ async def test_create_a_daily_csv_export_run_it_and_download_its_report(world: W
     await expect(page.get_by_role("link", name=re.compile("Follow run exe_"))).to_be_visible()
     await tab.check("jobs-triggered")
 
-    await page.get_by_role("link", name="Execution History").click()
+    await page.get_by_role("link", name="Execution History", exact=True).click()
     await expect(page.get_by_role("heading", name="Execution History")).to_be_visible()
     run_row = page.locator("tbody tr", has_text="nightly csv")
     deadline = time.monotonic() + 120
@@ -195,13 +195,14 @@ async def test_create_a_daily_csv_export_run_it_and_download_its_report(world: W
         await asyncio.sleep(0.5)
         await page.reload()
     await expect(run_row).to_contain_text(f"{ROWS} rows exported")
+    await expect(run_row).to_contain_text("quality-mail")
     await tab.check("executions-list")
 
     await run_row.get_by_role("link", name=re.compile("nightly csv")).click()
     await expect(page.get_by_role("heading", name="Run of nightly csv")).to_be_visible()
     await expect(page.locator("dl.facts")).to_contain_text("Success")
     await expect(page.locator("ul.reports")).to_contain_text("link expires 2026-11-30")
-    await expect(page.get_by_role("table", name="Deliveries")).to_contain_text("quality-mail")
+    await expect(page.get_by_role("region", name="Deliveries")).to_contain_text("quality-mail")
     await tab.check("execution-detail")
     async with page.expect_download() as info:
         await page.get_by_role("link", name=re.compile(r"^Download .+\.csv$")).click()
@@ -342,6 +343,9 @@ async def test_another_tenants_job_and_run_are_not_found(world: World) -> None:
 
 
 async def test_jobs_and_history_read_well_at_phone_width(world: World) -> None:
+    await _api_job(
+        world.api.as_(world.key), "a job with a rather long name for phones", world.mail_connector
+    )
     tab = await _signed_in(world, PHONE)
     for path, name in (
         ("/console/jobs", "jobs-phone"),

@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from streams.console.core import ApiFailure, Pages, View
+from streams.console.pages.jobs import connector_names
 
 pages = Pages("executions")
 
@@ -70,6 +71,7 @@ async def history(view: View) -> web.StreamResponse:
         statuses=STATUSES,
         base=base + ("?" + urlencode(kept) if kept else ""),
         counts_text=counts_text,
+        names=await connector_names(view),
     )
 
 
@@ -81,4 +83,9 @@ async def run_detail(view: View) -> web.StreamResponse:
         "/v1/executions/{execution_id}",
         params={"execution_id": view.request.match_info["execution_id"]},
     )
-    return view.render("executions/detail.html", run=run, counts_text=counts_text)
+    return view.render(
+        "executions/detail.html",
+        run=run,
+        counts_text=counts_text,
+        names=await connector_names(view),
+    )

@@ -232,14 +232,19 @@ def schedule_text(job: Any) -> str:
     return text + (f", until {job.end_date}" if job.end_date else "")
 
 
+async def connector_names(view: View) -> dict[str, str]:
+    """The names of the tenant's import and export connectors, by id."""
+    imports, exports = await _connectors(view)
+    return {c.id: c.name for c in [*imports, *exports]}
+
+
 @pages.get("/console/jobs")
 async def job_table(view: View) -> web.StreamResponse:
     """The tenant's jobs: name, type, connectors, created by, schedule, status, actions."""
     page = await view.api(
         "GET", "/v1/jobs", query={"limit": "100", "cursor": view.request.query.get("after")}
     )
-    imports, exports = await _connectors(view)
-    names = {c.id: c.name for c in [*imports, *exports]}
+    names = await connector_names(view)
     started = view.request.query.get("started", "")
     return view.render(
         "jobs/list.html",
