@@ -160,11 +160,10 @@ NAME = Input("name", "Name", required=True, hint="Unique in your tenant.")
 _RENAMED = {"report.range": "range", "report.passed": "passed", "frequency": "frequency"}
 
 
-def _specs(imports: list[Any]) -> tuple[list[Input], list[Input]]:
-    """The inputs before and after the export connectors' checkboxes (import options filled)."""
+def _head(imports: list[Any]) -> list[Input]:
+    """The inputs before the export connectors' checkboxes (the import connectors offered)."""
     choices = tuple((c.id, c.name) for c in imports) or (("", "No import connector yet"),)
-    head = [NAME, TYPE, dataclasses.replace(IMPORT_CONNECTOR, options=choices)]
-    return head, [*SCHEDULE, *REPORT]
+    return [NAME, TYPE, dataclasses.replace(IMPORT_CONNECTOR, options=choices)]
 
 
 def _body(view: View, specs: list[Input]) -> dict[str, Any]:
@@ -203,13 +202,13 @@ async def _new_form(
     status: int = 200,
 ) -> web.Response:
     imports, exports = await _connectors(view)
-    head, tail = _specs(imports)
     errors = {_RENAMED.get(k, k): v for k, v in (failure.errors if failure else {}).items()}
     return view.render(
         "jobs/new.html",
         status,
-        head=head,
-        tail=tail,
+        head=_head(imports),
+        schedule=SCHEDULE,
+        report=REPORT,
         exports=exports,
         chosen=chosen,
         values=values,
@@ -274,8 +273,7 @@ async def new_job(view: View) -> web.StreamResponse:
 async def create_job(view: View) -> web.StreamResponse:
     """Save the new job; it first runs at its next occurrence."""
     imports, _ = await _connectors(view)
-    head, tail = _specs(imports)
-    specs = [*head, *tail]
+    specs = [*_head(imports), *SCHEDULE, *REPORT]
     try:
         created = await view.api("POST", "/v1/jobs", body=_body(view, specs))
     except ApiFailure as failure:
