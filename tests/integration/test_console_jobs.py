@@ -243,6 +243,15 @@ async def test_the_history_filters_by_status_and_type_and_pages(world: World) ->
 
     await page.get_by_role("link", name="Show every run").click()
     await expect(page.get_by_label("Status")).to_have_value("")
+
+    await tab.goto("/console/executions?status=success&limit=1")
+    first = await page.locator("tbody tr").get_attribute("data-execution")
+    await page.get_by_role("link", name="Next page").click()
+    assert "status=success" in page.url and "limit=1" in page.url
+    second = await page.locator("tbody tr").get_attribute("data-execution")
+    assert first and second and first != second, "the next page holds the next run"
+    await expect(page.locator("tbody tr")).to_contain_text("Success")
+    await tab.check("executions-page-2")
     await tab.goto("/console/executions?status=bogus")
     await expect(page.get_by_role("alert")).to_be_visible()
     await tab.check("executions-filter-refused")

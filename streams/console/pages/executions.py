@@ -30,7 +30,8 @@ STATUSES = (
     ("handler_failed", "Handler failed"),
     ("delivery_failed", "Delivery failed"),
 )
-FILTERS = ("type", "status", "job_id")
+FILTERS = ("type", "status", "job_id", "limit")
+"""Query parameters kept from page to page (``limit``: runs per page, the API caps it)."""
 PAGE_SIZE = "50"
 
 
@@ -52,7 +53,7 @@ async def history(view: View) -> web.StreamResponse:
     """The runs, newest first, with the filters chosen (a bad filter is shown, not a 500)."""
     chosen = {k: view.request.query.get(k, "").strip() for k in FILTERS}
     query: dict[str, Any] = {k: v for k, v in chosen.items() if v}
-    query |= {"limit": PAGE_SIZE, "cursor": view.request.query.get("after")}
+    query |= {"limit": chosen["limit"] or PAGE_SIZE, "cursor": view.request.query.get("after")}
     failure = None
     page = None
     try:
