@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from streams.console.core import Pages
-from streams.console.pages import exports, files, imports, keys, results, tenants
+from streams.console.pages import executions, exports, files, imports, jobs, keys, results, tenants
 
 SECTIONS: list[Pages] = [
     tenants.pages,
     imports.pages,
     exports.pages,
     keys.pages,
+    jobs.pages,
+    executions.pages,
     results.pages,
     files.pages,
 ]
