@@ -35,8 +35,9 @@ bench-export: bootstrap ## time and peak RSS to export 1,000,000 results as CSV 
 bench-voice: bootstrap  ## 100 generated 2-5 min calls: decode+VAD s per audio hour, pocketsphinx RTF (20 calls), peak RSS
 	CALLSTREAM_VOICE_BENCH_CALLS=100 CALLSTREAM_VOICE_BENCH_TRANSCRIBE_CALLS=20 .venv/bin/pytest tests/benchmarks/test_voice_bench.py -q -s -m benchmark -p no:cacheprovider --timeout=3600
 
-console-screenshots: bootstrap ## run the console's browser tests, saving their screenshots in docs/console/ (the README's)
-	CALLSTREAM_SCREENSHOTS_DIR=docs/console .venv/bin/pytest tests/integration/test_console_*.py -q
+console-screenshots: bootstrap ## run the console's browser tests and refresh the README's screenshots in docs/console/
+	CALLSTREAM_SCREENSHOTS_DIR=build/console-screenshots .venv/bin/pytest tests/integration/test_console_*.py -q
+	for f in $$(grep -o 'docs/console/[a-z0-9-]*\.png' README.md); do cp build/console-screenshots/$$(basename $$f) $$f; done
 
 fuzz: bootstrap         ## every fuzz harness for 1,000,000 executions: figures, exit 1 on a crash
 	.venv/bin/python tests/fuzz/runner.py --runs 1000000
