@@ -8,10 +8,16 @@ no serious or critical violation, and no console errors so far.
 
 Chromium comes from ``apt-get install chromium`` (scripts/bootstrap.sh): Playwright's own browser
 download is not reachable here. A browser that cannot start fails the test, never skips it.
+
+:func:`console_settings` and :func:`console_world` are what every browser test module's
+module-scoped ``world`` fixture starts from: the service with the console, its API client, an
+API key of tenant ``acme`` and one of tenant ``globex`` (for the "another tenant's id in the
+URL → 404" checks), and Chromium.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -20,7 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from api_support import OPERATOR_TOKEN, ApiClient, new_tenant
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, async_playwright
+from servers.postgres import PostgresServer
+from support import running, settings_for, unique_prefix
+
+from streams.clock import Clock
+from streams.service import Service
+from streams.settings import Settings
 
 HERE = Path(__file__).parent
 AXE = (HERE / "console" / "axe-4.11.0.min.js").read_text(encoding="utf-8")
@@ -127,6 +140,7 @@ class ConsoleBrowser:
         return tab
 
 
+@contextlib.asynccontextmanager
 async def launch(base: str) -> AsyncIterator[ConsoleBrowser]:
     """Start Chromium (headless, --no-sandbox as root) for the service at ``base``."""
     async with async_playwright() as p:
@@ -135,3 +149,48 @@ async def launch(base: str) -> AsyncIterator[ConsoleBrowser]:
             yield ConsoleBrowser(browser, base.rstrip("/"))
         finally:
             await browser.close()
+
+
+def console_settings(
+    kafka: str, pg_server: PostgresServer, data_dir: Path, **extra: Any
+) -> Settings:
+    """Settings of a service for browser tests, on an emptied PostgreSQL database: the
+    operator token, the API open to 127.0.0.1, and ``extra`` sections (as ``settings_for``)."""
+    pg_server.reset()
+    return settings_for(
+        kafka,
+        unique_prefix(),
+        data_dir,
+        [],
+        database_url=pg_server.async_url(),
+        api={"operator_token": OPERATOR_TOKEN, "connect_allow": ["127.0.0.1/32"]},
+        **extra,
+    )
+
+
+@dataclass
+class ConsoleWorld:
+    """A running service with its console, as :func:`console_world` starts it."""
+
+    service: Service
+    api: ApiClient
+    browser: ConsoleBrowser
+    key: str
+    """An API key (named "console") of tenant ``acme``, the one the tests sign in with."""
+    other_key: str
+    """An API key of tenant ``globex``, whose ids ``acme`` must not reach."""
+
+
+@contextlib.asynccontextmanager
+async def console_world(
+    settings: Settings, clock: Clock | None = None
+) -> AsyncIterator[ConsoleWorld]:
+    """Run the service on ``clock``, create tenant ``globex`` and ``acme``'s key, and start
+    Chromium; all of it stops when the block ends."""
+    async with running(settings, clock) as service, ApiClient(service.http_url or "") as api:
+        operator = api.as_(OPERATOR_TOKEN)
+        made = await operator.post("/v1/tenants/acme/keys", {"name": "console"})
+        assert made.status == 201, made.text
+        other = await new_tenant(operator, "globex")
+        async with launch(service.http_url or "") as browser:
+            yield ConsoleWorld(service, api, browser, made.body["key"], other)

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 
 import pytest
 import pytest_asyncio
-from api_support import OPERATOR_TOKEN, ApiClient, new_tenant
-from console_support import PHONE, ConsoleBrowser, launch
+from api_support import ApiClient
+from console_support import PHONE, ConsoleBrowser, console_settings, console_world
 from playwright.async_api import expect
 from servers.postgres import PostgresServer
 from servers.sshd import SftpServer
-from support import running, settings_for, unique_prefix
 
 from streams.clock import ManualClock
 
@@ -45,24 +44,16 @@ async def world(
     sftp_server: SftpServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[World]:
-    pg_server.reset()
-    settings = settings_for(
+    settings = console_settings(
         kafka,
-        unique_prefix(),
+        pg_server,
         tmp_path_factory.mktemp("console"),
-        [],
-        database_url=pg_server.async_url(),
-        api={"operator_token": OPERATOR_TOKEN, "connect_allow": ["127.0.0.1/32"]},
         console={"session_idle_minutes": 30},
         runner={"reconcile_interval_seconds": 0.2},
     )
     clock = ManualClock(NOW)
-    async with running(settings, clock) as service, ApiClient(service.http_url or "") as api:
-        operator = api.as_(OPERATOR_TOKEN)
-        key = (await operator.post("/v1/tenants/acme/keys", {"name": "console"})).body["key"]
-        other = await new_tenant(operator, "globex")
-        async for browser in launch(service.http_url or ""):
-            yield World(browser, api, key, other, clock, sftp_server)
+    async with console_world(settings, clock) as c:
+        yield World(c.browser, c.api, c.key, c.other_key, clock, sftp_server)
 
 
 async def test_sign_in_refuses_a_bad_key_and_a_session_ends_on_sign_out(world: World) -> None:

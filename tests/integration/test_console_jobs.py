@@ -24,14 +24,14 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from api_support import OPERATOR_TOKEN, ApiClient, new_tenant
-from console_support import PHONE, ConsoleBrowser, Tab, launch
+from api_support import ApiClient
+from console_support import PHONE, ConsoleBrowser, Tab, console_settings, console_world
 from fixtures import mail_settings
 from playwright.async_api import expect
 from servers.postgres import PostgresServer
 from servers.smtp import SmtpServer
 from sqlalchemy import update
-from support import conversation_record, running, settings_for, unique_prefix
+from support import conversation_record
 
 from streams.cases.store import CaseStore, analysis_results
 from streams.clock import ManualClock
@@ -87,32 +87,21 @@ async def world(
     smtp_server: SmtpServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[World]:
-    pg_server.reset()
-    settings = settings_for(
+    settings = console_settings(
         kafka,
-        unique_prefix(),
+        pg_server,
         tmp_path_factory.mktemp("console-jobs"),
-        [],
-        database_url=pg_server.async_url(),
-        api={"operator_token": OPERATOR_TOKEN, "connect_allow": ["127.0.0.1/32"]},
         mail=mail_settings(smtp_server),
         scheduler={"tick_seconds": 0.2},
     )
     await _seed_results(settings.database_url, settings)
-    async with (
-        running(settings, ManualClock(NOW)) as service,
-        ApiClient(service.http_url or "") as api,
-    ):
-        operator = api.as_(OPERATOR_TOKEN)
-        key = (await operator.post("/v1/tenants/acme/keys", {"name": "console"})).body["key"]
-        other = await new_tenant(operator, "globex")
-        made = await api.as_(key).post(
+    async with console_world(settings, ManualClock(NOW)) as c:
+        made = await c.api.as_(c.key).post(
             "/v1/export-connectors",
             {"name": "quality-mail", "config": {"type": "email", "to": ["qa@acme.example"]}},
         )
         assert made.status == 201, made.text
-        async for browser in launch(service.http_url or ""):
-            yield World(browser, api, key, other, made.body["id"], smtp_server)
+        yield World(c.browser, c.api, c.key, c.other_key, made.body["id"], smtp_server)
 
 
 async def _signed_in(world: World, viewport: dict[str, int] | None = None) -> Tab:

@@ -23,13 +23,12 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
-from api_support import OPERATOR_TOKEN, ApiClient, new_tenant
-from console_support import PHONE, ConsoleBrowser, launch
+from api_support import OPERATOR_TOKEN, ApiClient
+from console_support import PHONE, ConsoleBrowser, console_settings, console_world
 from fixtures import mail_settings
 from playwright.async_api import expect
 from servers.postgres import PostgresServer
 from servers.smtp import SmtpServer
-from support import running, settings_for, unique_prefix
 
 from streams.clock import ManualClock
 
@@ -84,26 +83,18 @@ async def world(
     smtp_server: SmtpServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[World]:
-    pg_server.reset()
     data = tmp_path_factory.mktemp("console-results")
-    settings = settings_for(
+    settings = console_settings(
         kafka,
-        unique_prefix(),
+        pg_server,
         data,
-        [],
-        database_url=pg_server.async_url(),
-        api={"operator_token": OPERATOR_TOKEN, "connect_allow": ["127.0.0.1/32"]},
         mail=mail_settings(smtp_server),
         runner={"reconcile_interval_seconds": 0.2},
     )
     inbox = Path(data) / "local" / "acme" / "inbox"
     inbox.mkdir(parents=True)
-    clock = ManualClock(NOW)
-    async with running(settings, clock) as service, ApiClient(service.http_url or "") as api:
-        operator = api.as_(OPERATOR_TOKEN)
-        key = (await operator.post("/v1/tenants/acme/keys", {"name": "console"})).body["key"]
-        other = await new_tenant(operator, "globex")
-        me = api.as_(key)
+    async with console_world(settings, ManualClock(NOW)) as c:
+        me = c.api.as_(c.key)
         made = await me.post(
             "/v1/connectors",
             {
@@ -117,8 +108,7 @@ async def world(
         (inbox / "chat-1.json").write_text(json.dumps(CHAT))
         await until(me, "/v1/results", lambda b: len(b["items"]) == 2)
         await until(me, "/v1/dead-letters", lambda b: b["items"][0])
-        async for browser in launch(service.http_url or ""):
-            yield World(browser, api, key, other, made.body["id"], smtp_server)
+        yield World(c.browser, c.api, c.key, c.other_key, made.body["id"], smtp_server)
 
 
 async def test_results_filter_and_a_case_with_turns_scores_and_lineage(world: World) -> None:
