@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 import pytest_asyncio
-from api_support import ApiClient
-from console_support import PHONE, ConsoleBrowser, console_settings, console_world
+from console_support import PHONE, ConsoleWorld, console_settings, console_world
 from playwright.async_api import expect
 from servers.postgres import PostgresServer
 from servers.sshd import SftpServer
@@ -28,11 +27,7 @@ NOW = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.UTC)
 
 
 @dataclass
-class World:
-    browser: ConsoleBrowser
-    api: ApiClient
-    key: str
-    other_key: str
+class World(ConsoleWorld):
     clock: ManualClock
     sftp: SftpServer
 
@@ -53,7 +48,7 @@ async def world(
     )
     clock = ManualClock(NOW)
     async with console_world(settings, clock) as c:
-        yield World(c.browser, c.api, c.key, c.other_key, clock, sftp_server)
+        yield World(**vars(c), clock=clock, sftp=sftp_server)
 
 
 async def test_sign_in_refuses_a_bad_key_and_a_session_ends_on_sign_out(world: World) -> None:

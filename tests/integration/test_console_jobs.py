@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from api_support import ApiClient
-from console_support import PHONE, ConsoleBrowser, Tab, console_settings, console_world
+from console_support import PHONE, ConsoleWorld, Tab, console_settings, console_world
 from fixtures import mail_settings
 from playwright.async_api import expect
 from servers.postgres import PostgresServer
@@ -48,11 +48,7 @@ COLUMNS = ["case_id", "external_interaction_id", "agent"]
 
 
 @dataclass
-class World:
-    browser: ConsoleBrowser
-    api: ApiClient
-    key: str
-    other_key: str
+class World(ConsoleWorld):
     mail_connector: str
     smtp: SmtpServer
 
@@ -101,7 +97,7 @@ async def world(
             {"name": "quality-mail", "config": {"type": "email", "to": ["qa@acme.example"]}},
         )
         assert made.status == 201, made.text
-        yield World(c.browser, c.api, c.key, c.other_key, made.body["id"], smtp_server)
+        yield World(**vars(c), mail_connector=made.body["id"], smtp=smtp_server)
 
 
 async def _signed_in(world: World, viewport: dict[str, int] | None = None) -> Tab:

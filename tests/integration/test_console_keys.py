@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import pytest
 import pytest_asyncio
-from api_support import OPERATOR_TOKEN, ApiClient, new_tenant, sftp_target
-from console_support import PHONE, ConsoleBrowser, console_settings, console_world
+from api_support import OPERATOR_TOKEN, new_tenant, sftp_target
+from console_support import PHONE, ConsoleWorld, console_settings, console_world
 from playwright.async_api import expect
 from servers.postgres import PostgresServer
 from servers.sshd import SftpServer
@@ -29,11 +29,7 @@ KEY = re.compile(r"^csk_[0-9a-f]{12}_[A-Za-z0-9_-]{43}$")
 
 
 @dataclass
-class World:
-    browser: ConsoleBrowser
-    api: ApiClient
-    key: str
-    other_key: str
+class World(ConsoleWorld):
     sftp: SftpServer
 
 
@@ -51,7 +47,7 @@ async def world(
         console={"session_idle_minutes": 30},
     )
     async with console_world(settings, ManualClock(NOW)) as c:
-        yield World(c.browser, c.api, c.key, c.other_key, sftp_server)
+        yield World(**vars(c), sftp=sftp_server)
 
 
 async def test_generate_keys_up_to_the_limit_and_revoke_one(world: World) -> None:

@@ -24,7 +24,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from api_support import OPERATOR_TOKEN, ApiClient
-from console_support import PHONE, ConsoleBrowser, console_settings, console_world
+from console_support import PHONE, ConsoleWorld, console_settings, console_world
 from fixtures import mail_settings
 from playwright.async_api import expect
 from servers.postgres import PostgresServer
@@ -52,11 +52,7 @@ CHAT = {
 
 
 @dataclass
-class World:
-    browser: ConsoleBrowser
-    api: ApiClient
-    key: str
-    other_key: str
+class World(ConsoleWorld):
     connector_id: str
     smtp: SmtpServer
 
@@ -108,7 +104,7 @@ async def world(
         (inbox / "chat-1.json").write_text(json.dumps(CHAT))
         await until(me, "/v1/results", lambda b: len(b["items"]) == 2)
         await until(me, "/v1/dead-letters", lambda b: b["items"][0])
-        yield World(c.browser, c.api, c.key, c.other_key, made.body["id"], smtp_server)
+        yield World(**vars(c), connector_id=made.body["id"], smtp=smtp_server)
 
 
 async def test_results_filter_and_a_case_with_turns_scores_and_lineage(world: World) -> None:
