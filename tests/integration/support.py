@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -23,11 +23,13 @@ from confluent_kafka import Consumer, Producer
 from pydantic import SecretStr
 from servers.s3 import S3Server
 from servers.sshd import SftpServer
+from sqlalchemy import update
 
 from connectors.local import LocalConfig
 from connectors.poller import PollConfig
 from connectors.s3 import S3Config
 from connectors.sftp import SftpConfig
+from streams.cases.store import CaseStore, analysis_results
 from streams.clock import Clock
 from streams.codec import AvroCodec
 from streams.metrics import Metrics
@@ -337,3 +339,30 @@ def wait_for_log(log: Path, text: str, timeout: float) -> None:
     while text not in log.read_text(errors="replace"):
         assert time.monotonic() < deadline, log.read_text(errors="replace")[-4000:]
         time.sleep(0.3)
+
+
+async def seed_results(
+    settings: Settings,
+    records: Iterable[dict[str, Any]],
+    *,
+    analysed_at: dt.datetime,
+    tenant: str = "acme",
+) -> None:
+    """Write ``records`` (:func:`conversation_record`) into the results database through the
+    case store, 500 a batch, then mark all of ``tenant``'s results analysed at ``analysed_at``."""
+    store = CaseStore(settings.database_url, AvroCodec(), Topics("x"), settings.profiles_of)
+    async with store:
+        batch: list[dict[str, Any]] = []
+        for record in records:
+            batch.append(record)
+            if len(batch) == 500:
+                await store.apply(batch)
+                batch = []
+        if batch:
+            await store.apply(batch)
+        async with store.engine.begin() as conn:
+            await conn.execute(
+                update(analysis_results)
+                .where(analysis_results.c.tenant == tenant)
+                .values(analysed_at=analysed_at)
+            )

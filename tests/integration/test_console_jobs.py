@@ -17,7 +17,7 @@ import datetime as dt
 import io
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,13 +30,9 @@ from fixtures import mail_settings
 from playwright.async_api import expect
 from servers.postgres import PostgresServer
 from servers.smtp import SmtpServer
-from sqlalchemy import update
-from support import conversation_record
+from support import conversation_record, seed_results
 
-from streams.cases.store import CaseStore, analysis_results
 from streams.clock import ManualClock
-from streams.codec import AvroCodec
-from streams.topics import Topics
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -53,27 +49,16 @@ class World(ConsoleWorld):
     smtp: SmtpServer
 
 
-async def _seed_results(database_url: str, settings: Any) -> None:
-    """``ROWS`` results of ``DAY`` for acme, written by the case store."""
-    async with CaseStore(database_url, AvroCodec(), Topics("x"), settings.profiles_of) as store:
-        await store.apply(
-            [
-                conversation_record(
-                    f"CON-{i:03d}",
-                    channel="chat",
-                    agent_id=f"agent-{i % 3}",
-                    started_at=DAY + dt.timedelta(hours=8),
-                    turns=[{"speaker": "agent", "at": None, "text": "Hello, how can I help?"}],
-                )
-                for i in range(ROWS)
-            ]
+def _records() -> Iterator[dict[str, Any]]:
+    """``ROWS`` conversations of ``DAY`` for acme."""
+    for i in range(ROWS):
+        yield conversation_record(
+            f"CON-{i:03d}",
+            channel="chat",
+            agent_id=f"agent-{i % 3}",
+            started_at=DAY + dt.timedelta(hours=8),
+            turns=[{"speaker": "agent", "at": None, "text": "Hello, how can I help?"}],
         )
-        async with store.engine.begin() as conn:
-            await conn.execute(
-                update(analysis_results)
-                .where(analysis_results.c.tenant == "acme")
-                .values(analysed_at=DAY + dt.timedelta(hours=10))
-            )
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -90,7 +75,7 @@ async def world(
         mail=mail_settings(smtp_server),
         scheduler={"tick_seconds": 0.2},
     )
-    await _seed_results(settings.database_url, settings)
+    await seed_results(settings, _records(), analysed_at=DAY + dt.timedelta(hours=10))
     async with console_world(settings, ManualClock(NOW)) as c:
         made = await c.api.as_(c.key).post(
             "/v1/export-connectors",

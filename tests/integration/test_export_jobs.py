@@ -17,7 +17,7 @@ import io
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,13 +31,9 @@ from fixtures import mail_settings
 from servers.s3 import S3Server
 from servers.smtp import SmtpServer
 from servers.sshd import SftpServer
-from sqlalchemy import update
-from support import conversation_record, running, settings_for, unique_prefix
+from support import conversation_record, running, seed_results, settings_for, unique_prefix
 
-from streams.cases.store import CaseStore, analysis_results
 from streams.clock import ManualClock
-from streams.codec import AvroCodec
-from streams.topics import Topics
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -61,32 +57,18 @@ class World:
     dest: dict[str, str]
 
 
-async def _seed_results(database_url: str, settings: Any) -> None:
-    """2,500 results of ``DAY`` for acme, written by the case store; one agent looks like a
-    formula; teams alternate red / blue."""
-    async with CaseStore(database_url, AvroCodec(), Topics("x"), settings.profiles_of) as store:
-        batch = []
-        for i in range(ROWS):
-            agent = EVIL if i == 0 else f"agent-{i % 7}"
-            batch.append(
-                conversation_record(
-                    f"EXP-{i:05d}",
-                    channel="chat",
-                    agent_id=agent,
-                    team="red" if i % 2 == 0 else "blue",
-                    started_at=DAY + dt.timedelta(hours=8),
-                    turns=[{"speaker": "agent", "at": None, "text": "Hello, how can I help?"}],
-                )
-            )
-            if len(batch) == 500:
-                await store.apply(batch)
-                batch = []
-        async with store.engine.begin() as conn:
-            await conn.execute(
-                update(analysis_results)
-                .where(analysis_results.c.tenant == "acme")
-                .values(analysed_at=DAY + dt.timedelta(hours=10))
-            )
+def _records() -> Iterator[dict[str, Any]]:
+    """2,500 conversations of ``DAY`` for acme; one agent looks like a formula; teams
+    alternate red / blue."""
+    for i in range(ROWS):
+        yield conversation_record(
+            f"EXP-{i:05d}",
+            channel="chat",
+            agent_id=EVIL if i == 0 else f"agent-{i % 7}",
+            team="red" if i % 2 == 0 else "blue",
+            started_at=DAY + dt.timedelta(hours=8),
+            turns=[{"speaker": "agent", "at": None, "text": "Hello, how can I help?"}],
+        )
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -108,7 +90,7 @@ async def world(
     )
     bucket = s3_server.create_bucket()
     clock = ManualClock(NOW)
-    await _seed_results(settings.database_url, settings)
+    await seed_results(settings, _records(), analysed_at=DAY + dt.timedelta(hours=10))
     async with running(settings, clock) as service, ApiClient(service.http_url or "") as client:
         key = await client.as_(OPERATOR_TOKEN).post("/v1/tenants/acme/keys", {"name": "t"})
         me = client.as_(key.body["key"])
