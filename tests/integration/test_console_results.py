@@ -150,7 +150,7 @@ async def test_results_filter_and_a_case_with_turns_scores_and_lineage(world: Wo
 
 async def test_email_me_is_refused_until_the_address_is_verified_then_sent(world: World) -> None:
     me = world.api.as_(world.key)
-    user = await me.post("/v1/users", {"name": "Rowan", "email": "rowan.console@acme.example"})
+    user = await me.post("/v1/users", {"name": "Rowan", "email": "rowan@acme.example"})
     assert user.status == 201, user.text
     made = await world.api.as_(OPERATOR_TOKEN).post(
         "/v1/tenants/acme/keys", {"name": "quinn", "user_id": user.body["id"]}
@@ -164,7 +164,7 @@ async def test_email_me_is_refused_until_the_address_is_verified_then_sent(world
     await expect(page.get_by_role("alert")).to_contain_text("not verified")
     await tab.check("results-email-refused")
 
-    verify = world.smtp.wait_for(lambda m: m["X-Envelope-To"] == "rowan.console@acme.example")[0]
+    verify = world.smtp.wait_for(lambda m: m["X-Envelope-To"] == "rowan@acme.example")[0]
     [link] = re.findall(r"https?://\S+/v1/email-verification\?token=\S+", verify.get_content())
     async with aiohttp.ClientSession() as http, http.get(link) as resp:
         assert resp.status == 200
@@ -174,13 +174,13 @@ async def test_email_me_is_refused_until_the_address_is_verified_then_sent(world
     await page.get_by_label("From (custom period)").fill("2026-01-01")
     await page.get_by_label("To, not included (custom period)").fill("2027-01-01")
     await page.get_by_role("button", name="Email me").click()
-    await expect(page.get_by_role("status")).to_contain_text("e-mailed to rowan.console@acme.example")
+    await expect(page.get_by_role("status")).to_contain_text("e-mailed to rowan@acme.example")
     await expect(page.get_by_role("heading", name="Export report")).to_be_visible()
     download = page.get_by_role("link", name=re.compile(r"^Download report-.*\.csv$"))
     await expect(download).to_have_count(1)
     await tab.check("results-reports")
     mails = world.smtp.wait_for(
-        lambda m: m["X-Envelope-To"] == "rowan.console@acme.example" and "report" in m["Subject"]
+        lambda m: m["X-Envelope-To"] == "rowan@acme.example" and "report" in m["Subject"]
     )
     assert "1 row(s)" in mails[0]["Subject"]  # agent a-1 only
     await tab.close()
