@@ -109,29 +109,25 @@ async def create(
     return cookie
 
 
-async def _credential(
-    engine: AsyncEngine, row: Any, operator_token: str | None
-) -> tuple[bool, str | None]:
-    """Whether the session's credential still holds, and the user its key acts for."""
+def _credential_holds(row: Any, operator_token: str | None) -> bool:
+    """Whether the session's credential still holds (``row``: :data:`_WITH_CREDENTIAL`)."""
     if row.operator:
         stored = row.operator_hash or ""
-        ok = operator_token is not None and hmac.compare_digest(stored, _hash(operator_token))
-        return ok, None
-    async with engine.connect() as conn:
-        found = (
-            await conn.execute(
-                select(
-                    api_keys.c.status,
-                    api_keys.c.user_id,
-                    tenants.c.status.label("tenant_status"),
-                )
-                .join(tenants, tenants.c.id == api_keys.c.tenant)
-                .where(api_keys.c.key_id == row.key_id)
-            )
-        ).first()
-    if found is None or found.status != "active" or found.tenant_status != "active":
-        return False, None
-    return True, found.user_id
+        return operator_token is not None and hmac.compare_digest(stored, _hash(operator_token))
+    return bool(row.key_status == "active" and row.tenant_status == "active")
+
+
+_WITH_CREDENTIAL = select(
+    console_sessions,
+    api_keys.c.status.label("key_status"),
+    api_keys.c.user_id,
+    tenants.c.status.label("tenant_status"),
+).select_from(
+    console_sessions.outerjoin(api_keys, api_keys.c.key_id == console_sessions.c.key_id).outerjoin(
+        tenants, tenants.c.id == api_keys.c.tenant
+    )
+)
+"""A session with its key's and tenant's status, in one query."""
 
 
 async def load(
@@ -151,16 +147,12 @@ async def load(
         return None
     key = _hash(cookie)
     async with engine.connect() as conn:
-        row = (
-            await conn.execute(
-                select(console_sessions).where(console_sessions.c.session_hash == key)
-            )
-        ).first()
+        query = _WITH_CREDENTIAL.where(console_sessions.c.session_hash == key)
+        row = (await conn.execute(query)).first()
     if row is None:
         return None
     expired = _aware(row.expires_at) <= now or _aware(row.last_seen_at) + idle <= now
-    ok, user_id = (False, None) if expired else await _credential(engine, row, operator_token)
-    if not ok:
+    if expired or not _credential_holds(row, operator_token):
         await end(engine, cookie)
         return None
     async with engine.begin() as conn:
@@ -169,6 +161,7 @@ async def load(
             .where(console_sessions.c.session_hash == key)
             .values(last_seen_at=now, flash=None)
         )
+    user_id = None if row.operator else row.user_id
     return Session(key, row.tenant, row.key_id, row.operator, row.csrf_token, row.flash, user_id)
 
 
