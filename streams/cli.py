@@ -25,7 +25,7 @@ from streams import logs, security
 from streams.codec import AvroCodec
 from streams.control.errors import ControlError
 from streams.errors import CallstreamError, ConfigError, SchemaError
-from streams.settings import Settings, load_settings
+from streams.settings import ROLES, Settings, load_settings
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -50,6 +50,19 @@ def _exit_now(code: int, message: str | None = None) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _roles(value: str | None) -> list[str] | None:
+    """Parse ``--roles``: known names, comma-separated, at least one."""
+    if value is None:
+        return None
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ROLES]
+    if unknown or not names:
+        raise click.BadParameter(
+            f"{', '.join(unknown) or 'nothing given'}: choose from {', '.join(ROLES)}"
+        )
+    return list(dict.fromkeys(names))
 
 
 def _load(config: Path | None) -> Settings:
@@ -81,9 +94,16 @@ def cli(ctx: click.Context, config: Path | None) -> None:
     default=None,
     help="Print events as they flow (default: on when running the embedded local stack).",
 )
+@click.option(
+    "--roles",
+    callback=lambda _ctx, _param, value: _roles(value),
+    help="Comma-separated roles this process runs: connectors, processors, api (default: the "
+    "roles setting, all three). Run any number of processes against one Kafka and database: "
+    "connectors are shared through Kafka's group membership, partitions by consumer group.",
+)
 @click.pass_obj
-def run(config: Path | None, echo: bool | None) -> None:
-    """Run every role (connectors, stream processors, HTTP /metrics) until Ctrl-C or SIGTERM.
+def run(config: Path | None, echo: bool | None, roles: list[str] | None) -> None:
+    """Run the service (every role, or --roles) until Ctrl-C or SIGTERM.
 
     A stop signal stops every part within shutdown_grace_seconds; parts that have not stopped
     by then are named and the exit status is 1. A second signal exits at once.
@@ -92,6 +112,8 @@ def run(config: Path | None, echo: bool | None) -> None:
     from streams.service import Service, run_until_stopped  # heavy imports only when running
 
     settings = _load(config)
+    if roles is not None:
+        settings = settings.model_copy(update={"roles": roles})
     logs.configure(settings.log_level, settings.log_format)
     if echo is None:
         echo = settings.kafka.bootstrap_servers is None

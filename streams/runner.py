@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from sqlalchemy.exc import SQLAlchemyError
 
 from connectors import paths
@@ -47,8 +47,9 @@ from connectors.registry import open_store as build_store
 from streams.codec import AvroCodec
 from streams.control.catalog import CONFIG_REVISION, Catalog, Entry
 from streams.errors import PublishError, SchemaError
-from streams.kafka import Producer, Record
+from streams.kafka import Producer, Record, session_config
 from streams.metrics import Metrics
+from streams.ownership import Ownership, Placement
 from streams.settings import ConnectorSettings, Settings, StoreConfig
 from streams.state import ConnectorState, OutcomeRecord
 from streams.topics import Topics
@@ -213,6 +214,10 @@ class ConnectorRunner:
     appeared, restarts those whose revision changed and stops those deleted, disabled or whose
     tenant was disabled. Stopping one cancels its task, closes its store and shuts its thread;
     its durable state stays, so starting it again resumes where it was.
+
+    With an :class:`~streams.ownership.Ownership`, the runner runs only the connectors this
+    worker owns (see :mod:`streams.ownership`); an assignment change reconciles at once
+    (:meth:`apply_ownership`), and the reconcile loop runs whatever the catalog.
     """
 
     def __init__(
@@ -224,6 +229,7 @@ class ConnectorRunner:
         metrics: Metrics,
         topics: Topics,
         catalog: Catalog | None = None,
+        ownership: Ownership | None = None,
     ) -> None:
         self.settings = settings
         self.producer = producer
@@ -232,9 +238,15 @@ class ConnectorRunner:
         self.metrics = metrics
         self.topics = topics
         self.catalog = catalog or Catalog(settings)
+        self.ownership = ownership
         self.contexts: dict[tuple[str, str], ConnectorContext] = {}
         self._reconciler: asyncio.Task[None] | None = None
+        self._reconciling = asyncio.Lock()
         self._stopping = asyncio.Event()
+
+    def owns(self, key: tuple[str, str]) -> bool:
+        """Tell whether this worker runs the connector ``(tenant, name)`` when it is wanted."""
+        return self.ownership is None or self.ownership.owns(*key)
 
     async def start(self) -> None:
         """Load each connector's durable state and start its polling task (and, with a dynamic
@@ -244,12 +256,31 @@ class ConnectorRunner:
                 if not conn.enabled:
                     log.info("connector %s/%s is disabled", tenant.id, conn.name)
         await self.reconcile()
-        if self.catalog.dynamic:
+        if self.catalog.dynamic or self.ownership is not None:
             self._reconciler = asyncio.create_task(self._reconcile_loop(), name="reconcile")
 
+    async def apply_ownership(self) -> None:
+        """The assignment changed: stop the connectors no longer owned at once (no database
+        needed), then start the newly owned ones (retried by the reconcile loop on failure)."""
+        async with self._reconciling:
+            for key in [k for k in self.contexts if not self.owns(k)]:
+                log.info("connector %s/%s: moved to another worker, stopping it", *key)
+                await self._stop_connector(key)
+        if self._stopping.is_set():
+            return
+        try:
+            await self.reconcile()
+        except SQLAlchemyError as exc:
+            log.error("connector catalog: reading the connectors failed: %s; retrying", exc)
+
     async def reconcile(self) -> None:
-        """Make the running connectors those the catalog wants, as they are now."""
-        desired = await self.catalog.desired()
+        """Make the running connectors those the catalog wants and this worker owns."""
+        async with self._reconciling:
+            await self._reconcile()
+
+    async def _reconcile(self) -> None:
+        wanted = await self.catalog.desired()
+        desired = {k: e for k, e in wanted.items() if self.owns(k)}
         for key, ctx in list(self.contexts.items()):
             want = desired.get(key)
             if want is None or want.revision != ctx.revision:
@@ -267,7 +298,7 @@ class ConnectorRunner:
                     else "no job drives it any more: announcing files as they arrive",
                 )
         for key, entry in desired.items():
-            if key not in self.contexts:
+            if key not in self.contexts and not self._stopping.is_set():
                 await self._start_connector(entry)
 
     async def _reconcile_loop(self) -> None:
@@ -411,6 +442,20 @@ class ConnectorRunner:
         files settle), then takes the clean-up steps that are due.
         """
         return len(await self._cycle(ctx, not ctx.scheduled if announce is None else announce))
+
+    async def placement(self, tenant: str, connector_id: str) -> Placement:
+        """Where ``tenant``'s connector ``connector_id`` runs: ``here``; ``elsewhere`` when it
+        is wanted but not running here (another worker owns it, or it is starting here);
+        ``nowhere`` when it is not wanted (deleted, disabled, its tenant disabled)."""
+        if any(
+            c.tenant == tenant and c.connector_id == connector_id for c in self.contexts.values()
+        ):
+            return "here"
+        desired = await self.catalog.desired()
+        wanted = any(
+            e.tenant == tenant and e.connector_id == connector_id for e in desired.values()
+        )
+        return "elsewhere" if wanted else "nowhere"
 
     async def run_import(self, tenant: str, connector_id: str) -> list[tuple[str, str, str]]:
         """A job's import run: announce every complete, not yet announced version of the
@@ -556,38 +601,93 @@ class ConnectorRunner:
 
 
 class OutcomeConsumer:
-    """Applies clean-up policies as downstream reports file outcomes (see the module doc)."""
+    """Applies clean-up policies as downstream reports file outcomes (see the module doc).
+
+    With an :class:`~streams.ownership.Ownership`, its group membership also decides which
+    connectors the runner runs: the rebalance callbacks record the assigned partitions and have
+    the runner apply them before the rebalance completes (see :mod:`streams.ownership`).
+    """
 
     def __init__(
         self,
         runner: ConnectorRunner,
         client_config: dict[str, Any],
         group_id: str,
+        ownership: Ownership | None = None,
     ) -> None:
         self.runner = runner
+        self.ownership = ownership
+        timeout = runner.settings.processors.session_timeout_seconds
         self._config = {
             **client_config,
             "group.id": group_id,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
+            **session_config(timeout),
+            "partition.assignment.strategy": "cooperative-sticky",
         }
+        self._handover_timeout = max(30.0, 3 * timeout)
         self._consumer: Consumer | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="outcomes")
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
-        """Subscribe and start consuming."""
-        self._consumer = self._subscribe()
-        self._task = asyncio.create_task(self._loop(), name="file-outcomes")
+        """Subscribe and start consuming (the first poll joins the group)."""
+        self._loop = asyncio.get_running_loop()
+        self._consumer = await self._loop.run_in_executor(self._executor, self._subscribe)
+        self._task = asyncio.create_task(self._loop_forever(), name="file-outcomes")
 
     def _subscribe(self) -> Consumer:
         consumer = Consumer(self._config)
-        consumer.subscribe([self.runner.topics.file_outcomes])
+        topic = self.runner.topics.file_outcomes
+        if self.ownership is None:
+            consumer.subscribe([topic])
+        else:
+            consumer.subscribe(
+                [topic],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_revoke,
+            )
         return consumer
 
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Consumer thread: take the new partitions' connectors (after loading their state)."""
+        assert self.ownership is not None  # noqa: S101 - only subscribed with callbacks then
+        topic = self.runner.topics.file_outcomes
+        count = len(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+        self.ownership.add(count, {p.partition for p in partitions})
+        log.info(
+            "connector group: assigned partitions %s of %d",
+            sorted(self.ownership.assigned),
+            count,
+        )
+        self._hand_over()
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Consumer thread: stop the revoked (or lost) partitions' connectors before the
+        rebalance completes, so no other worker polls them while this one still does."""
+        assert self.ownership is not None  # noqa: S101 - only subscribed with callbacks then
+        self.ownership.remove({p.partition for p in partitions})
+        if partitions:
+            log.info("connector group: partitions %s revoked", [p.partition for p in partitions])
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        future = asyncio.run_coroutine_threadsafe(self.runner.apply_ownership(), loop)
+        try:
+            future.result(self._handover_timeout)
+        except Exception:  # a stuck or failed stop: log it, never break the consumer thread
+            log.exception("connector group: applying the new assignment failed")
+
     async def stop(self) -> None:
-        """Stop consuming; outcomes not yet applied are redelivered on the next start."""
+        """Stop consuming and leave the group (its connectors stop first); outcomes not yet
+        applied are redelivered on the next start."""
         self._stopping.set()
         if self._task is not None:
             self._task.cancel()
@@ -597,7 +697,7 @@ class OutcomeConsumer:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._consumer.close)
         self._executor.shutdown(wait=True)
 
-    async def _loop(self) -> None:
+    async def _loop_forever(self) -> None:
         loop = asyncio.get_running_loop()
         settings = self.runner.settings.runner
         backoff = Backoff(settings.backoff_initial_seconds, settings.backoff_max_seconds)

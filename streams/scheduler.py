@@ -43,7 +43,9 @@ from connectors.errors import ConnectorError
 from streams.clock import Clock
 from streams.control import executions as runs
 from streams.control import jobs
+from streams.control.errors import NotFoundError
 from streams.control.executions import Counts, Delivery, RunFile
+from streams.ownership import Placement
 from streams.schedule import latest
 from streams.settings import Settings
 
@@ -68,6 +70,8 @@ class Importer(Protocol):
     """What an import run needs of the connector runner."""
 
     async def run_import(self, tenant: str, connector_id: str) -> list[tuple[str, str, str]]: ...
+
+    async def placement(self, tenant: str, connector_id: str) -> Placement: ...
 
 
 Exporter = Callable[[Any, str, dt.datetime], Awaitable[RunResult]]
@@ -203,8 +207,31 @@ class Scheduler:
                 continue
             self._claimed[row.id] = due
             await self._claim_and_start(row, due, "schedule", now)
+        await self._take_handed_off(now)
         await self._complete_imports(now)
         await self._system_runs(now)
+
+    async def _take_handed_off(self, now: dt.datetime) -> None:
+        """Run the import runs other workers left to the owner of their connector, when the
+        connector runs here."""
+        if self.importer is None:
+            return
+        async with self.engine.connect() as conn:
+            waiting = await runs.handed_off(conn)
+        for row in waiting:
+            connector_id = json.loads(row.connectors)[0]
+            if await self.importer.placement(row.tenant, connector_id) != "here":
+                continue
+            if not await runs.take(self.engine, row.id, self.worker, now + self._lease):
+                continue
+            async with self.engine.connect() as conn:
+                try:
+                    job = await jobs.row_of(conn, row.tenant, row.job_id)
+                except NotFoundError:
+                    await self._finish(row.id, RunResult("handler_failed", error="job deleted"))
+                    continue
+            log.info("run %s of job %s: taken over from the worker that claimed it", row.id, job.id)
+            self._start(row.id, self._run_job(row.id, job, _aware(row.scheduled_for)))
 
     async def trigger(self, tenant: str, job_id: str) -> str:
         """Run one of ``tenant``'s jobs now (whatever its schedule or state); the run's id."""
@@ -285,13 +312,18 @@ class Scheduler:
 
     async def _run_import(self, ident: str, row: Any) -> None:
         connector_id = json.loads(row.connectors)[0]
-        if self.importer is None:
-            await self._finish(
-                ident, RunResult("handler_failed", error="no connector runner in this process")
-            )
-            return
+        importer = self.importer
         try:
-            files = await self.importer.run_import(row.tenant, connector_id)
+            where = (
+                "elsewhere"
+                if importer is None
+                else await importer.placement(row.tenant, connector_id)
+            )
+            if importer is None or where == "elsewhere":
+                # Another worker owns the connector: its scheduler takes the run over.
+                await runs.hand_off(self.engine, ident, self.clock.now() + self._lease)
+                return
+            files = await importer.run_import(row.tenant, connector_id)
         except (ConnectorError, RuntimeError) as exc:
             error = f"the source could not be read: {exc}"
             await self._finish(ident, RunResult("handler_failed", error=error))

@@ -59,6 +59,7 @@ from streams.media import MediaStore
 from streams.media_s3 import open_media_store
 from streams.metrics import Metrics
 from streams.notify import FailureWatcher, notify_failure
+from streams.ownership import Ownership
 from streams.platform.feedback import FeedbackRelay
 from streams.platform.inbound import PlatformInbound
 from streams.redact import tenant_redactors
@@ -177,24 +178,12 @@ class Service:
             await echo.start()
             self._stack.append(("event echo", echo.stop))
 
-        if s.processors.enabled:
+        if s.runs("processors"):
             await self._start_processors(bootstrap, producer)
-        await self._start_platform(cfg, producer)
-
-        self.runner = ConnectorRunner(
-            s, producer, state, self.codec, self.metrics, self.topics, self.catalog
-        )
-        await self.runner.start()
-        self._stack.append(("connector runner", self.runner.stop))
-
-        outcomes = OutcomeConsumer(self.runner, cfg, f"{self.topics.prefix}.connector-runner")
-        await outcomes.start()
-        self._stack.append(("file-outcome consumer", outcomes.stop))
-
-        if s.dropbox.enabled:
-            self.dropbox = DropboxServer(s, state.engine, self.secrets, self.runner.wake)
-            await self.dropbox.start()
-            self._stack.append(("SFTP drop box", self.dropbox.stop))
+        self.runner: ConnectorRunner | None = None
+        if s.runs("connectors"):
+            await self._start_platform(cfg, producer)
+            await self._start_connectors(cfg, producer)
 
         self.scheduler: Scheduler | None = None
         self.api = ApiContext(
@@ -211,7 +200,7 @@ class Service:
             redaction=self.redactors,
             clock=self.clock,
         )
-        http_app = create_http_app(self.metrics, self.runner, self.api)
+        http_app = create_http_app(self.metrics, self.runner, self.api if s.runs("api") else None)
         # Request lines up to 32 KiB: a long (even hostile) query string gets a problem detail
         # from the API rather than aiohttp's plain-text 400 at 8 KiB.
         app_runner = web.AppRunner(
@@ -225,15 +214,50 @@ class Service:
         self.http_url = f"http://{s.http.host}:{port}"
         if s.scheduler.enabled:
             await self._start_scheduler(state.engine, self.http_url)
-        n = len(self.runner.contexts)
-        self.say(f"callstream is running: {n} connector(s); metrics at {self.http_url}/metrics")
-        if s.console.enabled:
+        roles = ", ".join(r for r in ("connectors", "processors", "api") if s.runs(r))
+        running = "" if self.runner is None else f"{len(self.runner.contexts)} connector(s), "
+        self.say(f"callstream is running ({roles}): {running}metrics at {self.http_url}/metrics")
+        if s.console.enabled and s.runs("api"):
             self.say(
                 f"web console at {self.http_url}/console: sign in with an API key "
                 "(callstream keys create <tenant>) or the operator token"
             )
         if s.demo_enabled:
             self.say(f"demo: drop files into {seed.inbox(s)} to see them announced; Ctrl-C stops")
+
+    async def _start_connectors(self, cfg: dict[str, Any], producer: Producer) -> None:
+        """The connector runner, its group membership (the file-outcome consumer: see
+        :mod:`streams.ownership`) and the SFTP drop box. Waits, up to three session timeouts,
+        for the group to hand this worker its share of the connectors."""
+        s = self.settings
+        self.ownership = Ownership()
+        runner = ConnectorRunner(
+            s,
+            producer,
+            self.state,
+            self.codec,
+            self.metrics,
+            self.topics,
+            self.catalog,
+            ownership=self.ownership,
+        )
+        await runner.start()
+        self._stack.append(("connector runner", runner.stop))
+        self.runner = runner
+        outcomes = OutcomeConsumer(
+            runner, cfg, f"{self.topics.prefix}.connector-runner", self.ownership
+        )
+        await outcomes.start()
+        self._stack.append(("file-outcome consumer", outcomes.stop))
+        wait = 3 * s.processors.session_timeout_seconds
+        if not await self.ownership.wait_settled(wait):
+            log.warning(
+                "connector group: no assignment after %.0fs; connectors start when it comes", wait
+            )
+        if s.dropbox.enabled:
+            self.dropbox = DropboxServer(s, self.state.engine, self.secrets, runner.wake)
+            await self.dropbox.start()
+            self._stack.append(("SFTP drop box", self.dropbox.stop))
 
     async def _start_scheduler(self, engine: AsyncEngine, base_url: str) -> None:
         """Jobs, export runs, the daily system runs (after the HTTP endpoint: links need its

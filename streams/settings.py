@@ -549,6 +549,11 @@ class VoiceSettings(BaseModel):
     )
 
 
+Role = Literal["connectors", "processors", "api"]
+ROLES: tuple[Role, ...] = ("connectors", "processors", "api")
+"""What a process can run (``roles``; ``callstream run --roles``)."""
+
+
 class Settings(BaseSettings):
     """The whole configuration of one callstream process."""
 
@@ -576,6 +581,16 @@ class Settings(BaseSettings):
     demo: bool | None = Field(
         None, description="Seed a demo tenant and sample files. Unset: only if no tenants."
     )
+    roles: list[Role] = Field(
+        default_factory=lambda: list(ROLES),
+        min_length=1,
+        description="What this process runs (any number of processes may share one Kafka and "
+        "database): connectors (polling, announcing and cleaning up files, owned one worker "
+        "at a time through Kafka's group membership; the drop box; platform connectors), "
+        "processors (files -> conversations -> cases -> results), api (the /v1 API and the "
+        "console). Every process serves /metrics, /healthz and /readyz and runs due jobs "
+        "(scheduler.enabled).",
+    )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
@@ -594,6 +609,11 @@ class Settings(BaseSettings):
         description="Where recordings and oversized raw rows are kept: type local or s3.",
     )
     tenants: list[TenantSettings] = Field(default_factory=list)
+
+    def runs(self, role: Role) -> bool:
+        """Tell whether this process runs ``role`` (``processors.enabled: false`` turns the
+        processors off too)."""
+        return role in self.roles and (role != "processors" or self.processors.enabled)
 
     @model_validator(mode="after")
     def _sizes_agree(self) -> Self:

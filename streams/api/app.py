@@ -121,7 +121,9 @@ async def healthz(_request: web.Request) -> web.Response:
 @routes.get("/connectors")
 async def connectors(request: web.Request) -> web.Response:
     """List every running connector with its state and last error (no secrets)."""
-    runner = request.app[RUNNER]
+    runner = request.app.get(RUNNER)
+    if runner is None:  # this process does not run the connectors role
+        return web.json_response({"connectors": []})
     items = [
         {
             "tenant": ctx.tenant,
@@ -136,13 +138,14 @@ async def connectors(request: web.Request) -> web.Response:
 
 
 def create_app(
-    metrics: Metrics, runner: ConnectorRunner, api: ApiContext | None = None
+    metrics: Metrics, runner: ConnectorRunner | None, api: ApiContext | None = None
 ) -> web.Application:
     """Build the HTTP application around the running service's parts (``api``: serve /v1)."""
     limit = api.settings.api.max_body_bytes if api is not None else 1024**2
     app = web.Application(middlewares=[problem_middleware], client_max_size=limit)
     app[METRICS] = metrics
-    app[RUNNER] = runner
+    if runner is not None:
+        app[RUNNER] = runner
     app.add_routes(routes)
     if api is not None:
         install(app, api, ROUTE_GROUPS, authenticator(api))

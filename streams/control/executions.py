@@ -276,6 +276,37 @@ async def add_files(
         )
 
 
+HANDOFF = "handoff"
+"""The ``worker`` of an import run waiting for the worker that owns its connector."""
+
+
+async def hand_off(engine: AsyncEngine, execution_id: str, lease_until: dt.datetime) -> None:
+    """Leave an import run to the worker that owns its connector (:func:`take`); a run nobody
+    takes before ``lease_until`` is failed as abandoned."""
+    await update_run(engine, execution_id, worker=HANDOFF, lease_until=lease_until)
+
+
+async def handed_off(conn: AsyncConnection) -> list[Any]:
+    """The unfinished import runs waiting for their connector's owner."""
+    ex = executions.c
+    stmt = select(executions).where(ex.worker == HANDOFF, ex.status.notin_(FINAL))
+    return list(await conn.execute(stmt))
+
+
+async def take(
+    engine: AsyncEngine, execution_id: str, worker: str, lease_until: dt.datetime
+) -> bool:
+    """Claim a handed-off run for ``worker``; False when another worker took it first."""
+    ex = executions.c
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            update(executions)
+            .where(ex.id == execution_id, ex.worker == HANDOFF, ex.status.notin_(FINAL))
+            .values(worker=worker, lease_until=lease_until)
+        )
+    return result.rowcount == 1
+
+
 async def fail_abandoned(engine: AsyncEngine, now: dt.datetime) -> list[Any]:
     """Fail every unfinished run whose lease ran out; return their rows (for notices)."""
     ex = executions.c

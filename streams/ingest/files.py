@@ -81,6 +81,7 @@ from streams.ingest.sourcefiles import Placed, SourceFiles
 from streams.kafka import Producer, Record
 from streams.media import MediaRejected, MediaStore, media_key
 from streams.metrics import Metrics
+from streams.ownership import connector_key
 from streams.redact import Redactors, tenant_redactors
 from streams.runner import guard_for, open_store
 from streams.settings import ConnectorSettings, Settings
@@ -792,7 +793,9 @@ class FileProcessor:
             )
 
     async def _publish_outcome(self, event: dict[str, Any]) -> None:
-        key = f"{event['tenant']}/{event['connector']}/{event['path']}".encode()
+        # Keyed by connector: its outcomes share one partition, whose owner polls it
+        # (streams.ownership).
+        key = connector_key(event["tenant"], event["connector"]).encode()
         value = self.codec.encode(FILE_OUTCOME, event)
         await self.producer.send_batch([(self.topics.file_outcomes, key, value)])
 
