@@ -46,10 +46,12 @@ from streams.dropbox.server import DropboxServer
 from streams.echo import Echo
 from streams.embedded.kafka import LocalKafka
 from streams.errors import ConfigError
+from streams.expected import ExpectedFileMonitor
 from streams.exports.run import Exporter, ReportBuilder
 from streams.exports.storage import ReportStore, purge_expired
 from streams.fetch.settings import RecordingFetchSettings
 from streams.fetch.worker import RecordingFetcher
+from streams.health import Readiness, database_check, faust_assignment_check, kafka_check
 from streams.ingest.bundles import BundleStore, BundleSweeper
 from streams.ingest.files import FileProcessor
 from streams.ingest.recordings import RecordingSettings
@@ -109,6 +111,8 @@ class Service:
         """Parts abandoned because they did not stop within the grace period."""
         self.start_interrupted = False
         """A stop came while starting; a blocking start-up call may still run in a thread."""
+        self.readiness = Readiness()
+        """The checks of ``/readyz``: each part adds its own as it starts."""
 
     async def start(self) -> None:
         """Start every part; on failure, stop what was started and re-raise."""
@@ -133,6 +137,7 @@ class Service:
             self.say(f"local Kafka is up at {bootstrap}")
         cfg = client_config(bootstrap, s.kafka.client_config)
         await loop.run_in_executor(None, check_connection, cfg)
+        self.readiness.add("kafka", kafka_check(cfg))
         admin = AdminClient(cfg)
         await loop.run_in_executor(
             None,
@@ -153,6 +158,7 @@ class Service:
         state = ConnectorState(s.database_url)
         await state.start()
         self._stack.append(("connector state", state.stop))
+        self.readiness.add("database", database_check(state.engine))
         await tenants.sync_config_tenants(state.engine, [t.id for t in s.tenants])
         self.state = state
         self.secrets = await asyncio.to_thread(
@@ -186,6 +192,9 @@ class Service:
         )
         await self.runner.start()
         self._stack.append(("connector runner", self.runner.stop))
+        expected = ExpectedFileMonitor(self.runner, state.engine, self.metrics, self.clock)
+        await expected.start()
+        self._stack.append(("expected-file monitor", expected.stop))
 
         outcomes = OutcomeConsumer(self.runner, cfg, f"{self.topics.prefix}.connector-runner")
         await outcomes.start()
@@ -211,7 +220,7 @@ class Service:
             redaction=self.redactors,
             clock=self.clock,
         )
-        http_app = create_http_app(self.metrics, self.runner, self.api)
+        http_app = create_http_app(self.metrics, self.runner, self.api, self.readiness)
         # Request lines up to 32 KiB: a long (even hostile) query string gets a problem detail
         # from the API rather than aiohttp's plain-text 400 at 8 KiB.
         app_runner = web.AppRunner(
@@ -350,6 +359,7 @@ class Service:
         self._stack.append(("stream processors", app.stop))  # also when start fails midway
         await app.start()
         self.faust_app = app
+        self.readiness.add("processors", faust_assignment_check(app))
         lag = LagMonitor(
             client_config(bootstrap, s.kafka.client_config),
             self.metrics,
