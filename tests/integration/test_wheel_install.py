@@ -84,6 +84,7 @@ async def test_the_wheel_installs_into_a_fresh_virtualenv_and_runs(
                 ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
             )
         else:
+            (context / source).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, context / source)
     dist = tmp_path / "dist"
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(dist), "."], context, env)
