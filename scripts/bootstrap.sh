@@ -17,6 +17,8 @@ command -v lame >/dev/null || need_apt+=(lame)
 # the console's browser tests: Debian's Chromium, driven by Playwright (its own download is
 # not reachable from CI)
 command -v chromium >/dev/null || need_apt+=(chromium)
+# promtool checks and unit-tests deploy/prometheus's alert rules (Debian's prometheus ships it)
+command -v promtool >/dev/null || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "==> installing system packages: ${need_apt[*]}"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

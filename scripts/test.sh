@@ -10,8 +10,12 @@ echo "==> ruff and mypy"
 .venv/bin/ruff format --check .
 .venv/bin/mypy
 
+echo "==> deploy files: Kubernetes, compose, Dockerfile, Prometheus rules, dashboard (offline)"
+.venv/bin/pytest tests/integration/test_deploy_files.py -q
+
 echo "==> unit and integration tests"
-.venv/bin/pytest tests/unit tests/integration -q --timeout=600 --durations=20
+.venv/bin/pytest tests/unit tests/integration -q --timeout=600 --durations=20 \
+    --ignore=tests/integration/test_deploy_files.py
 
 echo "==> fuzzing: each harness for ${FUZZ_SECONDS:-10} s (fails on a crash)"
 .venv/bin/python tests/fuzz/runner.py --seconds "${FUZZ_SECONDS:-10}"

@@ -58,6 +58,14 @@ class Metrics:
             conn,
             registry=r,
         )
+        self.expected_file_missing = Gauge(
+            "callstream_connector_expected_file_missing",
+            "1 when the connector's expect_file deadline (HH:MM in its time zone) has passed "
+            "today and no file version was announced since that day's local midnight, else 0; "
+            "exported by the worker running the connector, only for connectors with expect_file.",
+            conn,
+            registry=r,
+        )
         self.cleanups = Counter(
             "callstream_connector_cleanups_total",
             "Clean-up after downstream outcomes, by action: deferred, incomplete, kept, "

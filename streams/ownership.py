@@ -29,7 +29,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import zlib
+from collections.abc import Awaitable, Callable
 from typing import Literal
+
+from streams.health import NotReady
 
 Placement = Literal["here", "elsewhere", "nowhere"]
 """Where a connector runs: this worker; another one (or not started here yet); none (not
@@ -87,3 +90,15 @@ class Ownership:
     async def wait_settled(self, seconds: float) -> bool:
         """Wait up to ``seconds`` for the first assignment; tell whether it came."""
         return await asyncio.to_thread(self._settled.wait, seconds)
+
+
+def connector_group_check(ownership: Ownership) -> Callable[[], Awaitable[str]]:
+    """Readiness (:mod:`streams.health`): the connector group has given this worker its share
+    (possibly none: a standby beyond the partition count is ready, not broken)."""
+
+    async def check() -> str:
+        if not ownership.settled:
+            raise NotReady("waiting for the connector group's first assignment")
+        return f"{len(ownership.assigned)} of {ownership.partitions} connector partition(s)"
+
+    return check

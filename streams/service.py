@@ -46,10 +46,12 @@ from streams.dropbox.server import DropboxServer
 from streams.echo import Echo
 from streams.embedded.kafka import LocalKafka
 from streams.errors import ConfigError
+from streams.expected import ExpectedFileMonitor
 from streams.exports.run import Exporter, ReportBuilder
 from streams.exports.storage import ReportStore, purge_expired
 from streams.fetch.settings import RecordingFetchSettings
 from streams.fetch.worker import RecordingFetcher
+from streams.health import Readiness, database_check, faust_assignment_check, kafka_check
 from streams.ingest.bundles import BundleStore, BundleSweeper
 from streams.ingest.files import FileProcessor
 from streams.ingest.recordings import RecordingSettings
@@ -59,7 +61,7 @@ from streams.media import MediaStore
 from streams.media_s3 import open_media_store
 from streams.metrics import Metrics
 from streams.notify import FailureWatcher, notify_failure
-from streams.ownership import Ownership
+from streams.ownership import Ownership, connector_group_check
 from streams.platform.feedback import FeedbackRelay
 from streams.platform.inbound import PlatformInbound
 from streams.redact import tenant_redactors
@@ -110,6 +112,8 @@ class Service:
         """Parts abandoned because they did not stop within the grace period."""
         self.start_interrupted = False
         """A stop came while starting; a blocking start-up call may still run in a thread."""
+        self.readiness = Readiness()
+        """The checks of ``/readyz``: each part adds its own as it starts."""
 
     async def start(self) -> None:
         """Start every part; on failure, stop what was started and re-raise."""
@@ -134,6 +138,7 @@ class Service:
             self.say(f"local Kafka is up at {bootstrap}")
         cfg = client_config(bootstrap, s.kafka.client_config)
         await loop.run_in_executor(None, check_connection, cfg)
+        self.readiness.add("kafka", kafka_check(cfg))
         admin = AdminClient(cfg)
         await loop.run_in_executor(
             None,
@@ -154,6 +159,7 @@ class Service:
         state = ConnectorState(s.database_url)
         await state.start()
         self._stack.append(("connector state", state.stop))
+        self.readiness.add("database", database_check(state.engine))
         await tenants.sync_config_tenants(state.engine, [t.id for t in s.tenants])
         self.state = state
         self.secrets = await asyncio.to_thread(
@@ -200,7 +206,9 @@ class Service:
             redaction=self.redactors,
             clock=self.clock,
         )
-        http_app = create_http_app(self.metrics, self.runner, self.api if s.runs("api") else None)
+        http_app = create_http_app(
+            self.metrics, self.runner, self.api if s.runs("api") else None, self.readiness
+        )
         # Request lines up to 32 KiB: a long (even hostile) query string gets a problem detail
         # from the API rather than aiohttp's plain-text 400 at 8 KiB.
         app_runner = web.AppRunner(
@@ -244,11 +252,15 @@ class Service:
         await runner.start()
         self._stack.append(("connector runner", runner.stop))
         self.runner = runner
+        expected = ExpectedFileMonitor(runner, self.state.engine, self.metrics, self.clock)
+        await expected.start()
+        self._stack.append(("expected-file monitor", expected.stop))
         outcomes = OutcomeConsumer(
             runner, cfg, f"{self.topics.prefix}.connector-runner", self.ownership
         )
         await outcomes.start()
         self._stack.append(("file-outcome consumer", outcomes.stop))
+        self.readiness.add("connectors", connector_group_check(self.ownership))
         wait = 3 * s.processors.session_timeout_seconds
         if not await self.ownership.wait_settled(wait):
             log.warning(
@@ -374,6 +386,7 @@ class Service:
         self._stack.append(("stream processors", app.stop))  # also when start fails midway
         await app.start()
         self.faust_app = app
+        self.readiness.add("processors", faust_assignment_check(app))
         lag = LagMonitor(
             client_config(bootstrap, s.kafka.client_config),
             self.metrics,

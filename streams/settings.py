@@ -46,6 +46,7 @@ from streams import security
 from streams.analysis.profiles import Profile
 from streams.codec import DEFAULT_SCHEMAS_DIR
 from streams.errors import ConfigError
+from streams.expected import ExpectFile
 from streams.fetch.settings import RecordingFetchSettings
 from streams.ingest.parse import ParseSettings
 from streams.ingest.recordings import RecordingSettings
@@ -320,6 +321,13 @@ class ConnectorSettings(_Section):
         description="Recordings fetched by reference: a row's http(s) recording_ref URL, or "
         "its call id through a voice-log API URL template, is fetched into the media store "
         "(see streams/fetch/settings.py). Unset: recording_ref is kept as the row says.",
+    )
+    expect_file: ExpectFile | None = Field(
+        None,
+        description="A daily file is expected by a local time: once it has passed with no file "
+        "announced since local midnight, callstream_connector_expected_file_missing is 1 "
+        "(the CallstreamExpectedFileMissing alert). Unset: no expectation.",
+        examples=[{"by": "07:00", "timezone": "Europe/London"}],
     )
 
 

@@ -1,4 +1,10 @@
-"""aiohttp application factory: ``/metrics``, ``/healthz``, ``/connectors`` and the ``/v1`` API.
+"""aiohttp application factory: ``/metrics``, ``/healthz``, ``/readyz``, ``/connectors`` and the
+``/v1`` API.
+
+``/healthz`` (liveness) answers 200 while the process serves HTTP; ``/readyz`` (readiness) runs
+the service's :class:`~streams.health.Readiness` checks and answers 200 only when all pass, else
+503 with the failing checks named. Both are unauthenticated, like ``/metrics``, and carry no
+tenant data.
 
 The ``/v1`` operations are declared per resource (one module each, a ``routes`` table of
 :class:`~streams.api.routing.ApiRoutes`) and listed in :data:`ROUTE_GROUPS`; the OpenAPI
@@ -36,11 +42,13 @@ from streams.api.context import ApiContext
 from streams.api.problems import problem_middleware
 from streams.api.routing import ApiRoutes, Call, install
 from streams.console import app as console
+from streams.health import Readiness
 from streams.metrics import Metrics
 from streams.runner import ConnectorRunner
 
 METRICS = web.AppKey("metrics", Metrics)
 RUNNER = web.AppKey("runner", ConnectorRunner)
+READINESS = web.AppKey("readiness", Readiness)
 
 routes = web.RouteTableDef()
 
@@ -118,6 +126,14 @@ async def healthz(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    """Tell load balancers whether this process can do its work: 200 when every readiness
+    check passes, 503 naming the failing ones otherwise."""
+    report = await request.app[READINESS].evaluate()
+    return web.json_response(report.as_dict(), status=200 if report.ready else 503)
+
+
 @routes.get("/connectors")
 async def connectors(request: web.Request) -> web.Response:
     """List every running connector with its state and last error (no secrets)."""
@@ -138,14 +154,19 @@ async def connectors(request: web.Request) -> web.Response:
 
 
 def create_app(
-    metrics: Metrics, runner: ConnectorRunner | None, api: ApiContext | None = None
+    metrics: Metrics,
+    runner: ConnectorRunner | None,
+    api: ApiContext | None = None,
+    readiness: Readiness | None = None,
 ) -> web.Application:
-    """Build the HTTP application around the running service's parts (``api``: serve /v1)."""
+    """Build the HTTP application around the running service's parts (``api``: serve /v1;
+    ``readiness``: the checks of /readyz, none: always ready)."""
     limit = api.settings.api.max_body_bytes if api is not None else 1024**2
     app = web.Application(middlewares=[problem_middleware], client_max_size=limit)
     app[METRICS] = metrics
     if runner is not None:
         app[RUNNER] = runner
+    app[READINESS] = readiness or Readiness()
     app.add_routes(routes)
     if api is not None:
         install(app, api, ROUTE_GROUPS, authenticator(api))

@@ -3,7 +3,8 @@ and run from there against the real broker.
 
 The wheel is built from exactly what deploy/Dockerfile copies into the image, so a file the
 image needs but does not copy fails here too. Dependencies come from the package index as
-pinned in pyproject.toml (pip's own cache is outside the checkout; nothing is cached inside it).
+pinned in pyproject.toml and constrained by deploy/requirements.lock, as in the image (pip's
+own cache is outside the checkout; nothing is cached inside it).
 """
 
 from __future__ import annotations
@@ -35,11 +36,12 @@ GRACE = 20.0
 
 
 def _dockerfile_sources() -> list[str]:
-    """The paths deploy/Dockerfile copies from the build context (every COPY but its target)."""
+    """The paths deploy/Dockerfile copies from the build context (every COPY but its target;
+    not the runtime stage's copy of the builder's wheel)."""
     sources: list[str] = []
     for line in DOCKERFILE.read_text().splitlines():
         words = line.split()
-        if words and words[0] == "COPY":
+        if words and words[0] == "COPY" and not any(w.startswith("--from") for w in words):
             sources += [w for w in words[1:-1] if not w.startswith("--")]
     assert sources, "deploy/Dockerfile copies nothing"
     return sources
@@ -82,6 +84,7 @@ async def test_the_wheel_installs_into_a_fresh_virtualenv_and_runs(
                 ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
             )
         else:
+            (context / source).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, context / source)
     dist = tmp_path / "dist"
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(dist), "."], context, env)
@@ -95,10 +98,16 @@ async def test_the_wheel_installs_into_a_fresh_virtualenv_and_runs(
     for data in [*console.glob("templates/**/*.html"), *console.glob("static/*")]:
         assert str(data.relative_to(REPO)) in names, f"the wheel lacks the console's {data.name}"
 
-    # 2. install it, with its pinned dependencies, into a fresh virtualenv
+    # 2. install it, with its pinned dependencies, into a fresh virtualenv, as the image's
+    # runtime stage does (every dependency constrained by deploy/requirements.lock)
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], tmp_path, env)
-    _run([str(venv / "bin/pip"), "install", "--quiet", str(wheel)], tmp_path, env)
+    lock = str(context / "deploy" / "requirements.lock")
+    _run(
+        [str(venv / "bin/pip"), "install", "--quiet", "--constraint", lock, str(wheel)],
+        tmp_path,
+        env,
+    )
     callstream = str(venv / "bin" / "callstream")
 
     # 3. check-config and a short run from that install, outside the checkout

@@ -355,6 +355,13 @@ class PostgresServer:
                 raise self._fail(f"not accepting connections on {self.host}:{self.port} in time")
             time.sleep(0.1)
 
+    def sql(self, *statements: str) -> None:
+        """Run each statement as superuser in database ``postgres`` (tests that take the
+        ``callstream`` database away and give it back)."""
+        if not self.running:
+            raise RuntimeError("PostgresServer.sql() needs a running server")
+        self._sql(*statements)
+
     def _sql(self, *statements: str) -> None:
         """Run each statement as superuser over the trusted unix socket (psql)."""
         assert self._bin is not None
