@@ -92,12 +92,13 @@ async def test_readiness_metrics_and_expected_file(
         base = service.http_url
         assert base is not None
 
-        # 1. ready once Kafka and the database answer and the processors have their partitions
+        # 1. ready once Kafka and the database answer and both groups gave their partitions
         _status, body = await _until(
             lambda: _get(http, f"{base}/readyz"), lambda r: r[0] == 200, 90, "/readyz"
         )
         assert body["status"] == "ready" and body["failing"] == []
-        assert set(body["checks"]) == {"kafka", "database", "processors"}
+        assert set(body["checks"]) == {"kafka", "database", "processors", "connectors"}
+        assert "connector partition(s)" in body["checks"]["connectors"]["detail"]
         assert "partition(s) assigned" in body["checks"]["processors"]["detail"]
         assert (await _get(http, f"{base}/healthz"))[0] == 200
 
