@@ -34,6 +34,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import random
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -56,12 +57,14 @@ from sqlalchemy import (
     delete,
     func,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
 
 from streams.analysis.engine import analyse
 from streams.analysis.profiles import Profile, select_profile
+from streams.cases import bulk
 from streams.codec import AvroCodec
 from streams.db import Database, insert_ignore, metadata, upsert
 from streams.errors import PublishError
@@ -348,7 +351,7 @@ class CaseStore(Database):
             plan = await loop.run_in_executor(self._cpu, self._plan, items, current, seen)
             try:
                 await self._write(plan, ids, current)
-            except (_Conflict, IntegrityError) as exc:
+            except (_Conflict, IntegrityError, bulk.DuplicateRow) as exc:
                 log.info("case batch raced another writer (%s); planning it again", exc)
                 continue
             return plan.outcome
@@ -518,27 +521,50 @@ class CaseStore(Database):
             now = {r.case_id: (r.version, r.content_hash) for r in (await conn.execute(check))}
             if now != current:
                 raise _Conflict(f"{len(set(now.items()) ^ set(current.items()))} case(s) changed")
-            if plan.deliveries:
-                await conn.execute(applied_deliveries.insert(), plan.deliveries)
-            if plan.new_cases:
-                await conn.execute(cases.insert(), plan.new_cases)
-            if plan.changed_cases:
-                columns = [c for c in plan.changed_cases[0] if c != "opened_at"]
-                stmt = upsert(self.engine, cases, ["case_id"], columns)  # keeps opened_at
-                await conn.execute(stmt, plan.changed_cases)
-            if plan.versions:
-                await conn.execute(case_versions.insert(), plan.versions)
-            if plan.results:
-                await conn.execute(
-                    insert_ignore(self.engine, analysis_results, ["idempotency_key"]),
-                    plan.results,
-                )
-            if plan.box:
-                await conn.execute(outbox.insert(), plan.box)
+            if self.engine.dialect.name == "postgresql":
+                await self._write_bulk(conn, plan)
+            else:
+                await self._write_rows(conn, plan)
             if plan.fetches:
                 await fetch_queue.enqueue(conn, plan.fetches)
             if plan.transcriptions:
                 await transcript_queue.enqueue(conn, plan.transcriptions)
+
+    async def _write_rows(self, conn: Any, plan: _Plan) -> None:
+        """The plan's rows through SQLAlchemy (SQLite)."""
+        if plan.deliveries:
+            await conn.execute(applied_deliveries.insert(), plan.deliveries)
+        if plan.new_cases:
+            await conn.execute(cases.insert(), plan.new_cases)
+        if plan.changed_cases:
+            columns = [c for c in plan.changed_cases[0] if c != "opened_at"]
+            stmt = upsert(self.engine, cases, ["case_id"], columns)  # keeps opened_at
+            await conn.execute(stmt, plan.changed_cases)
+        if plan.versions:
+            await conn.execute(case_versions.insert(), plan.versions)
+        if plan.results:
+            await conn.execute(
+                insert_ignore(self.engine, analysis_results, ["idempotency_key"]), plan.results
+            )
+        if plan.box:
+            await conn.execute(outbox.insert(), plan.box)
+
+    @staticmethod
+    async def _write_bulk(conn: Any, plan: _Plan) -> None:
+        """The plan's rows, one ``INSERT ... SELECT FROM unnest`` per table (PostgreSQL)."""
+        await bulk.insert(conn, applied_deliveries, plan.deliveries)
+        await bulk.insert(conn, cases, plan.new_cases)
+        if plan.changed_cases:
+            columns = list(plan.changed_cases[0])
+            keep = [c for c in columns if c != "opened_at"]  # an update keeps opened_at
+            await bulk.insert(
+                conn, cases, plan.changed_cases, on_conflict=bulk.do_update(["case_id"], keep)
+            )
+        await bulk.insert(conn, case_versions, plan.versions)
+        await bulk.insert(
+            conn, analysis_results, plan.results, on_conflict=bulk.do_nothing(["idempotency_key"])
+        )
+        await bulk.insert(conn, outbox, plan.box)
 
     @staticmethod
     def _outbox_row(
@@ -588,8 +614,16 @@ class CaseStore(Database):
             return int((await conn.execute(stmt)).scalar_one())
 
 
+#: Outbox rows are split into this many shards by a hash of their key; on PostgreSQL a relay
+#: publishes a shard only while it holds the shard's advisory lock (see OutboxRelay).
+SHARDS = 16
+_RELAY_LOCK_NS = 0x6F757462  # "outb": advisory lock class of the relay's shard locks
+_SHARD_OF_KEY = func.hashtext(func.encode(outbox.c.key, "hex")).op("&")(SHARDS - 1)
+
+
 class OutboxRelay:
-    """Publishes outbox rows in id order and marks them published (see the module doc)."""
+    """Publishes outbox rows in id order per key and marks them published (see the module
+    doc); safe with any number of relays on one PostgreSQL database."""
 
     def __init__(
         self,
@@ -656,25 +690,96 @@ class OutboxRelay:
                 )
 
     async def publish_once(self) -> int:
-        """Publish one batch of unpublished rows; return how many."""
+        """Publish one batch of unpublished rows; return how many.
+
+        PostgreSQL: the rows are claimed, published and marked in one transaction, so any number
+        of relays on one database publish each row once (see :meth:`_claim_postgres`); a relay
+        that dies mid-batch leaves its rows unpublished for the next one. SQLite (one process):
+        the rows are read, published, then marked.
+        """
         engine = self.store.engine
-        async with engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(
-                        outbox.c.id,
-                        outbox.c.topic,
-                        outbox.c.key,
-                        outbox.c.value,
-                        outbox.c.announced_at,
+        if engine.dialect.name == "postgresql":
+            async with engine.begin() as conn:
+                rows = await self._claim_postgres(conn)
+                if rows:
+                    await self._send(rows)
+        else:
+            async with engine.connect() as conn:
+                rows = list((await conn.execute(self._unpublished().limit(self.batch))).all())
+            if rows:
+                await self._send(rows)
+                async with engine.begin() as conn:
+                    await conn.execute(
+                        update(outbox)
+                        .where(outbox.c.id.in_([r.id for r in rows]))
+                        .values(published_at=utcnow())
                     )
-                    .where(outbox.c.published_at.is_(None))
-                    .order_by(outbox.c.id)
-                    .limit(self.batch)
-                )
-            ).all()
         if not rows:
             return 0
+        self._observe(rows)
+        self._since_purge += len(rows)
+        if self._since_purge >= 50_000 or time.monotonic() - self._last_purge >= 600:
+            self._since_purge, self._last_purge = 0, time.monotonic()
+            cutoff = utcnow() - dt.timedelta(hours=1)
+            async with engine.begin() as conn:
+                await conn.execute(delete(outbox).where(outbox.c.published_at < cutoff))
+        return len(rows)
+
+    @staticmethod
+    def _unpublished() -> Any:
+        return (
+            select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.value, outbox.c.announced_at)
+            .where(outbox.c.published_at.is_(None))
+            .order_by(outbox.c.id)
+        )
+
+    async def _claim_postgres(self, conn: Any) -> list[Any]:
+        """Claim and mark up to ``batch`` rows inside the caller's transaction (PostgreSQL).
+
+        Rows are sharded by a hash of their key (:data:`SHARDS`); the relay first takes a
+        transaction-scoped advisory lock on every shard no other relay holds, starting at a
+        random shard, then marks the oldest unpublished rows of those shards published
+        (``FOR UPDATE SKIP LOCKED``: a row another transaction holds is never waited for nor
+        taken twice). The marks, and the locks, last only if the transaction commits, which
+        the caller does once Kafka acknowledged every record. Rows of one key are always in one
+        shard, which one relay at a time publishes in id order: results stay in order per case.
+        """
+        start = random.randrange(SHARDS)  # noqa: S311 - spreads relays, no secret
+        shards = list(
+            (
+                await conn.execute(
+                    text(
+                        "SELECT s FROM (SELECT (g + :start) % :n AS s"
+                        " FROM generate_series(0, :n - 1) AS g) AS shard"
+                        " WHERE pg_try_advisory_xact_lock(:ns, s)"
+                    ),
+                    {"start": start, "n": SHARDS, "ns": _RELAY_LOCK_NS},
+                )
+            ).scalars()
+        )
+        if not shards:
+            return []  # every shard is being published by another relay right now
+        claim = (
+            select(outbox.c.id)
+            .where(outbox.c.published_at.is_(None), _SHARD_OF_KEY.in_(shards))
+            .order_by(outbox.c.id)
+            .limit(self.batch)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        rows = (
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(claim))
+                .values(published_at=utcnow())
+                .returning(
+                    outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.value, outbox.c.announced_at
+                )
+            )
+        ).all()
+        return sorted(rows, key=lambda r: r.id)
+
+    async def _send(self, rows: Sequence[Any]) -> None:
         records: list[Record] = [(r.topic, bytes(r.key), bytes(r.value)) for r in rows]
         try:
             await self.producer.send_batch(records)
@@ -682,12 +787,8 @@ class OutboxRelay:
             if classify(exc) is not Failure.PERMANENT:
                 raise
             await self._isolate(rows, records)
-        async with engine.begin() as conn:
-            await conn.execute(
-                update(outbox)
-                .where(outbox.c.id.in_([r.id for r in rows]))
-                .values(published_at=utcnow())
-            )
+
+    def _observe(self, rows: Sequence[Any]) -> None:
         now = utcnow()
         results_topic = self.store.topics.analysis_results
         results = [r for r in rows if r.topic == results_topic]
@@ -698,10 +799,3 @@ class OutboxRelay:
                 if announced.tzinfo is None:  # SQLite returns naive UTC
                     announced = announced.replace(tzinfo=dt.UTC)
                 self.metrics.end_to_end_latency.observe((now - announced).total_seconds())
-        self._since_purge += len(rows)
-        if self._since_purge >= 50_000 or time.monotonic() - self._last_purge >= 600:
-            self._since_purge, self._last_purge = 0, time.monotonic()
-            cutoff = utcnow() - dt.timedelta(hours=1)
-            async with engine.begin() as conn:
-                await conn.execute(delete(outbox).where(outbox.c.published_at < cutoff))
-        return len(rows)
