@@ -76,8 +76,8 @@ async def insert(
         return
     names = list(columns if columns is not None else rows[0])
     arrays = [[row[c] for row in rows] for c in names]
-    raw = await conn.get_raw_connection()
+    driver: Any = (await conn.get_raw_connection()).driver_connection  # asyncpg's connection
     try:
-        await raw.driver_connection.execute(statement(table, names, on_conflict), *arrays)
+        await driver.execute(statement(table, names, on_conflict), *arrays)
     except asyncpg.UniqueViolationError as exc:
         raise DuplicateRow(f"{table.name}: {exc.constraint_name}") from exc

@@ -54,12 +54,15 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    any_,
+    bindparam,
     delete,
     func,
     select,
     text,
     update,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 
 from streams.analysis.engine import analyse
@@ -357,6 +360,13 @@ class CaseStore(Database):
             return plan.outcome
         raise RuntimeError("a batch of cases kept racing another writer; giving up for now")
 
+    def _among(self, column: Any, values: list[str]) -> Any:
+        """``column IN values``: on PostgreSQL ``= ANY(array)``, one bound parameter however many
+        values (no statement compiled per list length)."""
+        if self.engine.dialect.name == "postgresql":
+            return column == any_(bindparam(None, values, type_=postgresql.ARRAY(String)))
+        return column.in_(values)
+
     async def _read(
         self, ids: list[str], keys: list[str]
     ) -> tuple[dict[str, tuple[int, str]], set[str]]:
@@ -364,7 +374,7 @@ class CaseStore(Database):
             rows = (
                 await conn.execute(
                     select(cases.c.case_id, cases.c.version, cases.c.content_hash).where(
-                        cases.c.case_id.in_(ids)
+                        self._among(cases.c.case_id, ids)
                     )
                 )
             ).all()
@@ -374,7 +384,7 @@ class CaseStore(Database):
                     (
                         await conn.execute(
                             select(applied_deliveries.c.delivery_key).where(
-                                applied_deliveries.c.delivery_key.in_(keys)
+                                self._among(applied_deliveries.c.delivery_key, keys)
                             )
                         )
                     ).scalars()
@@ -514,7 +524,7 @@ class CaseStore(Database):
     ) -> None:
         async with self.engine.begin() as conn:
             check = select(cases.c.case_id, cases.c.version, cases.c.content_hash).where(
-                cases.c.case_id.in_(ids)
+                self._among(cases.c.case_id, ids)
             )
             if self.engine.dialect.name == "postgresql":
                 check = check.with_for_update()
