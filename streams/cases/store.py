@@ -13,7 +13,9 @@ conversations and, in one transaction,
 - stores the analysis result of every opened or updated case (computed in a worker thread
   before the transaction opens) under its idempotency key
   ``case_id:case_version:profile_id:profile_version``;
-- writes the CaseEvent and AnalysisResult records to the ``outbox`` table;
+- writes the CaseEvent records to the ``outbox`` table, and for each result an outbox row that
+  names it (``result_key``): the relay reads the stored record when it publishes, so a result is
+  written once;
 - queues the recording fetch of every opened or updated case whose conversation waits for its
   recording (``recording.status`` pending, :mod:`streams.fetch.queue`); a pending conversation
   whose recording was already fetched from the same URL takes the stored object instead;
@@ -21,9 +23,15 @@ conversations and, in one transaction,
   (``transcript.status`` pending, :mod:`streams.voice.queue`); one whose recording was
   transcribed before takes the stored transcript.
 
-:class:`OutboxRelay` publishes outbox rows to Kafka in id order and marks them published. A crash
-after the commit publishes them on restart; a crash between publishing and marking publishes them
-again with the same keys (at-least-once events, never a duplicate case or result version).
+:class:`OutboxRelay` publishes outbox rows to Kafka in id order per key and marks them published. A
+crash after the commit publishes them on restart; a crash between publishing and marking publishes
+them again with the same keys (at-least-once events, never a duplicate case or result version).
+On PostgreSQL any number of relays (one per worker process) share the outbox: each publishes a
+row only inside the transaction that claims and marks it, and the rows of one key only while it
+holds that key's shard (so a case's results stay in order).
+
+On PostgreSQL a batch's rows are written with one ``INSERT ... SELECT FROM unnest`` per table
+(:mod:`streams.cases.bulk`); SQLite takes SQLAlchemy's executemany.
 """
 
 from __future__ import annotations
@@ -184,6 +192,9 @@ outbox = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("published_at", DateTime(timezone=True), index=True),
     Column("announced_at", DateTime(timezone=True)),  # source file announced: for latency
+    # An AnalysisResult's idempotency key: the record is read from analysis_results when
+    # published (value is then empty), so each result is written once (null: value holds it).
+    Column("result_key", String(200)),
 )
 
 
@@ -483,7 +494,7 @@ class CaseStore(Database):
             "occurred_at": now,
         }
         value = self.codec.encode(CASE_EVENT, event, trusted=True)
-        plan.box.append(self._outbox_row(self.topics.cases, cid, value, now, None))
+        plan.box.append(self._outbox_row(self.topics.cases, cid, value, now))
         profile = select_profile(self.profiles(conv["tenant"]), conv)
         analysis = analyse(profile, conv)
         key = f"{cid}:{version}:{profile.id}:{profile.version}"
@@ -516,7 +527,7 @@ class CaseStore(Database):
         )
         announced = conv["source"]["announced_at"] if conv.get("source") else None
         plan.box.append(
-            self._outbox_row(self.topics.analysis_results, cid, encoded, now, announced)
+            self._outbox_row(self.topics.analysis_results, cid, b"", now, announced, key)
         )
 
     async def _write(
@@ -578,7 +589,12 @@ class CaseStore(Database):
 
     @staticmethod
     def _outbox_row(
-        topic: str, key: str, value: bytes, now: dt.datetime, announced_at: dt.datetime | None
+        topic: str,
+        key: str,
+        value: bytes,
+        now: dt.datetime,
+        announced_at: dt.datetime | None = None,
+        result_key: str | None = None,
     ) -> dict[str, Any]:
         return {
             "topic": topic,
@@ -587,6 +603,7 @@ class CaseStore(Database):
             "created_at": now,
             "published_at": None,
             "announced_at": announced_at,
+            "result_key": result_key,
         }
 
     async def file_outcome(self, file_id: str) -> dict[str, Any] | None:
@@ -623,6 +640,15 @@ class CaseStore(Database):
         async with self.engine.connect() as conn:
             return int((await conn.execute(stmt)).scalar_one())
 
+
+#: What an outbox row publishes: the stored AnalysisResult its ``result_key`` names, else its
+#: ``value``.
+PUBLISHED_VALUE = func.coalesce(
+    select(analysis_results.c.result)
+    .where(analysis_results.c.idempotency_key == outbox.c.result_key)
+    .scalar_subquery(),
+    outbox.c.value,
+).label("value")
 
 #: Outbox rows are split into this many shards by a hash of their key; on PostgreSQL a relay
 #: publishes a shard only while it holds the shard's advisory lock (see OutboxRelay).
@@ -738,7 +764,9 @@ class OutboxRelay:
     @staticmethod
     def _unpublished() -> Any:
         return (
-            select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.value, outbox.c.announced_at)
+            select(
+                outbox.c.id, outbox.c.topic, outbox.c.key, PUBLISHED_VALUE, outbox.c.announced_at
+            )
             .where(outbox.c.published_at.is_(None))
             .order_by(outbox.c.id)
         )
@@ -783,7 +811,11 @@ class OutboxRelay:
                 .where(outbox.c.id.in_(claim))
                 .values(published_at=utcnow())
                 .returning(
-                    outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.value, outbox.c.announced_at
+                    outbox.c.id,
+                    outbox.c.topic,
+                    outbox.c.key,
+                    PUBLISHED_VALUE,
+                    outbox.c.announced_at,
                 )
             )
         ).all()

@@ -256,6 +256,7 @@ def file_to_results(
     )
     crm = crm.model_copy(update={"ingest": ParseSettings(source_system="bench")})
     run_dir = tmp_path / folder
+    run_dir.mkdir()
     configs = []
     for n in range(workers):
         settings = settings_for(

@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from support import conversation_record
 
 from streams.analysis.profiles import Parameter, PhrasePresent, Profile
-from streams.cases.store import CaseStore, case_id, outbox
+from streams.cases.store import PUBLISHED_VALUE, CaseStore, case_id, outbox
 from streams.codec import AvroCodec
 from streams.topics import Topics
 
@@ -42,7 +43,8 @@ def _conv(ext: str, tenant: str = "acme", note: str = "x") -> dict[str, Any]:
 
 async def _outbox_rows(store: CaseStore) -> list[Any]:
     async with store.engine.connect() as conn:
-        return list((await conn.execute(outbox.select().order_by(outbox.c.id))).all())
+        stmt = select(outbox.c.id, outbox.c.topic, PUBLISHED_VALUE).order_by(outbox.c.id)
+        return list((await conn.execute(stmt)).all())
 
 
 async def test_opening_is_idempotent_and_changes_make_new_versions(store: CaseStore) -> None:
