@@ -146,6 +146,22 @@ def raw_limit(kafka: str, topic: str) -> dict[str, float]:
     }
 
 
+#: Profile areas: a sample counts in the first whose needles all occur in its stack.
+_AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("SFTP read + parse (connectors, streams.ingest)", ("streams/ingest/",)),
+    ("outbox relay (claim, publish, mark)", ("publish_once",)),
+    ("cases: decode conversations", ("streams/agents/cases.py", "AvroCodec.decode")),
+    ("cases: analysis (scoring)", ("streams/cases/", "streams/analysis/")),
+    ("cases: Avro encode of events + results", ("streams/cases/", "AvroCodec.encode")),
+    ("cases: SQL (asyncpg, SQLAlchemy)", ("streams/cases/", "sqlalchemy")),
+    ("cases: SQL (asyncpg, SQLAlchemy)", ("streams/cases/", "asyncpg")),
+    ("cases: plan (hashing, JSON, rows)", ("streams/cases/",)),
+    ("Faust/aiokafka consuming", ("aiokafka",)),
+    ("Avro encode/decode (other)", ("fastavro",)),
+    ("connector polling", ("connectors/poller",)),
+)
+
+
 def _profile_summary(raw: Path, top: int = 12) -> list[str]:
     """Aggregate py-spy's collapsed stacks: self samples per function and per area."""
     own: collections.Counter[str] = collections.Counter()
@@ -161,15 +177,8 @@ def _profile_summary(raw: Path, top: int = 12) -> list[str]:
         leaf = frames[-1]
         own[leaf] += n
         joined = ";".join(frames)
-        for label, needle in (
-            ("SFTP read + parse (connectors, streams.ingest)", "streams/ingest/"),
-            ("case store + analysis (SQL, scoring)", "streams/cases/"),
-            ("outbox relay", "publish_once"),
-            ("Faust/aiokafka consuming", "aiokafka"),
-            ("Avro encode/decode", "fastavro"),
-            ("connector polling", "connectors/poller"),
-        ):
-            if needle in joined:
+        for label, needles in _AREAS:
+            if all(needle in joined for needle in needles):
                 area[label] += n
                 break
         else:
