@@ -111,8 +111,12 @@ def register(
     relay: OutboxRelay,
     metrics: Metrics,
     settings: ProcessorSettings,
+    *,
+    topic: str | None = None,
+    name: str = "cases",
 ) -> None:
-    """Attach the cases agent to ``app``."""
+    """Attach a cases agent called ``name`` reading ``topic`` (default: the conversations
+    topic) to ``app``; call it again with another topic and name for another lane."""
 
     async def cases(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for values in stream.take(settings.batch_size, within=settings.batch_within_seconds):
@@ -142,4 +146,4 @@ def register(
             relay.wake()
             yield None
 
-    app.agent(raw_topic(app, topics.conversations), name="cases")(cases)
+    app.agent(raw_topic(app, topic or topics.conversations), name=name)(cases)

@@ -13,7 +13,9 @@ conversations and, in one transaction,
 - stores the analysis result of every opened or updated case (computed in a worker thread
   before the transaction opens) under its idempotency key
   ``case_id:case_version:profile_id:profile_version``;
-- writes the CaseEvent and AnalysisResult records to the ``outbox`` table;
+- writes the CaseEvent records to the ``outbox`` table, and for each result an outbox row that
+  names it (``result_key``): the relay reads the stored record when it publishes, so a result is
+  written once;
 - queues the recording fetch of every opened or updated case whose conversation waits for its
   recording (``recording.status`` pending, :mod:`streams.fetch.queue`); a pending conversation
   whose recording was already fetched from the same URL takes the stored object instead;
@@ -21,9 +23,15 @@ conversations and, in one transaction,
   (``transcript.status`` pending, :mod:`streams.voice.queue`); one whose recording was
   transcribed before takes the stored transcript.
 
-:class:`OutboxRelay` publishes outbox rows to Kafka in id order and marks them published. A crash
-after the commit publishes them on restart; a crash between publishing and marking publishes them
-again with the same keys (at-least-once events, never a duplicate case or result version).
+:class:`OutboxRelay` publishes outbox rows to Kafka in id order per key and marks them published. A
+crash after the commit publishes them on restart; a crash between publishing and marking publishes
+them again with the same keys (at-least-once events, never a duplicate case or result version).
+On PostgreSQL any number of relays (one per worker process) share the outbox: each publishes a
+row only inside the transaction that claims and marks it, and the rows of one key only while it
+holds that key's shard (so a case's results stay in order).
+
+On PostgreSQL a batch's rows are written with one ``INSERT ... SELECT FROM unnest`` per table
+(:mod:`streams.cases.bulk`); SQLite takes SQLAlchemy's executemany.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import random
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -53,15 +62,20 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    any_,
+    bindparam,
     delete,
     func,
     select,
+    text,
     update,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 
 from streams.analysis.engine import analyse
 from streams.analysis.profiles import Profile, select_profile
+from streams.cases import bulk
 from streams.codec import AvroCodec
 from streams.db import Database, insert_ignore, metadata, upsert
 from streams.errors import PublishError
@@ -178,6 +192,9 @@ outbox = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("published_at", DateTime(timezone=True), index=True),
     Column("announced_at", DateTime(timezone=True)),  # source file announced: for latency
+    # An AnalysisResult's idempotency key: the record is read from analysis_results when
+    # published (value is then empty), so each result is written once (null: value holds it).
+    Column("result_key", String(200)),
 )
 
 
@@ -348,11 +365,18 @@ class CaseStore(Database):
             plan = await loop.run_in_executor(self._cpu, self._plan, items, current, seen)
             try:
                 await self._write(plan, ids, current)
-            except (_Conflict, IntegrityError) as exc:
+            except (_Conflict, IntegrityError, bulk.DuplicateRow) as exc:
                 log.info("case batch raced another writer (%s); planning it again", exc)
                 continue
             return plan.outcome
         raise RuntimeError("a batch of cases kept racing another writer; giving up for now")
+
+    def _among(self, column: Any, values: list[str]) -> Any:
+        """``column IN values``: on PostgreSQL ``= ANY(array)``, one bound parameter however many
+        values (no statement compiled per list length)."""
+        if self.engine.dialect.name == "postgresql":
+            return column == any_(bindparam(None, values, type_=postgresql.ARRAY(String)))
+        return column.in_(values)
 
     async def _read(
         self, ids: list[str], keys: list[str]
@@ -361,7 +385,7 @@ class CaseStore(Database):
             rows = (
                 await conn.execute(
                     select(cases.c.case_id, cases.c.version, cases.c.content_hash).where(
-                        cases.c.case_id.in_(ids)
+                        self._among(cases.c.case_id, ids)
                     )
                 )
             ).all()
@@ -371,7 +395,7 @@ class CaseStore(Database):
                     (
                         await conn.execute(
                             select(applied_deliveries.c.delivery_key).where(
-                                applied_deliveries.c.delivery_key.in_(keys)
+                                self._among(applied_deliveries.c.delivery_key, keys)
                             )
                         )
                     ).scalars()
@@ -470,7 +494,7 @@ class CaseStore(Database):
             "occurred_at": now,
         }
         value = self.codec.encode(CASE_EVENT, event, trusted=True)
-        plan.box.append(self._outbox_row(self.topics.cases, cid, value, now, None))
+        plan.box.append(self._outbox_row(self.topics.cases, cid, value, now))
         profile = select_profile(self.profiles(conv["tenant"]), conv)
         analysis = analyse(profile, conv)
         key = f"{cid}:{version}:{profile.id}:{profile.version}"
@@ -503,7 +527,7 @@ class CaseStore(Database):
         )
         announced = conv["source"]["announced_at"] if conv.get("source") else None
         plan.box.append(
-            self._outbox_row(self.topics.analysis_results, cid, encoded, now, announced)
+            self._outbox_row(self.topics.analysis_results, cid, b"", now, announced, key)
         )
 
     async def _write(
@@ -511,38 +535,66 @@ class CaseStore(Database):
     ) -> None:
         async with self.engine.begin() as conn:
             check = select(cases.c.case_id, cases.c.version, cases.c.content_hash).where(
-                cases.c.case_id.in_(ids)
+                self._among(cases.c.case_id, ids)
             )
             if self.engine.dialect.name == "postgresql":
                 check = check.with_for_update()
             now = {r.case_id: (r.version, r.content_hash) for r in (await conn.execute(check))}
             if now != current:
                 raise _Conflict(f"{len(set(now.items()) ^ set(current.items()))} case(s) changed")
-            if plan.deliveries:
-                await conn.execute(applied_deliveries.insert(), plan.deliveries)
-            if plan.new_cases:
-                await conn.execute(cases.insert(), plan.new_cases)
-            if plan.changed_cases:
-                columns = [c for c in plan.changed_cases[0] if c != "opened_at"]
-                stmt = upsert(self.engine, cases, ["case_id"], columns)  # keeps opened_at
-                await conn.execute(stmt, plan.changed_cases)
-            if plan.versions:
-                await conn.execute(case_versions.insert(), plan.versions)
-            if plan.results:
-                await conn.execute(
-                    insert_ignore(self.engine, analysis_results, ["idempotency_key"]),
-                    plan.results,
-                )
-            if plan.box:
-                await conn.execute(outbox.insert(), plan.box)
+            if self.engine.dialect.name == "postgresql":
+                await self._write_bulk(conn, plan)
+            else:
+                await self._write_rows(conn, plan)
             if plan.fetches:
                 await fetch_queue.enqueue(conn, plan.fetches)
             if plan.transcriptions:
                 await transcript_queue.enqueue(conn, plan.transcriptions)
 
+    async def _write_rows(self, conn: Any, plan: _Plan) -> None:
+        """The plan's rows through SQLAlchemy (SQLite)."""
+        if plan.deliveries:
+            await conn.execute(applied_deliveries.insert(), plan.deliveries)
+        if plan.new_cases:
+            await conn.execute(cases.insert(), plan.new_cases)
+        if plan.changed_cases:
+            columns = [c for c in plan.changed_cases[0] if c != "opened_at"]
+            stmt = upsert(self.engine, cases, ["case_id"], columns)  # keeps opened_at
+            await conn.execute(stmt, plan.changed_cases)
+        if plan.versions:
+            await conn.execute(case_versions.insert(), plan.versions)
+        if plan.results:
+            await conn.execute(
+                insert_ignore(self.engine, analysis_results, ["idempotency_key"]), plan.results
+            )
+        if plan.box:
+            await conn.execute(outbox.insert(), plan.box)
+
+    @staticmethod
+    async def _write_bulk(conn: Any, plan: _Plan) -> None:
+        """The plan's rows, one ``INSERT ... SELECT FROM unnest`` per table (PostgreSQL)."""
+        await bulk.insert(conn, applied_deliveries, plan.deliveries)
+        await bulk.insert(conn, cases, plan.new_cases)
+        if plan.changed_cases:
+            columns = list(plan.changed_cases[0])
+            keep = [c for c in columns if c != "opened_at"]  # an update keeps opened_at
+            await bulk.insert(
+                conn, cases, plan.changed_cases, on_conflict=bulk.do_update(["case_id"], keep)
+            )
+        await bulk.insert(conn, case_versions, plan.versions)
+        await bulk.insert(
+            conn, analysis_results, plan.results, on_conflict=bulk.do_nothing(["idempotency_key"])
+        )
+        await bulk.insert(conn, outbox, plan.box)
+
     @staticmethod
     def _outbox_row(
-        topic: str, key: str, value: bytes, now: dt.datetime, announced_at: dt.datetime | None
+        topic: str,
+        key: str,
+        value: bytes,
+        now: dt.datetime,
+        announced_at: dt.datetime | None = None,
+        result_key: str | None = None,
     ) -> dict[str, Any]:
         return {
             "topic": topic,
@@ -551,6 +603,7 @@ class CaseStore(Database):
             "created_at": now,
             "published_at": None,
             "announced_at": announced_at,
+            "result_key": result_key,
         }
 
     async def file_outcome(self, file_id: str) -> dict[str, Any] | None:
@@ -588,8 +641,25 @@ class CaseStore(Database):
             return int((await conn.execute(stmt)).scalar_one())
 
 
+#: What an outbox row publishes: the stored AnalysisResult its ``result_key`` names, else its
+#: ``value``.
+PUBLISHED_VALUE = func.coalesce(
+    select(analysis_results.c.result)
+    .where(analysis_results.c.idempotency_key == outbox.c.result_key)
+    .scalar_subquery(),
+    outbox.c.value,
+).label("value")
+
+#: Outbox rows are split into this many shards by a hash of their key; on PostgreSQL a relay
+#: publishes a shard only while it holds the shard's advisory lock (see OutboxRelay).
+SHARDS = 16
+_RELAY_LOCK_NS = 0x6F757462  # "outb": advisory lock class of the relay's shard locks
+_SHARD_OF_KEY = func.hashtext(func.encode(outbox.c.key, "hex")).op("&")(SHARDS - 1)
+
+
 class OutboxRelay:
-    """Publishes outbox rows in id order and marks them published (see the module doc)."""
+    """Publishes outbox rows in id order per key and marks them published (see the module
+    doc); safe with any number of relays on one PostgreSQL database."""
 
     def __init__(
         self,
@@ -656,25 +726,102 @@ class OutboxRelay:
                 )
 
     async def publish_once(self) -> int:
-        """Publish one batch of unpublished rows; return how many."""
+        """Publish one batch of unpublished rows; return how many.
+
+        PostgreSQL: the rows are claimed, published and marked in one transaction, so any number
+        of relays on one database publish each row once (see :meth:`_claim_postgres`); a relay
+        that dies mid-batch leaves its rows unpublished for the next one. SQLite (one process):
+        the rows are read, published, then marked.
+        """
         engine = self.store.engine
-        async with engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(
-                        outbox.c.id,
-                        outbox.c.topic,
-                        outbox.c.key,
-                        outbox.c.value,
-                        outbox.c.announced_at,
+        if engine.dialect.name == "postgresql":
+            async with engine.begin() as conn:
+                rows = await self._claim_postgres(conn)
+                if rows:
+                    await self._send(rows)
+        else:
+            async with engine.connect() as conn:
+                rows = list((await conn.execute(self._unpublished().limit(self.batch))).all())
+            if rows:
+                await self._send(rows)
+                async with engine.begin() as conn:
+                    await conn.execute(
+                        update(outbox)
+                        .where(outbox.c.id.in_([r.id for r in rows]))
+                        .values(published_at=utcnow())
                     )
-                    .where(outbox.c.published_at.is_(None))
-                    .order_by(outbox.c.id)
-                    .limit(self.batch)
-                )
-            ).all()
         if not rows:
             return 0
+        self._observe(rows)
+        self._since_purge += len(rows)
+        if self._since_purge >= 50_000 or time.monotonic() - self._last_purge >= 600:
+            self._since_purge, self._last_purge = 0, time.monotonic()
+            cutoff = utcnow() - dt.timedelta(hours=1)
+            async with engine.begin() as conn:
+                await conn.execute(delete(outbox).where(outbox.c.published_at < cutoff))
+        return len(rows)
+
+    @staticmethod
+    def _unpublished() -> Any:
+        return (
+            select(
+                outbox.c.id, outbox.c.topic, outbox.c.key, PUBLISHED_VALUE, outbox.c.announced_at
+            )
+            .where(outbox.c.published_at.is_(None))
+            .order_by(outbox.c.id)
+        )
+
+    async def _claim_postgres(self, conn: Any) -> list[Any]:
+        """Claim and mark up to ``batch`` rows inside the caller's transaction (PostgreSQL).
+
+        Rows are sharded by a hash of their key (:data:`SHARDS`); the relay first takes a
+        transaction-scoped advisory lock on every shard no other relay holds, starting at a
+        random shard, then marks the oldest unpublished rows of those shards published
+        (``FOR UPDATE SKIP LOCKED``: a row another transaction holds is never waited for nor
+        taken twice). The marks, and the locks, last only if the transaction commits, which
+        the caller does once Kafka acknowledged every record. Rows of one key are always in one
+        shard, which one relay at a time publishes in id order: results stay in order per case.
+        """
+        start = random.randrange(SHARDS)  # noqa: S311 - spreads relays, no secret
+        shards = list(
+            (
+                await conn.execute(
+                    text(
+                        "SELECT s FROM (SELECT (g + :start) % :n AS s"
+                        " FROM generate_series(0, :n - 1) AS g) AS shard"
+                        " WHERE pg_try_advisory_xact_lock(:ns, s)"
+                    ),
+                    {"start": start, "n": SHARDS, "ns": _RELAY_LOCK_NS},
+                )
+            ).scalars()
+        )
+        if not shards:
+            return []  # every shard is being published by another relay right now
+        claim = (
+            select(outbox.c.id)
+            .where(outbox.c.published_at.is_(None), _SHARD_OF_KEY.in_(shards))
+            .order_by(outbox.c.id)
+            .limit(self.batch)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        rows = (
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(claim))
+                .values(published_at=utcnow())
+                .returning(
+                    outbox.c.id,
+                    outbox.c.topic,
+                    outbox.c.key,
+                    PUBLISHED_VALUE,
+                    outbox.c.announced_at,
+                )
+            )
+        ).all()
+        return sorted(rows, key=lambda r: r.id)
+
+    async def _send(self, rows: Sequence[Any]) -> None:
         records: list[Record] = [(r.topic, bytes(r.key), bytes(r.value)) for r in rows]
         try:
             await self.producer.send_batch(records)
@@ -682,12 +829,8 @@ class OutboxRelay:
             if classify(exc) is not Failure.PERMANENT:
                 raise
             await self._isolate(rows, records)
-        async with engine.begin() as conn:
-            await conn.execute(
-                update(outbox)
-                .where(outbox.c.id.in_([r.id for r in rows]))
-                .values(published_at=utcnow())
-            )
+
+    def _observe(self, rows: Sequence[Any]) -> None:
         now = utcnow()
         results_topic = self.store.topics.analysis_results
         results = [r for r in rows if r.topic == results_topic]
@@ -698,10 +841,3 @@ class OutboxRelay:
                 if announced.tzinfo is None:  # SQLite returns naive UTC
                     announced = announced.replace(tzinfo=dt.UTC)
                 self.metrics.end_to_end_latency.observe((now - announced).total_seconds())
-        self._since_purge += len(rows)
-        if self._since_purge >= 50_000 or time.monotonic() - self._last_purge >= 600:
-            self._since_purge, self._last_purge = 0, time.monotonic()
-            cutoff = utcnow() - dt.timedelta(hours=1)
-            async with engine.begin() as conn:
-                await conn.execute(delete(outbox).where(outbox.c.published_at < cutoff))
-        return len(rows)

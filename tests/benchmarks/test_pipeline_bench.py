@@ -8,7 +8,9 @@ All on one broker, one run:
    100,000; ``CALLSTREAM_PIPELINE_BENCH_ROWS``), from the end of its SFTP upload to
    the last result on the feedback topic, with the service running as its own process (as in
    production) against PostgreSQL, and a stage breakdown plus a py-spy profile of that process;
-3. p50 / p99 latency from upload to result for single small files with a 1 s poll.
+   then the same with two worker processes: the second runs the processors only (a config
+   without connectors, same Kafka and database: it joins the processors' consumer group);
+3. p50 / p99 latency from upload to result for single small files with a 1 s poll (one worker).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +146,22 @@ def raw_limit(kafka: str, topic: str) -> dict[str, float]:
     }
 
 
+#: Profile areas: a sample counts in the first whose needles all occur in its stack.
+_AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("SFTP read + parse (connectors, streams.ingest)", ("streams/ingest/",)),
+    ("outbox relay (claim, publish, mark)", ("publish_once",)),
+    ("cases: decode conversations", ("streams/agents/cases.py", "AvroCodec.decode")),
+    ("cases: analysis (scoring)", ("streams/cases/", "streams/analysis/")),
+    ("cases: Avro encode of events + results", ("streams/cases/", "AvroCodec.encode")),
+    ("cases: SQL (asyncpg, SQLAlchemy)", ("streams/cases/", "sqlalchemy")),
+    ("cases: SQL (asyncpg, SQLAlchemy)", ("streams/cases/", "asyncpg")),
+    ("cases: plan (hashing, JSON, rows)", ("streams/cases/",)),
+    ("Faust/aiokafka consuming", ("aiokafka",)),
+    ("Avro encode/decode (other)", ("fastavro",)),
+    ("connector polling", ("connectors/poller",)),
+)
+
+
 def _profile_summary(raw: Path, top: int = 12) -> list[str]:
     """Aggregate py-spy's collapsed stacks: self samples per function and per area."""
     own: collections.Counter[str] = collections.Counter()
@@ -158,15 +177,8 @@ def _profile_summary(raw: Path, top: int = 12) -> list[str]:
         leaf = frames[-1]
         own[leaf] += n
         joined = ";".join(frames)
-        for label, needle in (
-            ("SFTP read + parse (connectors, streams.ingest)", "streams/ingest/"),
-            ("case store + analysis (SQL, scoring)", "streams/cases/"),
-            ("outbox relay", "publish_once"),
-            ("Faust/aiokafka consuming", "aiokafka"),
-            ("Avro encode/decode", "fastavro"),
-            ("connector polling", "connectors/poller"),
-        ):
-            if needle in joined:
+        for label, needles in _AREAS:
+            if all(needle in joined for needle in needles):
                 area[label] += n
                 break
         else:
@@ -174,6 +186,195 @@ def _profile_summary(raw: Path, top: int = 12) -> list[str]:
     lines = [f"  {100 * n / total:5.1f}%  {label}" for label, n in area.most_common()]
     lines.append("  top functions by own samples:")
     lines += [f"  {100 * n / total:5.1f}%  {fn[:110]}" for fn, n in own.most_common(top)]
+    return lines
+
+
+@dataclass
+class BulkRun:
+    """What one file -> results run measured."""
+
+    workers: int
+    rows: int
+    megabytes: float
+    upload_s: float
+    seconds: float  # upload done -> last result
+    announced_s: float  # upload done -> file announced
+    parsed_s: float  # announced -> rows parsed and published
+    first_result_s: float  # upload done -> first result read
+    profiles: list[list[str]] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+
+    @property
+    def per_s(self) -> float:
+        """File -> results conversations per second."""
+        return self.rows / self.seconds
+
+    @property
+    def results_per_s(self) -> float:
+        """Conversations -> results per second, from the first result to the last."""
+        return self.rows / max(self.seconds - self.first_result_s, 1e-9)
+
+
+def _wait_running(service: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while "callstream is running" not in log.read_text(errors="replace"):
+        assert service.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+
+
+def _spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "--rate",
+            "50",
+            "--nonblocking",
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def file_to_results(
+    kafka: str,
+    prefix: str,
+    sftp_server: SftpServer,
+    pg_server: PostgresServer,
+    tmp_path: Path,
+    *,
+    workers: int,
+    small_files: int = 0,
+) -> BulkRun:
+    """Upload one ``ROWS``-row CSV to a fresh service of ``workers`` processes (the first with
+    the connector, the others processors only) and time it to the last result; then, when
+    ``small_files``, time single-row files from upload to result one at a time."""
+    pg_server.reset()
+    folder = f"w{workers}"
+    with sftp_session(sftp_server) as sftp:
+        sftp.mkdir(f"/upload/{folder}")
+    root = f"{sftp_server.remote_upload_dir()}/{folder}"
+    crm = connector(
+        "crm", sftp_config(sftp_server, root=root), interval_seconds=1, min_age_seconds=0
+    )
+    crm = crm.model_copy(update={"ingest": ParseSettings(source_system="bench")})
+    run_dir = tmp_path / folder
+    run_dir.mkdir()
+    configs = []
+    for n in range(workers):
+        settings = settings_for(
+            kafka,
+            prefix,
+            run_dir / f"data{n}",
+            [crm] if n == 0 else [],
+            database_url=pg_server.async_url(),
+            kafka={"partitions": 6},
+        )
+        configs.append(
+            write_config(
+                run_dir / f"callstream{n}.yaml",
+                settings.model_copy(update={"log_level": "WARNING"}),
+            )
+        )
+    logs = [run_dir / f"service{n}.log" for n in range(workers)]
+    topics = Topics(prefix)
+    services: list[subprocess.Popen[bytes]] = []
+    spies: list[subprocess.Popen[bytes]] = []
+    results = TopicReader(kafka, topics.analysis_results, "callstream.AnalysisResult")
+    arrivals = TopicReader(kafka, topics.file_arrivals)
+    outcomes = TopicReader(kafka, topics.file_outcomes, "callstream.FileOutcome")
+    profiles = [run_dir / f"profile{n}.txt" for n in range(workers)]
+    latencies: list[float] = []
+    try:
+        for config, log in zip(configs, logs, strict=True):
+            services.append(start_service(config, log))
+            _wait_running(services[-1], log)
+        time.sleep(3 if workers > 1 else 0)  # the group rebalances over both processes
+        data = conversations_csv(ROWS)
+        spies = [_spy(s.pid, out) for s, out in zip(services, profiles, strict=True)]
+        u0 = time.perf_counter()
+        with sftp_session(sftp_server) as sftp:
+            upload(sftp, f"{folder}/20261120_bulk.csv", data)
+        t0 = time.perf_counter()
+        wall0 = dt.datetime.now(dt.UTC)
+        first = None
+        deadline = time.monotonic() + 900
+        while len(results.records) < ROWS:
+            alive = all(s.poll() is None for s in services)
+            assert alive and time.monotonic() < deadline, logs[0].read_text()[-3000:]
+            if results.poll(0.2) and first is None:
+                first = time.perf_counter()
+        t1 = time.perf_counter()
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+        for spy in spies:
+            spy.wait(60)
+        arrivals.poll(1)
+        outcomes.poll(1)
+        announced = arrivals.records[0]["announced_at"]
+        decided = outcomes.records[0]["decided_at"]
+        for i in range(small_files):
+            one = conversations_csv(1, start=900_000 + i)
+            with sftp_session(sftp_server) as sftp:
+                upload(sftp, f"{folder}/single/{i}.csv", one)
+            s0 = time.perf_counter()
+            ext = f"CALL-{900_000 + i:06d}"
+            while not any(r["external_interaction_id"] == ext for r in results.records[-5:]):
+                assert time.perf_counter() - s0 < 60, logs[0].read_text()[-3000:]
+                results.poll(0.02)
+            latencies.append(time.perf_counter() - s0)
+    finally:
+        for spy in spies:
+            if spy.poll() is None:
+                spy.kill()
+        for service in services:
+            service.send_signal(signal.SIGTERM)
+        for service in services:
+            service.wait(60)
+        for reader in (results, arrivals, outcomes):
+            reader.close()
+    assert len({r["case_id"] for r in results.records}) == ROWS + small_files
+    return BulkRun(
+        workers=workers,
+        rows=ROWS,
+        megabytes=len(data) / 1e6,
+        upload_s=t0 - u0,
+        seconds=t1 - t0,
+        announced_s=(announced - wall0).total_seconds(),
+        parsed_s=(decided - announced).total_seconds(),
+        first_result_s=(first or t1) - t0,
+        profiles=[
+            _profile_summary(p) if p.exists() else ["  (no profile written)"] for p in profiles
+        ],
+        latencies=latencies,
+    )
+
+
+def _run_lines(run: BulkRun) -> list[str]:
+    processes = "1 worker process" if run.workers == 1 else f"{run.workers} worker processes"
+    last = run.seconds - run.announced_s - run.parsed_s
+    lines = [
+        f"file -> results, {processes}, {run.rows:,}-row CSV ({run.megabytes:.1f} MB), "
+        f"upload took {run.upload_s:.1f} s:",
+        f"  upload done -> last result on feedback     {run.seconds:>10.1f} s",
+        f"  file -> results conversations per second   {run.per_s:>10,.0f} /s",
+        f"  conversations -> results (first to last)   {run.results_per_s:>10,.0f} /s",
+        "  stages (from event timestamps):",
+        f"    upload done -> file announced      {run.announced_s:>8.1f} s",
+        f"    announced -> rows parsed+published {run.parsed_s:>8.1f} s",
+        f"    upload done -> first result        {run.first_result_s:>8.1f} s",
+        f"    parsed -> last result published    {last:>8.1f} s",
+    ]
+    for n, summary in enumerate(run.profiles):
+        role = "connectors + processors" if n == 0 else "processors only"
+        lines.append(f"  where worker {n + 1} ({role}) spends its time (py-spy, 50 Hz):")
+        lines += summary
     return lines
 
 
@@ -187,104 +388,22 @@ def test_pipeline_benchmark(
     tmp_path: Path,
 ) -> None:
     raw = raw_limit(kafka, f"{prefix}.raw-limit")
-    pg_server.reset()
-    crm = connector("crm", sftp_config(sftp_server), interval_seconds=1, min_age_seconds=0)
-    crm = crm.model_copy(update={"ingest": ParseSettings(source_system="bench")})
-    settings = settings_for(
-        kafka, prefix, tmp_path / "data", [crm], database_url=pg_server.async_url()
+    one = file_to_results(
+        kafka, f"{prefix}-w1", sftp_server, pg_server, tmp_path, workers=1, small_files=SMALL_FILES
     )
-    config = write_config(
-        tmp_path / "callstream.yaml", settings.model_copy(update={"log_level": "WARNING"})
-    )
-    log = tmp_path / "service.log"
-    topics = Topics(prefix)
-    service = start_service(config, log)
-    results = TopicReader(kafka, topics.analysis_results, "callstream.AnalysisResult")
-    arrivals = TopicReader(kafka, topics.file_arrivals)
-    outcomes = TopicReader(kafka, topics.file_outcomes, "callstream.FileOutcome")
-    profile = tmp_path / "profile.txt"
-    spy: subprocess.Popen[bytes] | None = None
-    try:
-        deadline = time.monotonic() + 60
-        while "callstream is running" not in log.read_text():
-            assert service.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-        data = conversations_csv(ROWS)
-        spy = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "py-spy"),
-                "record",
-                "--pid",
-                str(service.pid),
-                "--format",
-                "raw",
-                "--rate",
-                "50",
-                "--nonblocking",
-                "-o",
-                str(profile),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        u0 = time.perf_counter()
-        with sftp_session(sftp_server) as sftp:
-            upload(sftp, "exports/20261120_bulk.csv", data)
-        t0 = time.perf_counter()
-        wall0 = dt.datetime.now(dt.UTC)
-        deadline = time.monotonic() + 900
-        while len(results.records) < ROWS:
-            assert service.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            results.poll(0.5)
-        t1 = time.perf_counter()
-        spy.send_signal(signal.SIGINT)
-        spy.wait(60)
-        arrivals.poll(1)
-        outcomes.poll(1)
-        announced = arrivals.records[0]["announced_at"]
-        decided = outcomes.records[0]["decided_at"]
-
-        latencies = []
-        for i in range(SMALL_FILES):
-            one = conversations_csv(1, start=900_000 + i)
-            with sftp_session(sftp_server) as sftp:
-                upload(sftp, f"single/{i}.csv", one)
-            s0 = time.perf_counter()
-            ext = f"CALL-{900_000 + i:06d}"
-            while not any(r["external_interaction_id"] == ext for r in results.records[-5:]):
-                assert time.perf_counter() - s0 < 60, log.read_text()[-3000:]
-                results.poll(0.02)
-            latencies.append(time.perf_counter() - s0)
-    finally:
-        if spy is not None and spy.poll() is None:
-            spy.kill()
-        service.send_signal(signal.SIGTERM)
-        service.wait(60)
-        for reader in (results, arrivals, outcomes):
-            reader.close()
-
-    e2e = ROWS / (t1 - t0)
-    cases_s = t1 - t0 - (decided - wall0).total_seconds()
-    q = statistics.quantiles(latencies, n=100)
+    two = file_to_results(kafka, f"{prefix}-w2", sftp_server, pg_server, tmp_path, workers=2)
+    q = statistics.quantiles(one.latencies, n=100)
     lines = [
         "",
         "callstream pipeline benchmark (one broker, 2 cores, PostgreSQL, OpenSSH sftp on loopback)",
         f"raw limit, confluent-kafka + fastavro, {RAW:,} Conversation records:",
         f"  produce (encode + send, idempotent, lz4)   {raw['produce_per_s']:>10,.0f} rec/s",
         f"  produce -> consume pipeline (+ decode)     {raw['pipeline_per_s']:>10,.0f} rec/s",
-        f"end to end, {ROWS:,}-row CSV ({len(data) / 1e6:.1f} MB), upload took {t0 - u0:.1f} s:",
-        f"  upload done -> last result on feedback     {t1 - t0:>10.1f} s",
-        f"  conversations per second                   {e2e:>10,.0f} /s",
-        f"  ratio to the raw pipeline limit            {e2e / raw['pipeline_per_s']:>10.1%}",
-        "  stages (from event timestamps):",
-        f"    upload done -> file announced      {(announced - wall0).total_seconds():>8.1f} s",
-        f"    announced -> rows parsed+published {(decided - announced).total_seconds():>8.1f} s",
-        f"    -> last result published           {cases_s:>8.1f} s",
-        f"single small files, 1 s poll, {SMALL_FILES} files, upload -> result:",
-        f"  p50 {q[49]:.2f} s   p99 {q[98]:.2f} s   min {min(latencies):.2f} s   "
-        f"max {max(latencies):.2f} s",
-        f"where the service process spends its time (py-spy, 50 Hz, during the {ROWS:,}-row run):",
-        *(_profile_summary(profile) if profile.exists() else ["  (no profile written)"]),
+        *_run_lines(one),
+        *_run_lines(two),
+        f"  2 processes / 1 process                    {two.per_s / one.per_s:>10.2f} x",
+        f"single small files, 1 s poll, {SMALL_FILES} files, upload -> result (1 worker):",
+        f"  p50 {q[49]:.2f} s   p99 {q[98]:.2f} s   min {min(one.latencies):.2f} s   "
+        f"max {max(one.latencies):.2f} s",
     ]
     print("\n".join(lines))
-    assert len({r["case_id"] for r in results.records}) == ROWS + SMALL_FILES

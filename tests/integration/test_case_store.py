@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from support import conversation_record
 
 from streams.analysis.profiles import Parameter, PhrasePresent, Profile
-from streams.cases.store import CaseStore, case_id, outbox
+from streams.cases.store import PUBLISHED_VALUE, CaseStore, case_id, outbox
 from streams.codec import AvroCodec
 from streams.topics import Topics
 
@@ -42,7 +45,8 @@ def _conv(ext: str, tenant: str = "acme", note: str = "x") -> dict[str, Any]:
 
 async def _outbox_rows(store: CaseStore) -> list[Any]:
     async with store.engine.connect() as conn:
-        return list((await conn.execute(outbox.select().order_by(outbox.c.id))).all())
+        stmt = select(outbox.c.id, outbox.c.topic, PUBLISHED_VALUE).order_by(outbox.c.id)
+        return list((await conn.execute(stmt)).all())
 
 
 async def test_opening_is_idempotent_and_changes_make_new_versions(store: CaseStore) -> None:
@@ -77,3 +81,35 @@ async def test_tenants_are_isolated_even_with_the_same_external_id(store: CaseSt
     assert await store.count_cases("acme") == 1
     assert await store.count_cases("globex") == 1
     assert case_id("acme", "five9", "SAME") != case_id("globex", "five9", "SAME")
+
+
+async def test_two_writers_of_the_same_deliveries_apply_each_once(database_url: str) -> None:
+    """Two stores (two worker processes) apply the same batch at once: the loser of each race
+    plans again and absorbs the batch as redelivered (no duplicate case, result or event)."""
+    announced = dt.datetime(2026, 11, 20, 9, tzinfo=dt.UTC)
+    batch = [
+        {
+            **_conv(f"R{i}"),
+            "source": {
+                "file_id": "f" * 32,
+                "connector": "sftp",
+                "path": "export.csv",
+                "row": i + 1,
+                "announced_at": announced,
+            },
+        }
+        for i in range(200)
+    ]
+    codec, topics = AvroCodec(), Topics("t")
+    async with (
+        CaseStore(database_url, codec, topics, lambda _t: (PROFILE,)) as one,
+        CaseStore(database_url, codec, topics, lambda _t: (PROFILE,)) as two,
+    ):
+        outcomes = await asyncio.gather(one.apply(batch), two.apply(batch))
+        assert sum(o.opened["acme"] for o in outcomes) == 200
+        assert sum(o.duplicates["acme"] for o in outcomes) == 200
+        assert await one.count_cases("acme") == 200
+        assert await one.count_current_results("acme") == 200
+        rows = await _outbox_rows(one)
+    assert len(rows) == 400  # a case event and a result per case, once
+    assert all(bytes(r.value) for r in rows)  # every row publishes a record

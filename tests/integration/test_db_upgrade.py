@@ -12,11 +12,11 @@ import os
 import subprocess
 from pathlib import Path
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 from support import CALLSTREAM
 
 from streams import migrate
-from streams.cases.store import CaseStore
+from streams.cases.store import PUBLISHED_VALUE, CaseStore, outbox
 from streams.codec import AvroCodec
 from streams.db import create_engine
 from streams.state import ConnectorState
@@ -51,6 +51,10 @@ async def _old_database(url: str) -> None:
                 ),
                 {"now": NOW},
             )
+            await conn.execute(
+                outbox.insert(),
+                [{"topic": "t.cases.v1", "key": b"c1", "value": b"event", "created_at": NOW}],
+            )
     finally:
         await engine.dispose()
 
@@ -84,6 +88,9 @@ async def test_a_database_made_before_migrations_is_upgraded_keeping_its_data(
             assert (await conn.execute(text("SELECT count(*) FROM tenants"))).scalar_one() == 0
     async with CaseStore(database_url, AvroCodec(), Topics("t"), lambda _t: ()) as cases:
         assert await cases.count_cases("acme") == 1
+        async with cases.engine.connect() as conn:  # an outbox row queued before 0010
+            queued = (await conn.execute(select(outbox.c.key, PUBLISHED_VALUE))).one()
+        assert (bytes(queued.key), bytes(queued.value)) == (b"c1", b"event")
 
 
 async def test_a_database_of_a_newer_build_is_refused(database_url: str) -> None:

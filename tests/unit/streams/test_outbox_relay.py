@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, insert, select
 
-from streams.cases.store import CaseStore, OutboxRelay, outbox
+from streams.cases.store import PUBLISHED_VALUE, CaseStore, OutboxRelay, outbox
 from streams.codec import AvroCodec
 from streams.errors import PublishError
 from streams.kafka import Producer, Record
@@ -82,9 +82,10 @@ def conversation(i: int) -> dict[str, Any]:
 
 
 async def outbox_rows(store: CaseStore) -> list[tuple[int, Record, bool]]:
-    """Every outbox row by id: (id, record, published)."""
+    """Every outbox row by id: (id, record as published, published)."""
+    columns = (outbox.c.id, outbox.c.topic, outbox.c.key, PUBLISHED_VALUE, outbox.c.published_at)
     async with store.engine.connect() as conn:
-        rows = (await conn.execute(select(outbox).order_by(outbox.c.id))).all()
+        rows = (await conn.execute(select(*columns).order_by(outbox.c.id))).all()
     return [
         (r.id, (r.topic, bytes(r.key), bytes(r.value)), r.published_at is not None) for r in rows
     ]
