@@ -8,8 +8,8 @@ All on one broker, one run:
    100,000; ``CALLSTREAM_PIPELINE_BENCH_ROWS``), from the end of its SFTP upload to
    the last result on the feedback topic, with the service running as its own process (as in
    production) against PostgreSQL, and a stage breakdown plus a py-spy profile of that process;
-   then the same with two worker processes: the second runs the processors only (a config
-   without connectors, same Kafka and database: it joins the processors' consumer group);
+   then the same with two worker processes: the second runs the processors only
+   (``roles: [processors]``, same config, Kafka and database: it joins the processors' group);
 3. p50 / p99 latency from upload to result for single small files with a 1 s poll (one worker).
 """
 
@@ -272,9 +272,10 @@ def file_to_results(
             kafka,
             prefix,
             run_dir / f"data{n}",
-            [crm] if n == 0 else [],
+            [crm],
             database_url=pg_server.async_url(),
             kafka={"partitions": 6},
+            roles=["connectors", "processors", "api"] if n == 0 else ["processors"],
         )
         configs.append(
             write_config(
