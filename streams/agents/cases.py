@@ -112,7 +112,8 @@ def register(
     metrics: Metrics,
     settings: ProcessorSettings,
 ) -> None:
-    """Attach the cases agent to ``app``."""
+    """Attach the cases agent of ``topics.lane`` (it reads that lane's conversations) to ``app``,
+    the Faust app of that lane (see :func:`streams.app.create_app`)."""
 
     async def cases(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for values in stream.take(settings.batch_size, within=settings.batch_within_seconds):
@@ -142,4 +143,5 @@ def register(
             relay.wake()
             yield None
 
-    app.agent(raw_topic(app, topics.conversations), name="cases")(cases)
+    topic = topics.conversations
+    app.agent(raw_topic(app, topic), name=f"cases-{topics.lane}")(cases)
