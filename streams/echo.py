@@ -20,7 +20,7 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 from streams.codec import AvroCodec
 from streams.errors import SchemaError
 from streams.runner import FILE_ARRIVAL
-from streams.topics import Topics
+from streams.topics import BULK, LIVE, Topics
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,8 @@ class Echo:
         """Subscribe and start printing events published from now on."""
         self._started_ms = int(time.time() * 1000)
         self._schemas = {
-            self._topics.file_arrivals: FILE_ARRIVAL,
+            self._topics.in_lane(LIVE).file_arrivals: FILE_ARRIVAL,
+            self._topics.in_lane(BULK).file_arrivals: FILE_ARRIVAL,
             self._topics.cases: "callstream.CaseEvent",
             self._topics.analysis_results: "callstream.AnalysisResult",
             self._topics.dead_letter: "callstream.DeadLetter",

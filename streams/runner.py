@@ -5,8 +5,10 @@ blocking store (paramiko, boto3, the file system) never blocks the event loop an
 another connector. One poll cycle:
 
 1. ``Poller.poll`` lists the store and returns complete, not yet announced versions;
-2. they are published in batches to ``<prefix>.file-arrivals.v1`` (idempotent producer, key
-   ``<tenant>/<connector>/<path>``) and, once Kafka acknowledged a batch,
+2. they are published in batches to ``<prefix>.file-arrivals.v1``, or to
+   ``<prefix>.file-arrivals-bulk.v1`` for a file of at least ``processors.bulk_file_bytes``
+   (:mod:`streams.topics` lanes; idempotent producer, key ``<tenant>/<connector>/<path>``) and,
+   once Kafka acknowledged a batch,
 3. recorded in :class:`~streams.state.ConnectorState` and marked announced in the poller.
 
 A crash between 2 and 3 re-announces that batch after restart (same ``file_id``); nothing is lost.
@@ -52,7 +54,7 @@ from streams.metrics import Metrics
 from streams.ownership import Ownership, Placement
 from streams.settings import ConnectorSettings, Settings, StoreConfig
 from streams.state import ConnectorState, OutcomeRecord
-from streams.topics import Topics
+from streams.topics import Topics, lane_of
 
 log = logging.getLogger(__name__)
 
@@ -590,7 +592,9 @@ class ConnectorRunner:
                 "announced_at": now,
             }
             key = file_key(ctx.tenant, ctx.name, c.file.path).encode()
-            records.append((self.topics.file_arrivals, key, self.codec.encode(FILE_ARRIVAL, event)))
+            lane = lane_of(c.file.size, self.settings.processors.bulk_file_bytes)
+            topic = self.topics.in_lane(lane).file_arrivals
+            records.append((topic, key, self.codec.encode(FILE_ARRIVAL, event)))
             ids.append((c, fid))
         await self.producer.send_batch(records)
         await self.state.record_announced(ctx.tenant, ctx.name, ids, now)

@@ -23,6 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import faust
 from aiohttp import web
 from confluent_kafka.admin import AdminClient
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -70,7 +71,7 @@ from streams.scheduler import Scheduler
 from streams.settings import Settings
 from streams.state import ConnectorState
 from streams.systemjobs import RetentionJob
-from streams.topics import Topics, check_record_limit, ensure_topics
+from streams.topics import LANES, LIVE, Lane, Topics, check_record_limit, ensure_topics
 from streams.voice.transcribe import Transcriber, TranscriberError, make_transcriber
 from streams.voice.worker import TranscriptionWorker
 
@@ -315,20 +316,22 @@ class Service:
         await asyncio.to_thread(media.start)  # S3: abort what a killed process left unfinished
         bundles = BundleStore(cases)
         self.bundles = bundles
-        processor = FileProcessor(
-            s,
-            self.codec,
-            self.topics,
-            producer,
-            self.metrics,
-            cases,
-            media,
-            bundles,
-            self.catalog,
-            redactors=self.redactors,
-        )
-        self.processor = processor
-        self._stack.append(("file processor", _async(processor.close)))
+        processors: dict[Lane, FileProcessor] = {}
+        for lane in LANES:  # each lane its own store sessions: a bulk read never holds a live one
+            processors[lane] = FileProcessor(
+                s,
+                self.codec,
+                self.topics.in_lane(lane),
+                producer,
+                self.metrics,
+                cases,
+                media,
+                bundles,
+                self.catalog,
+                redactors=self.redactors,
+            )
+            self._stack.append((f"file processor ({lane} lane)", _async(processors[lane].close)))
+        processor = self.processor = processors[LIVE]
         sweeper = BundleSweeper(
             bundles,
             self._bundle_connectors,
@@ -372,33 +375,31 @@ class Service:
             await worker.start()
             self._stack.append(("transcriptions", worker.stop))
             self.transcriber = worker
-        app = create_app(s, bootstrap, self.topics)
-        files_agent.register(
-            app, self.topics, self.codec, processor, producer, self.metrics, s.processors
-        )
         writer = cases_agent.CaseWriter(cases, producer, processor.dead, self.metrics, s.processors)
-        cases_agent.register(
-            app, self.topics, self.codec, writer, relay, self.metrics, s.processors
-        )
-        deadletters_agent.register(
-            app, self.topics, self.codec, cases.engine, self.metrics, s.processors
-        )
-        self._stack.append(("stream processors", app.stop))  # also when start fails midway
-        await app.start()
-        self.faust_app = app
-        self.readiness.add("processors", faust_assignment_check(app))
-        lag = LagMonitor(
-            client_config(bootstrap, s.kafka.client_config),
-            self.metrics,
-            {
-                app.conf.id: [
-                    self.topics.file_arrivals,
-                    self.topics.conversations,
-                    self.topics.dead_letter,
-                ],
-                f"{self.topics.prefix}.connector-runner": [self.topics.file_outcomes],
-            },
-        )
+        groups: dict[str, list[str]] = {}
+        self.faust_apps: dict[Lane, faust.App] = {}
+        for lane in LANES:  # one Faust app (consumer group) per lane: see streams.app.create_app
+            topics = self.topics.in_lane(lane)
+            app = create_app(s, bootstrap, topics)
+            files_agent.register(
+                app, topics, self.codec, processors[lane], producer, self.metrics, s.processors
+            )
+            cases_agent.register(app, topics, self.codec, writer, relay, self.metrics, s.processors)
+            groups[app.conf.id] = [topics.file_arrivals, topics.conversations]
+            if lane == LIVE:
+                deadletters_agent.register(
+                    app, topics, self.codec, cases.engine, self.metrics, s.processors
+                )
+                groups[app.conf.id].append(topics.dead_letter)
+            # stopped also when start fails midway
+            self._stack.append((f"stream processors ({lane} lane)", app.stop))
+            await app.start()
+            self.faust_apps[lane] = app
+            check = "processors" if lane == LIVE else f"processors-{lane}"
+            self.readiness.add(check, faust_assignment_check(app))
+        self.faust_app = self.faust_apps[LIVE]
+        groups[f"{self.topics.prefix}.connector-runner"] = [self.topics.file_outcomes]
+        lag = LagMonitor(client_config(bootstrap, s.kafka.client_config), self.metrics, groups)
         await lag.start()
         self._stack.append(("lag monitor", lag.stop))
 

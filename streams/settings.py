@@ -382,6 +382,14 @@ class ProcessorSettings(_Section):
         description="Attempts for an unknown (non-transient) failure before the batch is "
         "bisected and the poison record dead-lettered (processing_failed).",
     )
+    bulk_file_bytes: int = Field(
+        1024 * 1024,
+        ge=0,
+        description="Files of at least this many bytes (about 3,500 rows of a typical export "
+        "at 1 MiB) are processed in the bulk lane, with their own topics and consumers, so "
+        "they never delay smaller files or platform events, which stay in the live lane. "
+        "0: every file in the live lane.",
+    )
 
 
 class LocalMediaSettings(_Section):

@@ -2,13 +2,22 @@
 
 Names are ``<prefix>.<name>.v<major>``; a breaking schema change gets a new major. Keys are
 tenant-scoped (``<tenant>/<connector>/<path>`` for file events).
+
+Lanes: file arrivals and the conversations read from files travel in one of two lanes, each
+with its own topics and its own consumer group (:func:`streams.app.create_app`), so a tenant's
+bulk file never delays another tenant's small file or platform event. A file of at least
+``processors.bulk_file_bytes`` goes to the bulk lane (:func:`lane_of`); every other file, and
+every platform or pushed conversation, to the live lane. :meth:`Topics.in_lane` gives the view
+of one lane: its ``file_arrivals`` and ``conversations`` are that lane's topics, every other
+topic is shared.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
@@ -21,17 +30,37 @@ from streams.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+Lane = Literal["live", "bulk"]
+LIVE: Lane = "live"
+BULK: Lane = "bulk"
+LANES: tuple[Lane, ...] = (LIVE, BULK)
+
+
+def lane_of(size: int, bulk_file_bytes: int) -> Lane:
+    """The lane of a file of ``size`` bytes: bulk at or above ``bulk_file_bytes`` (0: every
+    file is live)."""
+    return BULK if bulk_file_bytes > 0 and size >= bulk_file_bytes else LIVE
+
 
 @dataclass(frozen=True, slots=True)
 class Topics:
-    """Every topic callstream reads or writes, for one prefix."""
+    """Every topic callstream reads or writes, for one prefix, seen from one lane."""
 
     prefix: str = "callstream"
+    lane: Lane = LIVE
+    """The lane whose ``file_arrivals`` and ``conversations`` this view names."""
+
+    def in_lane(self, lane: Lane) -> Topics:
+        """The view of ``lane`` (same prefix)."""
+        return replace(self, lane=lane)
+
+    def _laned(self, name: str) -> str:
+        return f"{self.prefix}.{name}-bulk.v1" if self.lane == BULK else f"{self.prefix}.{name}.v1"
 
     @property
     def file_arrivals(self) -> str:
-        """FileArrival events: one per complete file version."""
-        return f"{self.prefix}.file-arrivals.v1"
+        """FileArrival events of this lane: one per complete file version."""
+        return self._laned("file-arrivals")
 
     @property
     def file_outcomes(self) -> str:
@@ -40,8 +69,8 @@ class Topics:
 
     @property
     def conversations(self) -> str:
-        """Conversation records: validated, one per conversation version read."""
-        return f"{self.prefix}.conversations.v1"
+        """Conversation records of this lane: validated, one per conversation version read."""
+        return self._laned("conversations")
 
     @property
     def dead_letter(self) -> str:
@@ -64,11 +93,15 @@ class Topics:
         return f"{self.prefix}.source-records.v1"
 
     def all(self) -> list[str]:
-        """Every topic name."""
+        """Every topic name (both lanes)."""
+        bulk = self.in_lane(BULK)
+        live = self.in_lane(LIVE)
         return [
-            self.file_arrivals,
+            live.file_arrivals,
+            bulk.file_arrivals,
             self.file_outcomes,
-            self.conversations,
+            live.conversations,
+            bulk.conversations,
             self.dead_letter,
             self.cases,
             self.analysis_results,

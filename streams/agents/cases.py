@@ -111,12 +111,9 @@ def register(
     relay: OutboxRelay,
     metrics: Metrics,
     settings: ProcessorSettings,
-    *,
-    topic: str | None = None,
-    name: str = "cases",
 ) -> None:
-    """Attach a cases agent called ``name`` reading ``topic`` (default: the conversations
-    topic) to ``app``; call it again with another topic and name for another lane."""
+    """Attach the cases agent of ``topics.lane`` (it reads that lane's conversations) to ``app``,
+    the Faust app of that lane (see :func:`streams.app.create_app`)."""
 
     async def cases(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for values in stream.take(settings.batch_size, within=settings.batch_within_seconds):
@@ -146,4 +143,4 @@ def register(
             relay.wake()
             yield None
 
-    app.agent(raw_topic(app, topic or topics.conversations), name=name)(cases)
+    app.agent(raw_topic(app, topics.conversations), name=f"cases-{topics.lane}")(cases)

@@ -38,7 +38,8 @@ def register(
     metrics: Metrics,
     settings: ProcessorSettings,
 ) -> None:
-    """Attach the files agent to ``app``."""
+    """Attach the files agent of ``topics.lane`` (it reads that lane's file arrivals) to ``app``,
+    the Faust app of that lane (see :func:`streams.app.create_app`)."""
     dead: DeadLetters = processor.dead
 
     async def files(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
@@ -84,4 +85,5 @@ def register(
                 )
             yield None
 
-    app.agent(raw_topic(app, topics.file_arrivals), name="files")(files)
+    topic = topics.file_arrivals
+    app.agent(raw_topic(app, topic), name=f"files-{topics.lane}")(files)

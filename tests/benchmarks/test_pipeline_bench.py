@@ -37,6 +37,7 @@ from servers.sshd import SftpServer
 from support import (
     CODEC,
     TopicReader,
+    arrival_topics,
     connector,
     conversations_csv,
     settings_for,
@@ -288,7 +289,7 @@ def file_to_results(
     services: list[subprocess.Popen[bytes]] = []
     spies: list[subprocess.Popen[bytes]] = []
     results = TopicReader(kafka, topics.analysis_results, "callstream.AnalysisResult")
-    arrivals = TopicReader(kafka, topics.file_arrivals)
+    arrivals = TopicReader(kafka, arrival_topics(prefix))
     outcomes = TopicReader(kafka, topics.file_outcomes, "callstream.FileOutcome")
     profiles = [run_dir / f"profile{n}.txt" for n in range(workers)]
     latencies: list[float] = []

@@ -69,7 +69,7 @@ from support import (
 
 from connectors.local import LocalConfig
 from streams.embedded.kafka import LocalKafka
-from streams.topics import Topics, ensure_topics
+from streams.topics import LANES, Topics, ensure_topics
 
 TENANT, CONNECTOR = "hostile", "inbox"
 FINAL = ("processed", "partial", "invalid")
@@ -111,11 +111,13 @@ class TopicsReader:
     def __init__(self, bootstrap: str, topics: Topics) -> None:
         self.seen = Seen()
         self._names = {
-            topics.file_arrivals: ("callstream.FileArrival", self._arrival),
             topics.file_outcomes: ("callstream.FileOutcome", self._outcome),
-            topics.conversations: ("callstream.Conversation", self._conversation),
             topics.dead_letter: ("callstream.DeadLetter", self._dead),
         }
+        for lane in LANES:  # a file of processors.bulk_file_bytes or more: the bulk lane
+            laned = topics.in_lane(lane)
+            self._names[laned.file_arrivals] = ("callstream.FileArrival", self._arrival)
+            self._names[laned.conversations] = ("callstream.Conversation", self._conversation)
         self._consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,

@@ -35,7 +35,7 @@ from streams.codec import AvroCodec
 from streams.metrics import Metrics
 from streams.service import Service
 from streams.settings import ConnectorSettings, Settings, TenantSettings
-from streams.topics import Topics
+from streams.topics import LANES, Topics
 
 CODEC = AvroCodec()
 FAST_POLL = PollConfig(interval_seconds=0.3, min_age_seconds=0)
@@ -178,9 +178,12 @@ def upload(sftp: paramiko.SFTPClient, path: str, data: bytes, mtime: float | Non
 
 
 class TopicReader:
-    """Reads and decodes every record of one topic from the beginning."""
+    """Reads and decodes every record of one topic (or several of one schema: both lanes'
+    file arrivals, :func:`arrival_topics`) from the beginning."""
 
-    def __init__(self, kafka: str, topic: str, schema: str = "callstream.FileArrival") -> None:
+    def __init__(
+        self, kafka: str, topic: str | Sequence[str], schema: str = "callstream.FileArrival"
+    ) -> None:
         self.schema = schema
         self.records: list[dict[str, Any]] = []
         self._consumer = Consumer(
@@ -191,7 +194,7 @@ class TopicReader:
                 "enable.auto.commit": False,
             }
         )
-        self._consumer.subscribe([topic])
+        self._consumer.subscribe([topic] if isinstance(topic, str) else list(topic))
 
     def poll(self, seconds: float = 0.5) -> list[dict[str, Any]]:
         """Read what arrived within ``seconds``; return the new records."""
@@ -235,6 +238,12 @@ def publish(kafka: str, topic: str, schema: str, key: str, record: dict[str, Any
 def topics(prefix: str) -> Topics:
     """The topic names for a prefix."""
     return Topics(prefix)
+
+
+def arrival_topics(prefix: str) -> list[str]:
+    """The file-arrival topics of both lanes: a file of ``processors.bulk_file_bytes`` or more
+    is announced on the bulk lane's."""
+    return [Topics(prefix).in_lane(lane).file_arrivals for lane in LANES]
 
 
 def chown_tree(path: Path, like: Path) -> None:

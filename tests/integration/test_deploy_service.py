@@ -97,7 +97,13 @@ async def test_readiness_metrics_and_expected_file(
             lambda: _get(http, f"{base}/readyz"), lambda r: r[0] == 200, 90, "/readyz"
         )
         assert body["status"] == "ready" and body["failing"] == []
-        assert set(body["checks"]) == {"kafka", "database", "processors", "connectors"}
+        assert set(body["checks"]) == {
+            "kafka",
+            "database",
+            "processors",
+            "processors-bulk",
+            "connectors",
+        }
         assert "connector partition(s)" in body["checks"]["connectors"]["detail"]
         assert "partition(s) assigned" in body["checks"]["processors"]["detail"]
         assert (await _get(http, f"{base}/healthz"))[0] == 200

@@ -24,6 +24,7 @@ from servers.s3 import S3Server
 from servers.sshd import SftpServer
 from support import (
     TopicReader,
+    arrival_topics,
     connector,
     running,
     settings_for,
@@ -343,7 +344,7 @@ async def test_recordings_from_sftp_reach_the_s3_media_store_through_the_service
         media=media_settings(s3_server, s3_bucket, max_bytes=8 * MiB),
     )
     t = Topics(prefix)
-    arrivals = TopicReader(kafka, t.file_arrivals)
+    arrivals = TopicReader(kafka, arrival_topics(prefix))  # the large ones in the bulk lane
     outcomes = TopicReader(kafka, t.file_outcomes, "callstream.FileOutcome")
     dead = TopicReader(kafka, t.dead_letter, "callstream.DeadLetter")
     try:

@@ -25,6 +25,7 @@ from servers.s3 import S3Server
 from support import (
     CSV_HEADER,
     TopicReader,
+    arrival_topics,
     connector,
     conversation_row,
     running,
@@ -135,7 +136,7 @@ async def test_a_multipart_upload_is_announced_only_once_complete(
         [connector("s3", s3_config(s3_server, s3_bucket, prefix="recordings"))],
         processors=NO_PROCESSORS,
     )
-    reader = TopicReader(kafka, Topics(prefix).file_arrivals)
+    reader = TopicReader(kafka, arrival_topics(prefix))  # 10 MiB: the bulk lane's
     parts = [b"R" * (5 * MiB), b"S" * (5 * MiB), b"tail"]
     try:
         async with running(settings):
