@@ -83,6 +83,7 @@ FIELDS = tuple(ALIASES)
 #: or lone surrogates from JSON escapes, which no UTF-8 encoder accepts.
 _BAD_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
 _LINE_ENDS = ("\n", "\r")
+_EPOCH_SECONDS = re.compile(r"\d{9,11}(\.\d{1,9})?")
 
 
 class ParseSettings(BaseModel):
@@ -302,7 +303,7 @@ def parse_delimited(
 def parse_timestamp(value: str, zone: str) -> dt.datetime:
     """Parse ISO 8601 (or epoch seconds) into an aware datetime; naive ones get ``zone``."""
     text = value.strip()
-    if re.fullmatch(r"\d{9,11}(\.\d{1,9})?", text):
+    if _EPOCH_SECONDS.fullmatch(text):
         return dt.datetime.fromtimestamp(float(text), dt.UTC)
     if len(text) > 64:
         raise ValueError(f"not an ISO 8601 timestamp: {text[:40]!r}...")
@@ -312,7 +313,7 @@ def parse_timestamp(value: str, zone: str) -> dt.datetime:
         raise ValueError(f"not an ISO 8601 timestamp: {text[:40]!r}") from None
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=ZoneInfo(zone))
-    return stamp.astimezone(dt.UTC)
+    return stamp if stamp.tzinfo is dt.UTC else stamp.astimezone(dt.UTC)
 
 
 def _clean(text: str) -> str:
@@ -635,7 +636,7 @@ def _parse_delimited(
             stats.blank_lines += 1
             continue
         first, last = record[0][0], record[-1][0]
-        raw = "".join(text for _no, text in record)
+        raw = record[0][1] if len(record) == 1 else "".join(text for _no, text in record)
         truncated = not record[-1][1].endswith(_LINE_ENDS) and spool is None
         shaped = error is None and fields is not None and len(fields) == width
         if len(record) > 1 and not shaped and not truncated and spool is None:

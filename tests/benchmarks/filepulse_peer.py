@@ -50,7 +50,7 @@ def _fetch(pom: str, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{target.name}.tmp-", dir=target.parent))
     cmd = [mvn, "-q", "-B", "-f", str(PEER / pom), "dependency:copy-dependencies"]
-    result = subprocess.run(  # noqa: S603 - fixed arguments
+    result = subprocess.run(
         [*cmd, f"-DoutputDirectory={staging}"],
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -85,7 +85,7 @@ def _free_port() -> int:
 def _status(port: int) -> dict[str, Any] | None:
     url = f"http://127.0.0.1:{port}/connectors/{CONNECTOR}/status"
     try:
-        with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310 - loopback http
+        with urllib.request.urlopen(url, timeout=2) as answer:
             status: dict[str, Any] = json.loads(answer.read())
             return status
     except (OSError, ValueError):
@@ -132,22 +132,23 @@ def run_peer(kafka: str, prefix: str, csv: bytes, rows: int, work: Path) -> dict
         "listeners": f"http://127.0.0.1:{port}",
         "producer.enable.idempotence": "true",
     }
+    fp = "io.streamthoughts.kafka.connect.filepulse"
     connector = {
         "name": CONNECTOR,
-        "connector.class": "io.streamthoughts.kafka.connect.filepulse.source.FilePulseSourceConnector",
+        "connector.class": f"{fp}.source.FilePulseSourceConnector",
         "tasks.max": "1",
         "topic": topic,
-        "fs.listing.class": "io.streamthoughts.kafka.connect.filepulse.fs.LocalFSDirectoryListing",
+        "fs.listing.class": f"{fp}.fs.LocalFSDirectoryListing",
         "fs.listing.directory.path": str(inbox),
         "fs.listing.recursive.enabled": "false",
         "fs.listing.interval.ms": "1000",
-        "fs.listing.filters": "io.streamthoughts.kafka.connect.filepulse.fs.filter.RegexFileListFilter",
+        "fs.listing.filters": f"{fp}.fs.filter.RegexFileListFilter",
         "file.filter.regex.pattern": r".*\\.csv$",
-        "fs.cleanup.policy.class": "io.streamthoughts.kafka.connect.filepulse.fs.clean.LogCleanupPolicy",
-        "tasks.reader.class": "io.streamthoughts.kafka.connect.filepulse.fs.reader.LocalRowFileInputReader",
+        "fs.cleanup.policy.class": f"{fp}.fs.clean.LogCleanupPolicy",
+        "tasks.reader.class": f"{fp}.fs.reader.LocalRowFileInputReader",
         "skip.headers": "1",
         "filters": "ParseCSV",
-        "filters.ParseCSV.type": "io.streamthoughts.kafka.connect.filepulse.filter.CSVFilter",
+        "filters.ParseCSV.type": f"{fp}.filter.CSVFilter",
         "filters.ParseCSV.extract.column.name": "headers",
         "filters.ParseCSV.trim.column": "true",
         "filters.ParseCSV.separator": ",",
@@ -161,7 +162,7 @@ def run_peer(kafka: str, prefix: str, csv: bytes, rows: int, work: Path) -> dict
         (work / f"{name}.properties").write_text("".join(f"{k}={v}\n" for k, v in props.items()))
     log = work / "connect.log"
     with log.open("wb") as out:
-        jvm = subprocess.Popen(  # noqa: S603 - fixed arguments
+        jvm = subprocess.Popen(
             [
                 java,
                 "-Xmx2G",

@@ -1,4 +1,4 @@
-"""File -> ``conversations.v1`` benchmark against its peer: prints figures, asserts nothing about speed.
+"""File -> ``conversations.v1`` against its peer: prints figures, asserts nothing about speed.
 
 All on one broker, one run, one CSV of ``CALLSTREAM_INGEST_BENCH_ROWS`` rows (100,000 by default):
 
@@ -15,6 +15,8 @@ All on one broker, one run, one CSV of ``CALLSTREAM_INGEST_BENCH_ROWS`` rows (10
    validate, encode, produce), and a py-spy profile of the service process.
 
 ``make bench-peer`` runs only the peer's figure (``CALLSTREAM_INGEST_BENCH_ONLY=peer``).
+``CALLSTREAM_INGEST_BENCH_BASELINE=<checkout>`` also runs the service of another checkout (e.g.
+``git worktree add /tmp/base main``) the same way, for a before/after in one run.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer
@@ -57,6 +58,7 @@ from streams.topics import Topics, ensure_topics
 
 ROWS = int(os.environ.get("CALLSTREAM_INGEST_BENCH_ROWS", "100000"))
 ONLY = os.environ.get("CALLSTREAM_INGEST_BENCH_ONLY", "")
+BASELINE = os.environ.get("CALLSTREAM_INGEST_BENCH_BASELINE", "")
 PARTITIONS = 6
 RECORD_BYTES = 280
 
@@ -210,9 +212,15 @@ def _profile_summary(raw: Path, top: int = 14) -> list[str]:
 
 
 def _callstream(
-    kafka: str, prefix: str, csv: bytes, pg: PostgresServer, work: Path
+    kafka: str,
+    prefix: str,
+    csv: bytes,
+    pg: PostgresServer,
+    work: Path,
+    checkout: Path | None = None,
 ) -> tuple[dict[str, float], list[str]]:
-    """Run the service over a local folder; time the CSV's rename -> last conversation."""
+    """Run the service (of ``checkout``, default this one) over a local folder; time the CSV's
+    rename -> last conversation."""
     pg.reset()
     inbox, staging = work / "inbox", work / "staging"
     inbox.mkdir(parents=True)
@@ -232,7 +240,7 @@ def _callstream(
     )
     log = work / "service.log"
     topics = Topics(prefix)
-    service = start_service(config, log)
+    service = start_service(config, log, cwd=checkout)
     arrivals = TopicReader(kafka, topics.file_arrivals)
     outcomes = TopicReader(kafka, topics.file_outcomes, "callstream.FileOutcome")
     consumer = Consumer({"bootstrap.servers": kafka, "group.id": f"{prefix}-offsets"})
@@ -284,7 +292,9 @@ def _callstream(
 
 
 @pytest.mark.benchmark
-def test_ingest_benchmark(kafka: str, prefix: str, pg_server: PostgresServer, tmp_path: Path) -> None:
+def test_ingest_benchmark(
+    kafka: str, prefix: str, pg_server: PostgresServer, tmp_path: Path
+) -> None:
     csv = conversations_csv(ROWS)
     mb = len(csv) / 1e6
     lines = ["", f"file -> topic benchmark, one broker, 2 cores, a {ROWS:,}-row CSV ({mb:.1f} MB)"]
@@ -296,8 +306,11 @@ def test_ingest_benchmark(kafka: str, prefix: str, pg_server: PostgresServer, tm
         lines += [
             f"Kafka's limit, confluent-kafka, {ROWS:,} pre-encoded {RECORD_BYTES}-byte records "
             "(idempotent, lz4, 6 partitions):",
-            f"  produce  {limit['produce_per_s']:>10,.0f} rec/s  {limit['produce_mb_s']:>7.1f} MB/s",
-            f"  consume  {limit['consume_per_s']:>10,.0f} rec/s  {limit['consume_mb_s']:>7.1f} MB/s",
+            *(
+                f"  {what}  {limit[f'{what}_per_s']:>10,.0f} rec/s  "
+                f"{limit[f'{what}_mb_s']:>7.1f} MB/s"
+                for what in ("produce", "consume")
+            ),
             f"Avro encode alone (streams/codec.py, strict check + fastavro, "
             f"{encode['bytes']:.0f}-byte Conversations):",
             f"  encode   {encode['per_s']:>10,.0f} rec/s",
@@ -305,13 +318,24 @@ def test_ingest_benchmark(kafka: str, prefix: str, pg_server: PostgresServer, tm
     if ONLY in ("", "peer"):
         peer = run_peer(kafka, prefix, csv, ROWS, tmp_path / "peer")
         lines += [
-            "peer: Kafka Connect 3.9.1 standalone + FilePulse 2.18.0, local folder -> 6 partitions:",
+            "peer: Kafka Connect 3.9.1 standalone + FilePulse 2.18.0, local folder -> "
+            "6 partitions:",
             f"  file appears -> last row on the topic {peer['seconds']:>8.1f} s   "
             f"{peer['rows_per_s']:>8,.0f} rows/s",
             f"  JVM peak RSS {peer['rss_mib']:.0f} MiB, {peer['cpu_s']:.1f} CPU s",
         ]
     if ONLY in ("", "callstream"):
         stages = _stages_in_process(kafka, prefix, csv, tmp_path / "stages.csv")
+        if BASELINE:
+            base, _ = _callstream(
+                kafka, f"{prefix}-base", csv, pg_server, tmp_path / "base", Path(BASELINE)
+            )
+            ratio = f"{base['rows_per_s'] / peer['rows_per_s']:.2f}" if peer else "n/a"
+            lines += [
+                f"callstream before ({BASELINE}), the same way:",
+                f"  file appears -> last conversation on the topic {base['seconds']:>6.1f} s   "
+                f"{base['rows_per_s']:>8,.0f} rows/s   ratio to the peer {ratio}",
+            ]
         results, profile = _callstream(kafka, f"{prefix}-cs", csv, pg_server, tmp_path / "cs")
         ratio = f"{results['rows_per_s'] / peer['rows_per_s']:.2f}" if peer else "n/a"
         lines += [
@@ -320,7 +344,10 @@ def test_ingest_benchmark(kafka: str, prefix: str, pg_server: PostgresServer, tm
             f"{results['rows_per_s']:>8,.0f} rows/s   ratio to the peer {ratio}",
             f"  file appears -> announced (list)   {results['announced']:>6.1f} s",
             "  stages one after the other in this process (s; their sum is one core's work):",
-            *(f"    {name:<32} {s:>6.2f} s  {ROWS / s:>10,.0f} rows/s" for name, s in stages.items()),
+            *(
+                f"    {name:<32} {s:>6.2f} s  {ROWS / s:>10,.0f} rows/s"
+                for name, s in stages.items()
+            ),
             "  where the service spends its time (py-spy, 50 Hz, the service and its workers):",
             *profile,
         ]
@@ -329,4 +356,3 @@ def test_ingest_benchmark(kafka: str, prefix: str, pg_server: PostgresServer, tm
         assert peer["rows_per_s"] > 0
     if results is not None:
         assert results["rows_per_s"] > 0
-
