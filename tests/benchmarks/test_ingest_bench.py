@@ -34,6 +34,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from filepulse_peer import end_offsets, run_peer
@@ -238,6 +239,10 @@ def _callstream(
     config = write_config(
         work / "callstream.yaml", settings.model_copy(update={"log_level": "WARNING"})
     )
+    if checkout is not None:  # a checkout from before the row worker does not know its setting
+        fields = yaml.safe_load(config.read_text())
+        fields["processors"].pop("row_worker_min_bytes")
+        config.write_text(yaml.safe_dump(fields))
     log = work / "service.log"
     topics = Topics(prefix)
     service = start_service(config, log, cwd=checkout)

@@ -42,7 +42,9 @@ HOSTILE = (
     + "CALL-C,voice,yesterday,x\n"  # bad_timestamp
     + "CALL-D,voice\n"  # wrong_column_count
     + 'CALL-E,voice,2026-11-20T09:00:00Z,"open\nCALL-F,voice,2026-11-20T09:00:00Z,x\n'
-    + "CALL-G,voice,2026-11-20T09:00:00Z," + "y" * 5000 + "\n"  # row_too_large (spooled)
+    + "CALL-G,voice,2026-11-20T09:00:00Z,"
+    + "y" * 5000
+    + "\n"  # row_too_large (spooled)
     + ",voice,2026-11-20T09:00:00Z,x\n"  # missing_id
     + "\n"
     + "CALL-H,voice,2026-11-20T09:00:00Z,last\n"
