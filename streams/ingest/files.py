@@ -611,7 +611,7 @@ class FileProcessor:
         await asyncio.to_thread(worker.begin, job)
         feeding = asyncio.ensure_future(session.run(worker.feed, stream))
         in_flight: asyncio.Task[None] | None = None
-        finished = False
+        idle = False
         try:
             while True:
                 message = await asyncio.to_thread(worker.receive)
@@ -631,27 +631,27 @@ class FileProcessor:
                 elif kind == "end":
                     result.lines_read = message[1]
                     break
-                elif kind == "rejected":
-                    raise FileRejected(message[1], message[2], message[3])
-                elif kind == "aborted":
-                    await feeding  # raises what reading the file raised
-                    raise RuntimeError("the row worker stopped reading the file")
                 else:
+                    idle = True  # the worker read to its end or abort mark: ready for the next
+                    if kind == "aborted":
+                        await feeding  # raises what reading the file raised
+                    with contextlib.suppress(Exception):
+                        await feeding  # the file's own problem comes first
+                    if kind == "rejected":
+                        raise FileRejected(message[1], message[2], message[3])
                     raise RuntimeError(f"the row worker failed: {message[-1]}")
             if in_flight is not None:
                 await in_flight
             await feeding
-            finished = True
+            idle = True
         finally:
-            if not finished:
-                # The worker may be mid-file: a new process takes the next one.
+            if not idle:  # the worker may be mid-file: a new process takes the next one
                 await asyncio.to_thread(worker.stop)
-                for task in (in_flight, feeding):
-                    if task is not None and not task.done():
-                        task.cancel()
-                    if task is not None:
-                        with contextlib.suppress(asyncio.CancelledError, Exception):
-                            await task
+            for task in (in_flight, feeding):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
 
     async def _source_rows(
         self,

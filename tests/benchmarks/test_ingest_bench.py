@@ -316,8 +316,8 @@ def test_ingest_benchmark(
                 f"{limit[f'{what}_mb_s']:>7.1f} MB/s"
                 for what in ("produce", "consume")
             ),
-            f"Avro encode alone (streams/codec.py, strict check + fastavro, "
-            f"{encode['bytes']:.0f}-byte Conversations):",
+            "Avro encode alone (streams/codec.py, strict: the compiled writer of "
+            f"streams/avrowrite.py), {encode['bytes']:.0f}-byte Conversations:",
             f"  encode   {encode['per_s']:>10,.0f} rec/s",
         ]
     if ONLY in ("", "peer"):

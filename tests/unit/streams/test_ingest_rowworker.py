@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import datetime as dt
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -17,15 +18,18 @@ from typing import Any
 import pytest
 
 from connectors.base import RemoteFile
+from connectors.errors import FileVanished
 from connectors.local import LocalConfig
 from connectors.poller import PollConfig
 from streams.cases.store import CaseStore
 from streams.codec import AvroCodec
 from streams.ingest.files import FileProcessor, FileResult
 from streams.ingest.parse import ParseSettings
+from streams.ingest.rowworker import Job, RowWorker
 from streams.kafka import Record
 from streams.media import LocalMediaStore
 from streams.metrics import Metrics
+from streams.redact import RedactionSettings
 from streams.runner import file_id
 from streams.settings import ConnectorSettings, Settings, TenantSettings
 from streams.topics import Topics
@@ -166,3 +170,71 @@ async def test_the_row_worker_publishes_what_in_process_reading_does(
     )
     if name.startswith("hostile"):
         assert inline.accepted == 2501 and len(inline.rejected) >= 6
+
+
+class _Breaks(io.RawIOBase):
+    """A stream that fails after ``limit`` bytes, as a store does when the file vanishes."""
+
+    def __init__(self, data: bytes, limit: int) -> None:
+        self._data = io.BytesIO(data)
+        self._limit = limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._data.tell() >= self._limit:
+            raise FileVanished("the file went away")
+        data = self._data.read(min(len(buffer), self._limit - self._data.tell()))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def test_a_read_that_fails_aborts_the_file_and_the_worker_takes_the_next() -> None:
+    root = Path("/nonexistent")
+    settings = _settings(root, worker=True)
+    announced = dt.datetime(2026, 11, 20, 10, tzinfo=dt.UTC)
+    arrival = {
+        "file_id": "f",
+        "tenant": "acme",
+        "connector": "drop",
+        "path": "a.csv",
+        "announced_at": announced,
+    }
+    job = Job(
+        arrival=arrival,
+        ingest=settings.tenants[0].connectors[0].ingest,
+        young=False,
+        fetch=None,
+        topics=TOPICS,
+        max_record_bytes=1_000_000,
+        redaction=RedactionSettings(),
+        redaction_key=b"",
+        rows_done=0,
+        chunk_rows=700,
+        chunk_bytes=8_000_000,
+    )
+    data = (HEADER + GOOD).encode()
+    worker = RowWorker(str(CODEC.schemas_dir))
+    try:
+        worker.begin(job)
+        with pytest.raises(FileVanished):
+            worker.feed(_Breaks(data, 60_000))  # type: ignore[arg-type]
+        messages = []
+        while (message := worker.receive())[0] == "chunk":
+            messages.append(message)
+        assert message == ("aborted",)
+        # only whole rows read before the failure were sent, in order
+        rows = [item for m in messages for item in m[1]]
+        assert 0 < len(rows) < 2500
+        assert [m[2] for m in messages] == sorted(m[2] for m in messages)
+        worker.begin(job)  # the same process takes the next file
+        worker.feed(io.BytesIO(data))
+        chunks = []
+        while (message := worker.receive())[0] == "chunk":
+            chunks.append(message)
+        assert message[0] == "end"
+        assert sum(len(m[1]) for m in chunks) == 2500
+        assert all(isinstance(i, tuple) for m in chunks for i in m[1])
+    finally:
+        worker.stop()
