@@ -559,10 +559,10 @@ class FileProcessor:
         ):
             self.row_worker.busy = True
             try:
-                await self._rows_in_worker(session, arrival, stream, young, result)
+                if await self._rows_in_worker(session, arrival, stream, young, result):
+                    return
             finally:
                 self.row_worker.busy = False
-            return
         stats = ParseStats()
         rows = parse(stream, arrival["path"], ingest, stats)
 
@@ -588,10 +588,11 @@ class FileProcessor:
         stream: BinaryIO,
         young: bool,
         result: FileResult,
-    ) -> None:
+    ) -> bool:
         """:meth:`_rows` in the row worker process (:mod:`streams.ingest.rowworker`): this
         process streams the file to it and publishes the chunks it returns, pipelined as
-        :meth:`_chunks` does (one chunk in flight, progress after each acknowledgement)."""
+        :meth:`_chunks` does (one chunk in flight, progress after each acknowledgement).
+        Returns False, having read nothing, when the worker process cannot be started."""
         worker = self.row_worker
         ingest = session.settings.ingest
         redaction, key = redactor_parts(self.redactors.for_tenant(arrival["tenant"]))
@@ -608,7 +609,12 @@ class FileProcessor:
             chunk_rows=self.chunk_rows,
             chunk_bytes=self.chunk_bytes,
         )
-        await asyncio.to_thread(worker.begin, job)
+        try:
+            await asyncio.to_thread(worker.begin, job)
+        except OSError as exc:
+            log.warning("the row worker process cannot start (%s): reading in-process", exc)
+            await asyncio.to_thread(worker.stop)
+            return False
         feeding = asyncio.ensure_future(session.run(worker.feed, stream))
         in_flight: asyncio.Task[None] | None = None
         idle = False
@@ -644,6 +650,7 @@ class FileProcessor:
                 await in_flight
             await feeding
             idle = True
+            return True
         finally:
             if not idle:  # the worker may be mid-file: a new process takes the next one
                 await asyncio.to_thread(worker.stop)

@@ -238,3 +238,21 @@ def test_a_read_that_fails_aborts_the_file_and_the_worker_takes_the_next() -> No
         assert all(isinstance(i, tuple) for m in chunks for i in m[1])
     finally:
         worker.stop()
+
+
+async def test_a_worker_that_cannot_start_leaves_the_file_to_this_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = (HEADER + GOOD).encode()
+    inline, inline_records = await _run(tmp_path, "a.csv", data, worker=False, age=0)
+    monkeypatch.setattr("streams.ingest.rowworker.sys.executable", str(tmp_path / "no-python"))
+    worker, worker_records = await _run(tmp_path, "a.csv", data, worker=True, age=0)
+    assert _comparable(worker_records) == _comparable(inline_records)
+    assert (
+        (worker.outcome, worker.accepted)
+        == (inline.outcome, inline.accepted)
+        == (
+            "processed",
+            2500,
+        )
+    )
