@@ -29,6 +29,10 @@ _DOUBLE = struct.Struct("<d").pack
 _FLOAT = struct.Struct("<f").pack
 #: Zigzag varints of 0..63 (one byte each): most lengths, indexes and counts.
 _SMALL = [bytes([n << 1]) for n in range(64)]
+#: Encodings of recent larger longs (a file's rows share timestamps and their announcement
+#: time); emptied when full. Dict operations are atomic, so threads may share it.
+_RECENT: dict[int, bytes] = {}
+_RECENT_MAX = 4096
 
 
 class Unfit(Exception):
@@ -44,11 +48,21 @@ def _long(out: bytearray, n: int) -> None:
     if 0 <= n < 64:
         out += _SMALL[n]
         return
-    n = (n << 1) ^ (n >> 63)
+    encoded = _RECENT.get(n)
+    if encoded is None:
+        if len(_RECENT) >= _RECENT_MAX:
+            _RECENT.clear()
+        encoded = _RECENT[n] = _varint((n << 1) ^ (n >> 63))
+    out += encoded
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
         n >>= 7
     out.append(n)
+    return bytes(out)
 
 
 def compile_writer(schema: Any, schemas: dict[str, Any] | None = None) -> Writer | None:
@@ -156,30 +170,63 @@ def _union(schema: list[Any], named: _Named) -> Writer:
     return union
 
 
+#: How a record writes a field: strings and optional strings inline (most fields of most
+#: records), anything else through the field's own writer.
+_STRING, _OPTIONAL_STRING, _OTHER = 0, 1, 2
+
+
+def _field_kind(schema: Any) -> tuple[int, bytes, bytes]:
+    """(kind, tag of null, tag of the string) of a field's schema."""
+    if schema == "string":
+        return _STRING, b"", b""
+    if isinstance(schema, list) and len(schema) == 2 and "string" in schema and "null" in schema:
+        null_at = schema.index("null")
+        return _OPTIONAL_STRING, _SMALL[null_at], _SMALL[1 - null_at]
+    return _OTHER, b"", b""
+
+
 def _record(schema: dict[str, Any], named: _Named) -> Writer:
-    fields: list[tuple[str, Writer, bool, Any]] = []
+    fields: list[tuple[str, int, bytes, bytes, Writer, bool, Any]] = []
     names: set[str] = set()
+    small = _SMALL
 
     def record(out: bytearray, v: Any) -> None:
         if type(v) is not dict:
             raise Unfit
         if len(v) > len(names) or not v.keys() <= names:
             raise Unfit  # unknown fields
-        for name, write, has_default, default in fields:
+        for name, kind, null_tag, tag, write, has_default, default in fields:
             try:
                 value = v[name]
             except KeyError:
                 if not has_default:
                     raise Unfit from None
                 value = default
-            write(out, value)
+            if kind == _OTHER:
+                write(out, value)
+                continue
+            if value is None and kind == _OPTIONAL_STRING:
+                out += null_tag
+                continue
+            if type(value) is not str:
+                raise Unfit
+            try:
+                data = value.encode()
+            except UnicodeEncodeError:
+                raise Unfit from None
+            n = len(data)
+            out += tag
+            out += small[n] if n < 64 else _encoded_long(n)
+            out += data
 
     named[schema["name"]] = record  # before the fields: a record may refer to itself
     for f in schema["fields"]:
         has_default = "default" in f
-        fields.append((f["name"], _compile(f["type"], named), has_default, f.get("default")))
+        kind, null_tag, tag = _field_kind(f["type"])
+        write = _compile(f["type"], named)
+        fields.append((f["name"], kind, null_tag, tag, write, has_default, f.get("default")))
         names.add(f["name"])
-    if any(isinstance(d, list | dict) and d for _n, _w, _h, d in fields):
+    if any(isinstance(f[6], list | dict) and f[6] for f in fields):
         raise _Unsupported("non-empty container default")
     return record
 

@@ -9,7 +9,11 @@ Contract of :meth:`FileProcessor.process` (called by the files agent for each Fi
   ``conversations.v1`` (key ``<tenant>/<source_system>/<external id>``), bad rows to
   ``dead-letter.v1`` with reason code, row, line, column and the full raw row; the rest of the
   file goes on. After each chunk is acknowledged its progress is recorded, so a retry after an
-  outage resumes after the last acknowledged chunk instead of republishing the file;
+  outage resumes after the last acknowledged chunk instead of republishing the file. The next
+  chunk is read and encoded while the previous one is being acknowledged (one in flight, file
+  order kept). A CSV/TSV file of ``processors.row_worker_min_bytes`` or more is parsed,
+  validated and encoded in the row worker process (:mod:`streams.ingest.rowworker`, a core of
+  its own) with the same records, dead letters, counts and progress;
 - the outcome (processed | partial | invalid | incomplete, rows accepted / rejected by reason,
   lines read) is recorded and published as a FileOutcome, which lets the connector runner clean
   the file up. ``processed`` means every row was accepted. A CSV whose last line is unterminated
