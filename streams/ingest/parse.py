@@ -34,10 +34,11 @@ import csv
 import datetime as dt
 import io
 import json
+import operator
 import re
 import tempfile
 from collections import deque
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import IO, Any, BinaryIO, Literal, Protocol, Self
@@ -78,6 +79,12 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "transcript_ref": ("transcript_ref", "transcript_url", "transcript"),
 }
 FIELDS = tuple(ALIASES)
+#: Fields taken as they are (stripped; empty is null) by :func:`build_conversation`.
+_PLAIN_FIELDS = tuple(
+    f
+    for f in FIELDS
+    if f not in ("external_interaction_id", "channel", "direction", "started_at", "ended_at")
+)
 
 #: C0 controls other than tab, LF and CR, and surrogates: invalid UTF-8 bytes (surrogateescape)
 #: or lone surrogates from JSON escapes, which no UTF-8 encoder accepts.
@@ -377,10 +384,9 @@ def build_conversation(values: Mapping[str, str], settings: ParseSettings) -> di
         "started_at": started,
         "ended_at": ended,
     }
-    for name in FIELDS:
-        if name not in record:
-            raw = (values.get(name) or "").strip()
-            record[name] = raw or None
+    for name in _PLAIN_FIELDS:
+        given = values.get(name)
+        record[name] = (given.strip() or None) if given else None
     return record
 
 
@@ -545,6 +551,8 @@ class ConversationShape:
         self.settings = settings
         self.columns: dict[str, int] = {}
         self.extra: list[tuple[int, str]] = []
+        self._names: tuple[str, ...] = ()
+        self._pick: Callable[[list[str]], tuple[str, ...]] = lambda _fields: ()
 
     def header(self, names: list[str], excerpt: str, delimiter: str) -> None:
         """Find the Conversation columns; the external interaction id is required."""
@@ -557,13 +565,20 @@ class ConversationShape:
             raise FileRejected("missing_header", f"header has no {wanted!r} column{hint}", excerpt)
         mapped = set(columns.values())
         self.columns = columns
+        self._names = tuple(columns)
+        indexes = tuple(columns.values())
+        self._pick = (
+            operator.itemgetter(*indexes)
+            if len(indexes) > 1
+            else lambda fields: (fields[indexes[0]],)
+        )
         self.extra = [
             (i, names[i] or f"column_{i + 1}") for i in range(len(names)) if i not in mapped
         ]
 
     def build(self, fields: list[str]) -> dict[str, Any]:
         """Build the row's Conversation (without tenant and source)."""
-        values = {field: fields[i] for field, i in self.columns.items()}
+        values = dict(zip(self._names, self._pick(fields), strict=True))
         record = build_conversation(values, self.settings)
         record["turns"] = []
         record["metadata"] = {name: fields[i] for i, name in self.extra if fields[i] != ""}
