@@ -10,8 +10,9 @@ for a truncated last row of a file that may still be being written.
 separate Python process, so a large file uses a core of its own instead of the service's event
 loop's. Contract:
 
-- one worker process, started on first use (``python -m streams.ingest.rowworker``, two pipes)
-  and reused for every file; one file at a time (:meth:`RowWorker.busy`);
+- one worker process, started by :meth:`RowWorker.warm` or on first use (``python -m
+  streams.ingest.rowworker``, two pipes) and reused for every file; one file at a time
+  (:attr:`RowWorker.busy`);
 - :meth:`RowWorker.begin` sends a :class:`Job`; :meth:`RowWorker.feed` (blocking, in the
   connector's thread) streams the file's bytes and then an end mark, or an abort mark when
   reading fails (the worker then stops without reporting the rows it could not finish);
@@ -183,12 +184,18 @@ class RowWorker:
         self._jobs = Connection(jobs_w, readable=False)
         self._results = Connection(results_r, writable=False)
 
-    def begin(self, job: Job) -> None:
-        """Start the worker if needed and send it ``job``."""
+    def warm(self) -> None:
+        """Start the worker process unless it runs (the service does this as it starts, so
+        the first large file does not wait for the process to import its modules)."""
         with self._lock:
             if self._proc is None or self._proc.poll() is not None:
                 self.stop()
                 self._start()
+
+    def begin(self, job: Job) -> None:
+        """Start the worker if needed and send it ``job``."""
+        self.warm()
+        with self._lock:
             assert self._jobs is not None  # noqa: S101 - started just above
             self._jobs.send_bytes(pickle.dumps(job, pickle.HIGHEST_PROTOCOL))
 
