@@ -1,7 +1,7 @@
 # The two commands of the README's quickstart, plus the pieces they are made of.
 # Every target installs what it needs first (scripts/bootstrap.sh is idempotent).
 
-.PHONY: run test lint unit integration bench bench-pipeline bench-fairness bench-media bench-s3 bench-export bench-voice console-screenshots fuzz fuzz-ci hostile hostile-ci bootstrap
+.PHONY: run test lint unit integration bench bench-pipeline bench-fairness bench-ingest bench-peer bench-media bench-s3 bench-export bench-voice console-screenshots fuzz fuzz-ci hostile hostile-ci bootstrap
 
 run: bootstrap          ## run the service on its embedded defaults (local Kafka, SQLite, demo tenant)
 	.venv/bin/callstream run
@@ -31,6 +31,12 @@ bench-pipeline: bootstrap ## the pipeline benchmark at full size: a 100,000-row 
 
 bench-fairness: bootstrap ## tenant B's single-row files (1 s poll) while tenant A's 1,000,000-row file processes: B's p50/p99, A's throughput drop
 	CALLSTREAM_FAIRNESS_BENCH_ROWS=1000000 .venv/bin/pytest tests/benchmarks/test_fairness_bench.py -q -s -m benchmark -p no:cacheprovider --timeout=7200
+
+bench-ingest: bootstrap ## file -> conversations topic: Kafka's limit, the Kafka Connect + FilePulse peer, callstream (100,000 rows)
+	.venv/bin/pytest tests/benchmarks/test_ingest_bench.py -q -s -m benchmark -p no:cacheprovider --timeout=3600
+
+bench-peer: bootstrap   ## the peer alone: Kafka Connect 3.9.1 + FilePulse, CSV -> topic rows/s (jars from Maven Central)
+	CALLSTREAM_INGEST_BENCH_ONLY=peer .venv/bin/pytest tests/benchmarks/test_ingest_bench.py -q -s -m benchmark -p no:cacheprovider --timeout=3600
 
 bench-export: bootstrap ## time and peak RSS to export 1,000,000 results as CSV and as Excel (PostgreSQL)
 	CALLSTREAM_EXPORT_BENCH_ROWS=1000000 .venv/bin/pytest tests/benchmarks/test_export_bench.py -q -s -m benchmark -p no:cacheprovider --timeout=3600

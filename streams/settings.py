@@ -376,6 +376,12 @@ class ProcessorSettings(_Section):
     chunk_bytes: int = Field(
         8_000_000, ge=65_536, description="Most raw bytes of a file read and published at once."
     )
+    row_worker_min_bytes: int = Field(
+        2_000_000,
+        ge=0,
+        description="CSV/TSV files of at least this many bytes are parsed, validated and encoded "
+        "in a worker process (a core of its own, streams/ingest/rowworker.py); 0: never.",
+    )
     max_attempts: int = Field(
         3,
         ge=1,

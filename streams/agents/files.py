@@ -8,6 +8,7 @@ be decoded is dead-lettered with its raw bytes.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator
@@ -43,6 +44,11 @@ def register(
     dead: DeadLetters = processor.dead
 
     async def files(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        if settings.row_worker_min_bytes:  # large files then start at once
+            try:
+                await asyncio.to_thread(processor.row_worker.warm)
+            except OSError as exc:
+                log.warning("the row worker process cannot start (%s): files read in-process", exc)
         async for value in stream:
             try:
                 arrival = codec.decode(FILE_ARRIVAL, value)

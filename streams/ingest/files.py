@@ -9,7 +9,11 @@ Contract of :meth:`FileProcessor.process` (called by the files agent for each Fi
   ``conversations.v1`` (key ``<tenant>/<source_system>/<external id>``), bad rows to
   ``dead-letter.v1`` with reason code, row, line, column and the full raw row; the rest of the
   file goes on. After each chunk is acknowledged its progress is recorded, so a retry after an
-  outage resumes after the last acknowledged chunk instead of republishing the file;
+  outage resumes after the last acknowledged chunk instead of republishing the file. The next
+  chunk is read and encoded while the previous one is being acknowledged (one in flight, file
+  order kept). A CSV/TSV file of ``processors.row_worker_min_bytes`` or more is parsed,
+  validated and encoded in the row worker process (:mod:`streams.ingest.rowworker`, a core of
+  its own) with the same records, dead letters, counts and progress;
 - the outcome (processed | partial | invalid | incomplete, rows accepted / rejected by reason,
   lines read) is recorded and published as a FileOutcome, which lets the connector runner clean
   the file up. ``processed`` means every row was accepted. A CSV whose last line is unterminated
@@ -30,10 +34,13 @@ Contract of :meth:`FileProcessor.process` (called by the files agent for each Fi
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import json
 import logging
+import os
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -50,7 +57,6 @@ from streams.control.secrets import SecretBox
 from streams.db import Database
 from streams.deadletters import DeadLetters
 from streams.failures import GaveUp
-from streams.fetch.request import request_fetch
 from streams.fetch.settings import RecordingFetchSettings
 from streams.ingest.bundles import (
     Bundle,
@@ -77,6 +83,15 @@ from streams.ingest.parse import (
 )
 from streams.ingest.recordings import RecordingSettings
 from streams.ingest.records import conversation_record
+from streams.ingest.rowworker import (
+    INCOMPLETE,
+    DeadRow,
+    Item,
+    Job,
+    RowWorker,
+    encode_rows,
+    redactor_parts,
+)
 from streams.ingest.sourcefiles import Placed, SourceFiles
 from streams.kafka import Producer, Record
 from streams.media import MediaRejected, MediaStore, media_key
@@ -211,6 +226,9 @@ class FileProcessor:
         self.max_record_bytes = settings.kafka.message_max_bytes
         self.chunk_rows = settings.processors.chunk_rows
         self.chunk_bytes = settings.processors.chunk_bytes
+        self.row_worker_min_bytes = settings.processors.row_worker_min_bytes
+        self.row_worker = RowWorker(str(codec.schemas_dir))
+        """Parses, validates and encodes large CSV/TSV files in a process of its own."""
         self.catalog = catalog or Catalog(settings)
         self.settings = settings
         self.redactors = redactors or tenant_redactors(settings.tenants, self._derive_keys)
@@ -237,10 +255,11 @@ class FileProcessor:
         return box.derive_keys(purpose)
 
     def close(self) -> None:
-        """Close every store session."""
+        """Close every store session and stop the row worker."""
         for session in self._sessions.values():
             session.close()
         self._sessions.clear()
+        self.row_worker.stop()
         if self.voice is not None:
             self.voice.close()
 
@@ -537,9 +556,20 @@ class FileProcessor:
         self, session: _Session, arrival: dict[str, Any], stream: BinaryIO, result: FileResult
     ) -> None:
         ingest = session.settings.ingest
+        young = _young(session, arrival)
+        if (
+            0 < self.row_worker_min_bytes <= (arrival.get("size") or 0)
+            and not self.row_worker.busy
+            and detect_format(arrival["path"], ingest) in ("csv", "tsv")
+        ):
+            self.row_worker.busy = True
+            try:
+                if await self._rows_in_worker(session, arrival, stream, young, result):
+                    return
+            finally:
+                self.row_worker.busy = False
         stats = ParseStats()
         rows = parse(stream, arrival["path"], ingest, stats)
-        young = _young(session, arrival)
 
         async def encode(fresh: list[ParsedRow]) -> list[Record]:
             records: list[Record] = await session.run(
@@ -554,7 +584,86 @@ class FileProcessor:
             )
             return records
 
-        await self._chunks(session, arrival, rows, stats, encode, result)
+        await self._chunks(session, arrival, rows, stats, encode, result, pipelined=True)
+
+    async def _rows_in_worker(
+        self,
+        session: _Session,
+        arrival: dict[str, Any],
+        stream: BinaryIO,
+        young: bool,
+        result: FileResult,
+    ) -> bool:
+        """:meth:`_rows` in the row worker process (:mod:`streams.ingest.rowworker`): this
+        process streams the file to it and publishes the chunks it returns, pipelined as
+        :meth:`_chunks` does (one chunk in flight, progress after each acknowledgement).
+        Returns False, having read nothing, when the worker process cannot be started."""
+        worker = self.row_worker
+        ingest = session.settings.ingest
+        redaction, key = redactor_parts(self.redactors.for_tenant(arrival["tenant"]))
+        job = Job(
+            arrival=arrival,
+            ingest=ingest,
+            young=young,
+            fetch=session.settings.recording_fetch,
+            topics=self.topics,
+            max_record_bytes=self.max_record_bytes,
+            redaction=redaction,
+            redaction_key=key,
+            rows_done=result.rows_done,
+            chunk_rows=self.chunk_rows,
+            chunk_bytes=self.chunk_bytes,
+        )
+        try:
+            await asyncio.to_thread(worker.begin, job)
+        except OSError as exc:
+            log.warning("the row worker process cannot start (%s): reading in-process", exc)
+            await asyncio.to_thread(worker.stop)
+            return False
+        feeding = asyncio.ensure_future(session.run(worker.feed, stream))
+        in_flight: asyncio.Task[None] | None = None
+        idle = False
+        try:
+            while True:
+                message = await asyncio.to_thread(worker.receive)
+                kind = message[0]
+                if kind == "chunk":
+                    _kind, items, last, result.lines_read, header = message
+                    if last is None:
+                        continue  # published before an outage: resume after it
+                    records = await asyncio.to_thread(self._settle, arrival, items, result, header)
+                    done = last if not result.incomplete else last - 1
+                    progress = _outcome_row(arrival, result, "processing", utcnow())
+                    progress["rows_done"] = done
+                    if in_flight is not None:
+                        await in_flight
+                    in_flight = asyncio.ensure_future(self._publish_chunk(records, progress))
+                    result.rows_done = done
+                elif kind == "end":
+                    result.lines_read = message[1]
+                    break
+                else:
+                    idle = True  # the worker read to its end or abort mark: ready for the next
+                    if kind == "aborted":
+                        await feeding  # raises what reading the file raised
+                    with contextlib.suppress(Exception):
+                        await feeding  # the file's own problem comes first
+                    if kind == "rejected":
+                        raise FileRejected(message[1], message[2], message[3])
+                    raise RuntimeError(f"the row worker failed: {message[-1]}")
+            if in_flight is not None:
+                await in_flight
+            await feeding
+            idle = True
+            return True
+        finally:
+            if not idle:  # the worker may be mid-file: a new process takes the next one
+                await asyncio.to_thread(worker.stop)
+            for task in (in_flight, feeding):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
 
     async def _source_rows(
         self,
@@ -595,22 +704,50 @@ class FileProcessor:
         stats: ParseStats,
         encode: Callable[[list[ParsedRow]], Awaitable[list[Record]]],
         result: FileResult,
+        *,
+        pipelined: bool = False,
     ) -> None:
-        """Read, encode and publish ``rows`` chunk by chunk, recording progress after each."""
-        while True:
-            chunk = await session.run(self._next_chunk, rows)
-            result.lines_read = stats.lines_read
-            if not chunk:
-                return
-            fresh = [r for r in chunk if r.row > result.rows_done]
-            if not fresh:
-                continue  # published before an outage: resume after it
-            records = await encode(fresh)
-            await self.producer.send_batch(records)
-            result.rows_done = fresh[-1].row if not result.incomplete else fresh[-1].row - 1
-            await self.outcomes.record_file_outcome(
-                _outcome_row(arrival, result, "processing", utcnow())
-            )
+        """Read, encode and publish ``rows`` chunk by chunk, recording progress after each.
+
+        ``pipelined`` (conversation rows, whose encoding has no side effects outside
+        ``result``): while one chunk is being sent and acknowledged, the next is read and
+        encoded. At most one chunk is in flight, so chunks reach Kafka in file order, and the
+        progress recorded after a chunk's acknowledgement counts exactly the chunks acknowledged
+        so far (a snapshot taken when the chunk was encoded).
+        """
+        in_flight: asyncio.Task[None] | None = None
+        try:
+            while True:
+                chunk = await session.run(self._next_chunk, rows)
+                result.lines_read = stats.lines_read
+                if not chunk:
+                    break
+                fresh = [r for r in chunk if r.row > result.rows_done]
+                if not fresh:
+                    continue  # published before an outage: resume after it
+                records = await encode(fresh)
+                done = fresh[-1].row if not result.incomplete else fresh[-1].row - 1
+                progress = _outcome_row(arrival, result, "processing", utcnow())
+                progress["rows_done"] = done
+                if in_flight is not None:
+                    await in_flight
+                in_flight = asyncio.ensure_future(self._publish_chunk(records, progress))
+                if not pipelined:
+                    await in_flight
+                result.rows_done = done
+            if in_flight is not None:
+                await in_flight
+        finally:
+            if in_flight is not None and not in_flight.done():
+                in_flight.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await in_flight
+
+    async def _publish_chunk(self, records: list[Record], progress: dict[str, Any]) -> None:
+        """Send one chunk's records, then record the file's progress up to it."""
+        await self.producer.send_batch(records)
+        progress["decided_at"] = utcnow()
+        await self.outcomes.record_file_outcome(progress)
 
     def _next_chunk(self, rows: Iterator[ParsedRow]) -> list[ParsedRow]:
         """Read rows until ``chunk_rows`` rows or ``chunk_bytes`` of raw text."""
@@ -636,51 +773,46 @@ class FileProcessor:
         """Encode a chunk into conversation and dead-letter records (worker thread); with
         ``fetch``, a row naming its recording by URL or call id is marked for the fetch
         (:func:`streams.fetch.request.request_fetch`)."""
-        records: list[Record] = []
-        tenant = arrival["tenant"]
-        accepted = 0
-        for row in chunk:
-            if row.conversation is None:
-                assert row.error is not None  # noqa: S101 - a row is valid or has an error
-                if row.truncated and young:
-                    result.incomplete = True  # the writer may still be at it: not a dead letter
-                    continue
-                err = row.error
-                records.append(
-                    self._dead_row(arrival, row, err.reason, err.message, err.column, header)
-                )
-                result.rejected[err.reason] += 1
-                continue
-            conv = {
-                **row.conversation,
-                "tenant": tenant,
-                "source_system": ingest.source_system,
-                "source": {
-                    "file_id": arrival["file_id"],
-                    "connector": arrival["connector"],
-                    "path": arrival["path"],
-                    "row": row.row,
-                    "announced_at": arrival["announced_at"],
-                },
-            }
-            if fetch is not None:
-                conv = request_fetch(tenant, conv, fetch)
-            try:
-                records.append(
-                    conversation_record(
-                        self.codec, self.topics, conv, self.max_record_bytes, self.redactors
-                    )
-                )
-            except RowInvalid as exc:
-                err = exc.error
-                records.append(self._dead_row(arrival, row, err.reason, err.message, None, header))
-                result.rejected[err.reason] += 1
-                continue
-            accepted += 1
-        result.accepted += accepted
-        self.metrics.records_accepted.labels(tenant=tenant, connector=arrival["connector"]).inc(
-            accepted
+        items = encode_rows(
+            chunk,
+            arrival,
+            ingest,
+            young,
+            fetch,
+            self.codec,
+            self.topics,
+            self.max_record_bytes,
+            self.redactors,
         )
+        return self._settle(arrival, items, result, header)
+
+    def _settle(
+        self, arrival: dict[str, Any], items: list[Item], result: FileResult, header: str | None
+    ) -> list[Record]:
+        """The records of a chunk's items (dead rows become dead letters), counted in
+        ``result`` and the accepted-records metric."""
+        records: list[Record] = []
+        accepted = 0
+        for item in items:
+            if isinstance(item, tuple):
+                records.append(item)
+                accepted += 1
+            elif isinstance(item, DeadRow):
+                row = item.row
+                if item.spool_path is not None:  # spooled by the row worker: ours to delete
+                    row = dataclasses.replace(row, raw_spool=open(item.spool_path, "rb"))  # noqa: SIM115 - closed by the dead letter
+                    os.unlink(item.spool_path)
+                records.append(
+                    self._dead_row(arrival, row, item.reason, item.message, item.column, header)
+                )
+                result.rejected[item.reason] += 1
+            else:
+                assert item == INCOMPLETE  # noqa: S101 - the only other item
+                result.incomplete = True
+        result.accepted += accepted
+        self.metrics.records_accepted.labels(
+            tenant=arrival["tenant"], connector=arrival["connector"]
+        ).inc(accepted)
         return records
 
     def _dead_row(

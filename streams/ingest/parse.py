@@ -34,10 +34,11 @@ import csv
 import datetime as dt
 import io
 import json
+import operator
 import re
 import tempfile
 from collections import deque
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import IO, Any, BinaryIO, Literal, Protocol, Self
@@ -78,11 +79,18 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "transcript_ref": ("transcript_ref", "transcript_url", "transcript"),
 }
 FIELDS = tuple(ALIASES)
+#: Fields taken as they are (stripped; empty is null) by :func:`build_conversation`.
+_PLAIN_FIELDS = tuple(
+    f
+    for f in FIELDS
+    if f not in ("external_interaction_id", "channel", "direction", "started_at", "ended_at")
+)
 
 #: C0 controls other than tab, LF and CR, and surrogates: invalid UTF-8 bytes (surrogateescape)
 #: or lone surrogates from JSON escapes, which no UTF-8 encoder accepts.
 _BAD_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
 _LINE_ENDS = ("\n", "\r")
+_EPOCH_SECONDS = re.compile(r"\d{9,11}(\.\d{1,9})?")
 
 
 class ParseSettings(BaseModel):
@@ -302,7 +310,7 @@ def parse_delimited(
 def parse_timestamp(value: str, zone: str) -> dt.datetime:
     """Parse ISO 8601 (or epoch seconds) into an aware datetime; naive ones get ``zone``."""
     text = value.strip()
-    if re.fullmatch(r"\d{9,11}(\.\d{1,9})?", text):
+    if _EPOCH_SECONDS.fullmatch(text):
         return dt.datetime.fromtimestamp(float(text), dt.UTC)
     if len(text) > 64:
         raise ValueError(f"not an ISO 8601 timestamp: {text[:40]!r}...")
@@ -312,7 +320,7 @@ def parse_timestamp(value: str, zone: str) -> dt.datetime:
         raise ValueError(f"not an ISO 8601 timestamp: {text[:40]!r}") from None
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=ZoneInfo(zone))
-    return stamp.astimezone(dt.UTC)
+    return stamp if stamp.tzinfo is dt.UTC else stamp.astimezone(dt.UTC)
 
 
 def _clean(text: str) -> str:
@@ -376,10 +384,9 @@ def build_conversation(values: Mapping[str, str], settings: ParseSettings) -> di
         "started_at": started,
         "ended_at": ended,
     }
-    for name in FIELDS:
-        if name not in record:
-            raw = (values.get(name) or "").strip()
-            record[name] = raw or None
+    for name in _PLAIN_FIELDS:
+        given = values.get(name)
+        record[name] = (given.strip() or None) if given else None
     return record
 
 
@@ -544,6 +551,8 @@ class ConversationShape:
         self.settings = settings
         self.columns: dict[str, int] = {}
         self.extra: list[tuple[int, str]] = []
+        self._names: tuple[str, ...] = ()
+        self._pick: Callable[[list[str]], tuple[str, ...]] = lambda _fields: ()
 
     def header(self, names: list[str], excerpt: str, delimiter: str) -> None:
         """Find the Conversation columns; the external interaction id is required."""
@@ -556,13 +565,20 @@ class ConversationShape:
             raise FileRejected("missing_header", f"header has no {wanted!r} column{hint}", excerpt)
         mapped = set(columns.values())
         self.columns = columns
+        self._names = tuple(columns)
+        indexes = tuple(columns.values())
+        self._pick = (
+            operator.itemgetter(*indexes)
+            if len(indexes) > 1
+            else lambda fields: (fields[indexes[0]],)
+        )
         self.extra = [
             (i, names[i] or f"column_{i + 1}") for i in range(len(names)) if i not in mapped
         ]
 
     def build(self, fields: list[str]) -> dict[str, Any]:
         """Build the row's Conversation (without tenant and source)."""
-        values = {field: fields[i] for field, i in self.columns.items()}
+        values = dict(zip(self._names, self._pick(fields), strict=True))
         record = build_conversation(values, self.settings)
         record["turns"] = []
         record["metadata"] = {name: fields[i] for i, name in self.extra if fields[i] != ""}
@@ -635,7 +651,7 @@ def _parse_delimited(
             stats.blank_lines += 1
             continue
         first, last = record[0][0], record[-1][0]
-        raw = "".join(text for _no, text in record)
+        raw = record[0][1] if len(record) == 1 else "".join(text for _no, text in record)
         truncated = not record[-1][1].endswith(_LINE_ENDS) and spool is None
         shaped = error is None and fields is not None and len(fields) == width
         if len(record) > 1 and not shaped and not truncated and spool is None:

@@ -53,19 +53,20 @@ def arrival_for(root: Path, path: str) -> dict[str, Any]:
         "path": path,
         "version_id": version,
         "mtime": dt.datetime.fromtimestamp(st.st_mtime, dt.UTC),
+        "size": st.st_size,
         "announced_at": now,
     }
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+@pytest.fixture(params=[0, 1], ids=["in-process", "row-worker"])
+def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
     drop = ConnectorSettings(
         name="drop", store=LocalConfig(root=tmp_path / "in"), poll=PollConfig(min_age_seconds=0)
     )
     return Settings(
         data_dir=tmp_path / "data",
         demo=False,
-        processors={"chunk_rows": 1000},
+        processors={"chunk_rows": 1000, "row_worker_min_bytes": request.param},
         tenants=[TenantSettings(id="acme", connectors=[drop])],
     )
 
