@@ -2,8 +2,8 @@
 
 All on one broker, one run:
 
-1. the raw limit: confluent-kafka producing and consuming the same Avro Conversation records
-   (encode, produce, consume, decode; producer and consumer running concurrently);
+1. Python's pipeline limit (not Kafka's: that is test_ingest_bench.py): confluent-kafka
+   producing and consuming the same Avro Conversation records (encode, produce, consume, decode; producer and consumer running concurrently);
 2. end-to-end conversations per second for a 50,000-row CSV in CI (``make bench-pipeline``:
    100,000; ``CALLSTREAM_PIPELINE_BENCH_ROWS``), from the end of its SFTP upload to
    the last result on the feedback topic, with the service running as its own process (as in
@@ -398,7 +398,8 @@ def test_pipeline_benchmark(
     lines = [
         "",
         "callstream pipeline benchmark (one broker, 2 cores, PostgreSQL, OpenSSH sftp on loopback)",
-        f"raw limit, confluent-kafka + fastavro, {RAW:,} Conversation records:",
+        f"Python pipeline limit (encode + produce + consume + decode; Kafka's own limit: "
+        f"test_ingest_bench.py), {RAW:,} Conversation records:",
         f"  produce (encode + send, idempotent, lz4)   {raw['produce_per_s']:>10,.0f} rec/s",
         f"  produce -> consume pipeline (+ decode)     {raw['pipeline_per_s']:>10,.0f} rec/s",
         *_run_lines(one),
