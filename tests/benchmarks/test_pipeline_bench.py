@@ -3,7 +3,8 @@
 All on one broker, one run:
 
 1. Python's pipeline limit (not Kafka's: that is test_ingest_bench.py): confluent-kafka
-   producing and consuming the same Avro Conversation records (encode, produce, consume, decode; producer and consumer running concurrently);
+   producing and consuming the same Avro Conversation records (encode, produce, consume,
+   decode; producer and consumer running concurrently);
 2. end-to-end conversations per second for a 50,000-row CSV in CI (``make bench-pipeline``:
    100,000; ``CALLSTREAM_PIPELINE_BENCH_ROWS``), from the end of its SFTP upload to
    the last result on the feedback topic, with the service running as its own process (as in
