@@ -178,7 +178,8 @@ async def test_reupload_opens_no_case_and_changed_rows_update_cases_and_results(
             with sftp_session(sftp_server) as sftp:  # same content, new upload time
                 upload(sftp, "exports/daily.csv", original, mtime=time.time() - 30)
             await outcomes.wait_for(lambda rs: len(rs) >= 2, 60)
-            await asyncio.sleep(2)
+            await cases.wait_for(lambda rs: len(rs) >= 200, 60)  # a new reader needs a moment
+            await asyncio.sleep(2)  # a duplicate would land now
             await asyncio.to_thread(cases.poll, 0.5)
             assert len(cases.records) == 200
             assert await service.cases.count_cases("acme") == 200
