@@ -266,7 +266,8 @@ class ConnectorRunner:
         needed), then start the newly owned ones (retried by the reconcile loop on failure)."""
         async with self._reconciling:
             for key in [k for k in self.contexts if not self.owns(k)]:
-                log.info("connector %s/%s: moved to another worker, stopping it", *key)
+                why = "the runner stops" if self._stopping.is_set() else "moved to another worker"
+                log.info("connector %s/%s: %s, stopping it", *key, why)
                 await self._stop_connector(key)
         if self._stopping.is_set():
             return

@@ -34,6 +34,7 @@ import io
 import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -348,6 +349,9 @@ def _run(job: Job, jobs: Connection, results: Connection, codec: AvroCodec) -> N
 
 
 def _serve(jobs_fd: int, results_fd: int, schemas_dir: str) -> None:
+    # Ctrl-C reaches the whole process group: the service stops this worker (closing the
+    # pipe) as part of its own orderly stop, so the signal itself is ignored here.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     jobs = Connection(jobs_fd, writable=False)
     results = Connection(results_fd, readable=False)
     codec = AvroCodec(Path(schemas_dir))
