@@ -42,6 +42,7 @@ from servers.postgres import PostgresServer
 from support import (
     CODEC,
     TopicReader,
+    arrival_topics,
     connector,
     conversations_csv,
     settings_for,
@@ -55,7 +56,7 @@ from streams.ingest.records import CONVERSATION, conversation_record
 from streams.kafka import Producer as CallstreamProducer
 from streams.kafka import client_config
 from streams.redact import Redactors
-from streams.topics import Topics, ensure_topics
+from streams.topics import LANES, Topics, ensure_topics
 
 ROWS = int(os.environ.get("CALLSTREAM_INGEST_BENCH_ROWS", "100000"))
 ONLY = os.environ.get("CALLSTREAM_INGEST_BENCH_ONLY", "")
@@ -246,8 +247,9 @@ def _callstream(
     log = work / "service.log"
     topics = Topics(prefix)
     service = start_service(config, log, cwd=checkout)
-    arrivals = TopicReader(kafka, topics.file_arrivals)
+    arrivals = TopicReader(kafka, arrival_topics(prefix))  # a file over 1 MiB: the bulk lane
     outcomes = TopicReader(kafka, topics.file_outcomes, "callstream.FileOutcome")
+    lanes = [topics.in_lane(lane).conversations for lane in LANES]
     consumer = Consumer({"bootstrap.servers": kafka, "group.id": f"{prefix}-offsets"})
     profile = work / "profile.txt"
     spy: subprocess.Popen[bytes] | None = None
@@ -270,7 +272,7 @@ def _callstream(
         t0 = time.perf_counter()
         os.rename(staging / "20261120_bulk.csv", inbox / "20261120_bulk.csv")
         deadline = time.monotonic() + 900
-        while end_offsets(consumer, topics.conversations, PARTITIONS) < ROWS:
+        while sum(end_offsets(consumer, t, PARTITIONS) for t in lanes) < ROWS:
             assert service.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.05)
         seconds = time.perf_counter() - t0
