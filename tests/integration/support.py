@@ -186,6 +186,7 @@ class TopicReader:
     ) -> None:
         self.schema = schema
         self.records: list[dict[str, Any]] = []
+        self._kept: list[bytes] = []
         self._consumer = Consumer(
             {
                 "bootstrap.servers": kafka,
@@ -198,7 +199,31 @@ class TopicReader:
 
     def poll(self, seconds: float = 0.5) -> list[dict[str, Any]]:
         """Read what arrived within ``seconds``; return the new records."""
-        new: list[dict[str, Any]] = []
+        self.decode_kept()
+        new = [CODEC.decode(self.schema, value) for value in self._consume(seconds)]
+        self.records.extend(new)
+        return new
+
+    def keep(self, seconds: float = 0.5) -> int:
+        """Read what arrived within ``seconds`` but keep it undecoded (a benchmark's reader must
+        not take CPU from the service it times); return how many values arrived.
+        :meth:`decode_kept` (or the next :meth:`poll`) adds them to ``records``."""
+        values = self._consume(seconds)
+        self._kept.extend(values)
+        return len(values)
+
+    @property
+    def count(self) -> int:
+        """Records read so far, decoded or kept."""
+        return len(self.records) + len(self._kept)
+
+    def decode_kept(self) -> None:
+        """Decode the values :meth:`keep` read into ``records``."""
+        self.records.extend(CODEC.decode(self.schema, value) for value in self._kept)
+        self._kept.clear()
+
+    def _consume(self, seconds: float) -> list[bytes]:
+        values: list[bytes] = []
         deadline = time.monotonic() + seconds
         while True:
             left = deadline - time.monotonic()
@@ -207,9 +232,8 @@ class TopicReader:
             for msg in self._consumer.consume(500, min(left, 0.2)):
                 value = msg.value()
                 if msg.error() is None and value is not None:
-                    new.append(CODEC.decode(self.schema, value))
-        self.records.extend(new)
-        return new
+                    values.append(value)
+        return values
 
     async def wait_for(
         self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 30
