@@ -3,6 +3,7 @@
 Contract: ``clock.now()`` returns an aware UTC datetime. The service uses :class:`SystemClock`;
 tests pass a :class:`ManualClock` to ``Service(clock=...)`` and move it with ``advance``/``set``.
 Durations measured for metrics or timeouts keep using ``time.monotonic`` (never this clock).
+:func:`known_zone` validates the IANA time-zone names that settings carry.
 """
 
 from __future__ import annotations
@@ -10,6 +11,16 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from typing import Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+
+def known_zone(value: str) -> str:
+    """Return ``value`` if it names an IANA time zone, else raise ``ValueError`` saying so."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {value!r} (an IANA name, e.g. Europe/London)") from exc
+    return value
 
 
 class Clock(Protocol):

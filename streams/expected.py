@@ -27,14 +27,14 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from streams.clock import Clock
+from streams.clock import Clock, known_zone
 from streams.metrics import Metrics
 from streams.state import connector_files
 
@@ -71,13 +71,7 @@ class ExpectFile(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(
-                f"unknown time zone {value!r} (an IANA name, e.g. Europe/London)"
-            ) from exc
-        return value
+        return known_zone(value)
 
     @property
     def time(self) -> dt.time:

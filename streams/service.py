@@ -208,7 +208,7 @@ class Service:
             clock=self.clock,
         )
         http_app = create_http_app(
-            self.metrics, self.runner, self.api if s.runs("api") else None, self.readiness
+            self.metrics, self.runner, self.api, self.readiness, serve_api=s.runs("api")
         )
         # Request lines up to 32 KiB: a long (even hostile) query string gets a problem detail
         # from the API rather than aiohttp's plain-text 400 at 8 KiB.

@@ -6,6 +6,11 @@ the service's :class:`~streams.health.Readiness` checks and answers 200 only whe
 503 with the failing checks named. Both are unauthenticated, like ``/metrics``, and carry no
 tenant data.
 
+``/connectors`` lists every tenant's running connectors (tenant, store, last error), so it is
+the operator's alone (:func:`~streams.api.auth.operator_guard`: no or a wrong token 401, a
+tenant's API key 403). It is served where the process serves the API, and in a process without
+the ``api`` role only when ``api.operator_token`` is set (otherwise nobody could use it: 404).
+
 The ``/v1`` operations are declared per resource (one module each, a ``routes`` table of
 :class:`~streams.api.routing.ApiRoutes`) and listed in :data:`ROUTE_GROUPS`; the OpenAPI
 document (``/v1/openapi.json``) and the docs page (``/v1/docs``) are generated from them.
@@ -13,6 +18,7 @@ document (``/v1/openapi.json``) and the docs page (``/v1/docs``) are generated f
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -37,9 +43,9 @@ from streams.api import (
     users,
 )
 from streams.api import destinations as destination_api
-from streams.api.auth import authenticator
+from streams.api.auth import authenticator, operator_guard
 from streams.api.context import ApiContext
-from streams.api.problems import problem_middleware
+from streams.api.problems import Handler, problem_middleware
 from streams.api.routing import ApiRoutes, Call, install
 from streams.console import app as console
 from streams.health import Readiness
@@ -134,23 +140,28 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(report.as_dict(), status=200 if report.ready else 503)
 
 
-@routes.get("/connectors")
-async def connectors(request: web.Request) -> web.Response:
-    """List every running connector with its state and last error (no secrets)."""
-    runner = request.app.get(RUNNER)
-    if runner is None:  # this process does not run the connectors role
-        return web.json_response({"connectors": []})
-    items = [
-        {
-            "tenant": ctx.tenant,
-            "connector": ctx.name,
-            "type": ctx.settings.store.type,
-            "store": ctx.store.description,
-            **ctx.status.as_dict(),
-        }
-        for ctx in runner.contexts.values()
-    ]
-    return web.json_response({"connectors": items})
+def _connectors(guard: Callable[[web.Request], Awaitable[None]]) -> Handler:
+    """Return the ``/connectors`` handler, which lets only the callers ``guard`` passes in."""
+
+    async def connectors(request: web.Request) -> web.Response:
+        """List every running connector with its state and last error (no secrets)."""
+        await guard(request)
+        runner = request.app.get(RUNNER)
+        if runner is None:  # this process does not run the connectors role
+            return web.json_response({"connectors": []})
+        items = [
+            {
+                "tenant": ctx.tenant,
+                "connector": ctx.name,
+                "type": ctx.settings.store.type,
+                "store": ctx.store.description,
+                **ctx.status.as_dict(),
+            }
+            for ctx in runner.contexts.values()
+        ]
+        return web.json_response({"connectors": items})
+
+    return connectors
 
 
 def create_app(
@@ -158,18 +169,24 @@ def create_app(
     runner: ConnectorRunner | None,
     api: ApiContext | None = None,
     readiness: Readiness | None = None,
+    *,
+    serve_api: bool = True,
 ) -> web.Application:
-    """Build the HTTP application around the running service's parts (``api``: serve /v1;
-    ``readiness``: the checks of /readyz, none: always ready)."""
-    limit = api.settings.api.max_body_bytes if api is not None else 1024**2
+    """Build the HTTP application around the running service's parts (``api``: the control
+    plane, whose ``/v1`` is served when ``serve_api``; ``readiness``: the checks of /readyz,
+    none: always ready). ``/connectors`` is served as the module doc says."""
+    served = api if serve_api else None
+    limit = served.settings.api.max_body_bytes if served is not None else 1024**2
     app = web.Application(middlewares=[problem_middleware], client_max_size=limit)
     app[METRICS] = metrics
     if runner is not None:
         app[RUNNER] = runner
     app[READINESS] = readiness or Readiness()
     app.add_routes(routes)
-    if api is not None:
-        install(app, api, ROUTE_GROUPS, authenticator(api))
-        if api.settings.console.enabled:
-            console.install(app, api, ROUTE_GROUPS)
+    if api is not None and (served is not None or api.settings.api.operator_token is not None):
+        app.router.add_get("/connectors", _connectors(operator_guard(api)))
+    if served is not None:
+        install(app, served, ROUTE_GROUPS, authenticator(served))
+        if served.settings.console.enabled:
+            console.install(app, served, ROUTE_GROUPS)
     return app

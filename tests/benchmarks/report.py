@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import gc
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,49 @@ def print_table(title: str, header: list[str], rows: list[list[str]], notes: lis
     print(line)
     for note in notes:
         print(note)
+
+
+#: A profile area: its label and the needles (substrings of a frame) that put a stack in it.
+Area = tuple[str, tuple[str, ...]]
+
+
+def profile_summary(
+    raw: Path,
+    areas: Sequence[Area],
+    *,
+    other: str,
+    top: int,
+    match: Callable[[Iterable[bool]], bool] = all,
+) -> list[str]:
+    """Aggregate py-spy's collapsed stacks (``raw``): self samples per area and per function.
+
+    A stack counts in the first area of ``areas`` for which ``match`` (``all`` or ``any``) holds
+    over "this needle occurs in one of the stack's frames", else under ``other``. Returns the
+    lines to print: areas by share, then the ``top`` functions by own samples.
+    """
+    own: collections.Counter[str] = collections.Counter()
+    area: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        own[frames[-1]] += n
+        for label, needles in areas:
+            if match(any(needle in frame for frame in frames) for needle in needles):
+                area[label] += n
+                break
+        else:
+            area[other] += n
+    if not total:
+        return ["  (no samples)"]
+    lines = [f"  {100 * n / total:5.1f}%  {label}" for label, n in area.most_common()]
+    lines.append("  top functions by own samples:")
+    lines += [f"  {100 * n / total:5.1f}%  {fn[:110]}" for fn, n in own.most_common(top)]
+    return lines
 
 
 def _status_kib(field: str) -> int:

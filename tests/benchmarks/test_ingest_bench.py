@@ -22,7 +22,6 @@ All on one broker, one run, one CSV of ``CALLSTREAM_INGEST_BENCH_ROWS`` rows (10
 from __future__ import annotations
 
 import asyncio
-import collections
 import datetime as dt
 import io
 import os
@@ -38,6 +37,7 @@ import yaml
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from filepulse_peer import end_offsets, run_peer
+from report import Area, profile_summary
 from servers.postgres import PostgresServer
 from support import (
     CODEC,
@@ -177,40 +177,24 @@ def _stages_in_process(kafka: str, prefix: str, csv: bytes, path: Path) -> dict[
     }
 
 
-def _profile_summary(raw: Path, top: int = 14) -> list[str]:
-    """Aggregate py-spy's collapsed stacks: samples per file -> topic stage and per function."""
-    own: collections.Counter[str] = collections.Counter()
-    stage: collections.Counter[str] = collections.Counter()
-    total = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n = int(count)
-        total += n
-        frames = stack.split(";")
-        own[frames[-1]] += n
-        for label, needles in (
-            ("produce (streams/kafka.py, librdkafka)", ("streams/kafka.py", "_send_blocking")),
-            ("redact + encode (codec, fastavro)", ("codec.py", "records.py", "redact.py")),
-            ("validate (build_conversation, timestamps)", ("build_conversation",)),
-            ("parse (CSV reader, lines)", ("ingest/parse.py",)),
-            ("rows -> records (files.py)", ("ingest/files.py",)),
-            ("list/fetch (connectors, local store)", ("connectors/",)),
-            ("cases (processors downstream)", ("streams/cases/", "agents/cases")),
-            ("Faust/aiokafka consuming", ("aiokafka",)),
-        ):
-            if any(needle in f for f in reversed(frames) for needle in needles):
-                stage[label] += n
-                break
-        else:
-            stage["other (event loop, idle threads, logging)"] += n
-    if not total:
-        return ["  (no samples)"]
-    lines = [f"  {100 * n / total:5.1f}%  {label}" for label, n in stage.most_common()]
-    lines.append("  top functions by own samples:")
-    lines += [f"  {100 * n / total:5.1f}%  {fn[:110]}" for fn, n in own.most_common(top)]
-    return lines
+#: File -> topic stages: a sample counts in the first stage with a needle in one of its frames.
+_STAGES: tuple[Area, ...] = (
+    ("produce (streams/kafka.py, librdkafka)", ("streams/kafka.py", "_send_blocking")),
+    ("redact + encode (codec, fastavro)", ("codec.py", "records.py", "redact.py")),
+    ("validate (build_conversation, timestamps)", ("build_conversation",)),
+    ("parse (CSV reader, lines)", ("ingest/parse.py",)),
+    ("rows -> records (files.py)", ("ingest/files.py",)),
+    ("list/fetch (connectors, local store)", ("connectors/",)),
+    ("cases (processors downstream)", ("streams/cases/", "agents/cases")),
+    ("Faust/aiokafka consuming", ("aiokafka",)),
+)
+
+
+def _profile_summary(raw: Path) -> list[str]:
+    """Summarise the service process's py-spy profile by file -> topic stage."""
+    return profile_summary(
+        raw, _STAGES, other="other (event loop, idle threads, logging)", top=14, match=any
+    )
 
 
 def _callstream(

@@ -16,7 +16,6 @@ All on one broker, one run:
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import os
 import signal
@@ -33,6 +32,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
+from report import Area, profile_summary
 from servers.postgres import PostgresServer
 from servers.sshd import SftpServer
 from support import (
@@ -152,7 +152,7 @@ def raw_limit(kafka: str, topic: str) -> dict[str, float]:
 
 
 #: Profile areas: a sample counts in the first whose needles all occur in its stack.
-_AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
+_AREAS: tuple[Area, ...] = (
     ("SFTP read + parse (connectors, streams.ingest)", ("streams/ingest/",)),
     ("outbox relay (claim, publish, mark)", ("publish_once",)),
     ("cases: decode conversations", ("streams/agents/cases.py", "AvroCodec.decode")),
@@ -167,31 +167,9 @@ _AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def _profile_summary(raw: Path, top: int = 12) -> list[str]:
-    """Aggregate py-spy's collapsed stacks: self samples per function and per area."""
-    own: collections.Counter[str] = collections.Counter()
-    area: collections.Counter[str] = collections.Counter()
-    total = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n = int(count)
-        total += n
-        frames = stack.split(";")
-        leaf = frames[-1]
-        own[leaf] += n
-        joined = ";".join(frames)
-        for label, needles in _AREAS:
-            if all(needle in joined for needle in needles):
-                area[label] += n
-                break
-        else:
-            area["other (event loop, idle, logging)"] += n
-    lines = [f"  {100 * n / total:5.1f}%  {label}" for label, n in area.most_common()]
-    lines.append("  top functions by own samples:")
-    lines += [f"  {100 * n / total:5.1f}%  {fn[:110]}" for fn, n in own.most_common(top)]
-    return lines
+def _profile_summary(raw: Path) -> list[str]:
+    """Summarise the service process's py-spy profile by pipeline area."""
+    return profile_summary(raw, _AREAS, other="other (event loop, idle, logging)", top=12)
 
 
 @dataclass

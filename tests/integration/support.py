@@ -17,6 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import paramiko
 import yaml
 from confluent_kafka import Consumer, Producer
@@ -138,6 +139,22 @@ async def running(settings: Settings, clock: Clock | None = None) -> AsyncIterat
         yield service
     finally:
         await service.stop()
+
+
+async def running_connectors(service: Service) -> list[dict[str, Any]]:
+    """``GET /connectors`` as the operator (the service's ``api.operator_token``, which the test
+    sets): the status of every connector the service runs."""
+    token = service.settings.api.operator_token
+    assert token is not None, "/connectors is the operator's: set api.operator_token"
+    headers = {"Authorization": f"Bearer {token.get_secret_value()}"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{service.http_url}/connectors", headers=headers) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        body = await resp.json()
+    connectors: list[dict[str, Any]] = body["connectors"]
+    return connectors
 
 
 @contextlib.contextmanager

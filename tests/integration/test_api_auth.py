@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from api_support import OPERATOR_TOKEN, ApiClient, new_tenant
+from api_support import OPERATOR_TOKEN, ApiClient, Reply, new_tenant
 from openapi_spec_validator import validate
 from sqlalchemy import select
-from support import running, settings_for
+from support import connector, running, settings_for, unique_prefix
 
+from connectors.local import LocalConfig
 from streams.control.keys import api_keys
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -217,3 +219,75 @@ async def test_config_file_tenants_are_listed_for_the_operator(tmp_path: Path, k
         assert got.status == 200 and got.body["origin"] == "config"
         key = await client.as_(OPERATOR_TOKEN).post("/v1/tenants/acme/keys", {"name": "k"})
         assert key.status == 201
+
+
+async def _connectors_once_running(client: ApiClient, name: str) -> Reply:
+    """GET /connectors until ``name`` is listed (its worker owns it once Kafka assigns it)."""
+    deadline = time.monotonic() + 30
+    while True:
+        reply = await client.get("/connectors")
+        assert reply.status == 200, reply.text
+        if any(c["connector"] == name for c in reply.body["connectors"]):
+            return reply
+        assert time.monotonic() < deadline, reply.body
+        await asyncio.sleep(0.2)
+
+
+async def test_connectors_lists_every_tenants_connectors_to_the_operator_only(
+    tmp_path: Path, kafka: str
+) -> None:
+    """/connectors names every tenant's stores and last errors: anonymous callers and wrong
+    tokens get 401, a tenant's API key (known, but not the operator) 403."""
+    (tmp_path / "in").mkdir()
+    settings = settings_for(
+        kafka,
+        unique_prefix(),
+        tmp_path / "data",
+        [connector("daily", LocalConfig(root=tmp_path / "in"))],
+        api={"operator_token": OPERATOR_TOKEN},
+        processors={"enabled": False},
+    )
+    async with running(settings) as service, ApiClient(service.http_url or "") as client:
+        operator = client.as_(OPERATOR_TOKEN)
+        other_tenant = await new_tenant(operator, "umbrella")
+        listed = await _connectors_once_running(operator, "daily")
+        assert [(c["tenant"], c["connector"]) for c in listed.body["connectors"]] == [
+            ("acme", "daily")
+        ]
+        for label, caller, status in [
+            ("anonymous", client.as_(None), 401),
+            ("wrong operator token", client.as_("x" * 40), 401),
+            ("another tenant's key", client.as_(other_tenant), 403),
+        ]:
+            reply = await caller.get("/connectors")
+            assert reply.status == status, label
+            assert reply.content_type == "application/problem+json", label
+            assert "acme" not in reply.text and "daily" not in reply.text, label
+        anonymous = await client.as_(None).get("/connectors")
+        assert anonymous.headers.get("WWW-Authenticate", "").startswith("Bearer")
+
+
+async def test_a_runner_only_worker_serves_connectors_only_with_an_operator_token(
+    tmp_path: Path, kafka: str
+) -> None:
+    """Without the api role /connectors is checked against api.operator_token; no token set:
+    not served at all (404), while /metrics stays open."""
+    (tmp_path / "in").mkdir()
+    conns = [connector("daily", LocalConfig(root=tmp_path / "in"))]
+    for token in (None, OPERATOR_TOKEN):
+        settings = settings_for(
+            kafka,
+            unique_prefix(),
+            tmp_path / f"data-{token is not None}",
+            conns,
+            roles=["connectors"],
+            api={"operator_token": token},
+        )
+        async with running(settings) as service, ApiClient(service.http_url or "") as client:
+            assert (await client.get("/metrics")).status == 200
+            if token is None:
+                assert (await client.as_(OPERATOR_TOKEN).get("/connectors")).status == 404
+                continue
+            assert (await client.get("/connectors")).status == 401
+            listed = await _connectors_once_running(client.as_(token), "daily")
+            assert [c["connector"] for c in listed.body["connectors"]] == ["daily"]

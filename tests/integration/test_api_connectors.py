@@ -130,7 +130,8 @@ def sftp_store(server: SftpServer, root: str, user: str = "cs_pw", **extra: Any)
 
 async def running_names(client: ApiClient) -> dict[str, dict[str, Any]]:
     """The runner's connectors as /connectors shows them, by tenant/name."""
-    reply = await client.get("/connectors")
+    reply = await client.as_(OPERATOR_TOKEN).get("/connectors")
+    assert reply.status == 200, reply.text
     return {f"{c['tenant']}/{c['connector']}": c for c in reply.body["connectors"]}
 
 

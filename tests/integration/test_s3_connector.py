@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from api_support import OPERATOR_TOKEN
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from servers import free_port
@@ -29,6 +30,7 @@ from support import (
     connector,
     conversation_row,
     running,
+    running_connectors,
     s3_config,
     settings_for,
 )
@@ -44,11 +46,6 @@ NO_PROCESSORS = {"enabled": False}  # the tests that only watch announcements
 
 def _by_path(records: list[dict[str, Any]], path: str) -> list[dict[str, Any]]:
     return [r for r in records if r["path"] == path]
-
-
-async def _http_json(service: Service, path: str) -> Any:
-    async with aiohttp.ClientSession() as http, http.get(f"{service.http_url}{path}") as resp:
-        return await resp.json()
 
 
 async def _metrics(service: Service) -> str:
@@ -67,7 +64,12 @@ async def test_an_uploaded_object_is_announced_once_with_size_and_etag(
     head = client.head_object(Bucket=s3_bucket, Key=key)
     config = s3_config(s3_server, s3_bucket, prefix="exports")
     settings = settings_for(
-        kafka, prefix, tmp_path, [connector("s3-daily", config)], processors=NO_PROCESSORS
+        kafka,
+        prefix,
+        tmp_path,
+        [connector("s3-daily", config)],
+        processors=NO_PROCESSORS,
+        api={"operator_token": OPERATOR_TOKEN},
     )
     reader = TopicReader(kafka, Topics(prefix).file_arrivals)
     try:
@@ -75,7 +77,7 @@ async def test_an_uploaded_object_is_announced_once_with_size_and_etag(
             await reader.wait_for(lambda rs: len(rs) >= 1)
             await asyncio.sleep(1.5)  # several more polls
             await asyncio.to_thread(reader.poll, 0.5)
-            status = await _http_json(service, "/connectors")
+            status = await running_connectors(service)
     finally:
         reader.close()
     assert len(reader.records) == 1, reader.records
@@ -89,7 +91,7 @@ async def test_an_uploaded_object_is_announced_once_with_size_and_etag(
     assert event["store_uri"] == f"s3://{s3_bucket}/exports/ (endpoint {s3_server.endpoint_url})"
     secret = s3_server.secret_access_key
     assert secret not in str(event) and secret not in str(status)
-    assert status["connectors"][0]["store"] == event["store_uri"]
+    assert status[0]["store"] == event["store_uri"]
 
 
 async def test_an_overwrite_with_new_content_is_a_new_version(
@@ -200,7 +202,14 @@ async def test_each_misconfiguration_fails_clearly_while_another_connector_keeps
     }
     s3_server.client().put_object(Bucket=s3_bucket, Key="good/keep-working.csv", Body=b"id\n1\n")
     conns = [good, *(connector(name, cfg) for name, cfg in broken.items())]
-    settings = settings_for(kafka, prefix, tmp_path, conns, processors=NO_PROCESSORS)
+    settings = settings_for(
+        kafka,
+        prefix,
+        tmp_path,
+        conns,
+        processors=NO_PROCESSORS,
+        api={"operator_token": OPERATOR_TOKEN},
+    )
     reader = TopicReader(kafka, Topics(prefix).file_arrivals)
     caplog.set_level(logging.DEBUG)  # the service's boto3 debug lines too: none may hold a secret
     try:
@@ -209,16 +218,13 @@ async def test_each_misconfiguration_fails_clearly_while_another_connector_keeps
             s3_server.client().put_object(Bucket=s3_bucket, Key="good/later.csv", Body=b"id\n")
             await reader.wait_for(lambda rs: len(rs) >= 2)  # still polling between failures
             await asyncio.sleep(1.5)  # a few back-off rounds of the failing connectors
-            connectors = await _http_json(service, "/connectors")
-            status = {c["connector"]: c for c in connectors["connectors"]}
+            status = {c["connector"]: c for c in await running_connectors(service)}
             metrics_body = await _metrics(service)
             # An operator creates the missing bucket: that connector recovers, no restart.
             s3_server.create_bucket(missing_bucket)
             s3_server.client().put_object(Bucket=missing_bucket, Key="first.csv", Body=b"id\n")
             await reader.wait_for(lambda rs: any(r["connector"] == "no-bucket" for r in rs))
-            recovered = {
-                c["connector"]: c for c in (await _http_json(service, "/connectors"))["connectors"]
-            }
+            recovered = {c["connector"]: c for c in await running_connectors(service)}
     finally:
         reader.close()
         s3_server.delete_bucket(missing_bucket)
@@ -341,6 +347,7 @@ demo: false
 http: {{port: 0}}
 kafka: {{bootstrap_servers: "{kafka}", topic_prefix: {prefix}, partitions: 3}}
 processors: {{enabled: false}}
+api: {{operator_token: {OPERATOR_TOKEN}}}
 tenants:
   - id: acme
     connectors:
@@ -365,8 +372,8 @@ tenants:
     try:
         async with running(settings) as service:
             await reader.wait_for(lambda rs: len(rs) >= 1)
-            status = await _http_json(service, "/connectors")
+            status = await running_connectors(service)
     finally:
         reader.close()
     assert [(r["connector"], r["path"]) for r in reader.records] == [("gcs-voice", "call-1.json")]
-    assert status["connectors"][0]["state"] == "ok"
+    assert status[0]["state"] == "ok"

@@ -16,11 +16,13 @@ from pathlib import Path
 import aiohttp
 import paramiko
 import pytest
+from api_support import OPERATOR_TOKEN
 from servers.sshd import SftpServer
 from support import (
     TopicReader,
     connector,
     running,
+    running_connectors,
     settings_for,
     sftp_config,
     sftp_session,
@@ -206,17 +208,20 @@ async def test_wrong_host_key_and_wrong_password_fail_clearly_others_keep_workin
     (key_upload / "keep-working.csv").write_text("still flowing\n")
     old = time.time() - 60
     os.utime(key_upload / "keep-working.csv", (old, old))
-    settings = settings_for(kafka, prefix, tmp_path, [good, bad_key, bad_pw])
+    settings = settings_for(
+        kafka, prefix, tmp_path, [good, bad_key, bad_pw], api={"operator_token": OPERATOR_TOKEN}
+    )
     reader = TopicReader(kafka, Topics(prefix).file_arrivals)
     try:
         async with running(settings) as service:
             await reader.wait_for(lambda rs: len(rs) >= 1)
             await asyncio.sleep(1)  # a few back-off rounds of the failing connectors
-            async with aiohttp.ClientSession() as http:
-                async with http.get(f"{service.http_url}/connectors") as resp:
-                    status = {c["connector"]: c for c in (await resp.json())["connectors"]}
-                async with http.get(f"{service.http_url}/metrics") as resp:
-                    metrics_body = await resp.text()
+            status = {c["connector"]: c for c in await running_connectors(service)}
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"{service.http_url}/metrics") as resp,
+            ):
+                metrics_body = await resp.text()
     finally:
         reader.close()
         (key_upload / "keep-working.csv").unlink()

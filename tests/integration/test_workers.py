@@ -29,6 +29,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from api_support import OPERATOR_TOKEN
 from confluent_kafka import Consumer
 from servers.postgres import PostgresServer
 from servers.sshd import SftpServer
@@ -80,8 +81,10 @@ class Worker:
         )
 
     def get(self, path: str) -> bytes:
-        url = f"http://127.0.0.1:{self.port}{path}"
-        return bytes(urllib.request.urlopen(url, timeout=10).read())
+        """GET ``path`` as the operator (/connectors is the operator's)."""
+        headers = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=headers)
+        return bytes(urllib.request.urlopen(request, timeout=10).read())  # noqa: S310 (http only)
 
     def connectors(self) -> set[str]:
         """The connectors this worker runs now (empty while it is not serving)."""
@@ -176,6 +179,7 @@ def test_three_workers_share_six_connectors_and_survive_a_sigkill(
         database_url=pg_server.async_url(),
         kafka={"partitions": PARTITIONS},
         processors={"session_timeout_seconds": SESSION_TIMEOUT},
+        api={"operator_token": OPERATOR_TOKEN},
     )
     config = write_config(tmp_path / "callstream.yaml", settings)
     serial = itertools.count()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import datetime as dt
 import io
 import json
 from typing import Any
@@ -288,3 +289,16 @@ def test_nested_metadata_is_kept_as_json_not_dropped() -> None:
 def test_a_utf16_chat_with_a_bom_is_read() -> None:
     rows, _ = run(codecs.BOM_UTF16_LE + json.dumps(CHAT).encode("utf-16-le"), "c.json")
     assert rows[0].conversation is not None
+
+
+@pytest.mark.parametrize("zone", ["Europe/Londres", "../etc/passwd", ""])
+def test_an_unknown_time_zone_is_refused_with_its_name(zone: str) -> None:
+    with pytest.raises(ValueError, match=f"unknown time zone {zone!r}"):
+        ParseSettings(timezone=zone)
+
+
+def test_a_naive_timestamp_is_read_in_the_configured_zone() -> None:
+    data = HEADER + "CALL-1,voice,2026-11-20 09:00:00,2026-11-20 09:05:00,a-1,Billing\n"
+    rows, _ = run(data, timezone="Asia/Kolkata")
+    assert rows[0].conversation is not None
+    assert rows[0].conversation["started_at"] == dt.datetime(2026, 11, 20, 3, 30, tzinfo=dt.UTC)
