@@ -20,7 +20,7 @@ import datetime as dt
 import json
 import secrets as random
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from sqlalchemy import (
@@ -41,6 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from streams.clock import known_zone
 from streams.control import audit, destinations
 from streams.control import connectors as import_connectors
 from streams.control.errors import ConflictError, NotFoundError
@@ -90,14 +91,6 @@ jobs = Table(
 )
 
 
-def _zone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown time zone {value!r} (an IANA name, e.g. Asia/Kolkata)") from exc
-    return value
-
-
 class JobIn(BaseModel):
     """A job to create."""
 
@@ -138,7 +131,7 @@ class JobIn(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str | None) -> str | None:
-        return _zone(value) if value is not None else None
+        return known_zone(value) if value is not None else None
 
     @property
     def local_time(self) -> dt.time:

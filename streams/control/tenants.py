@@ -33,6 +33,7 @@ from sqlalchemy import Column, DateTime, String, Table, Text, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from streams.clock import known_zone
 from streams.control import audit
 from streams.control.errors import ConflictError, NotFoundError
 from streams.control.text import Line
@@ -70,16 +71,6 @@ DEFAULT_TIMEZONE = "UTC"
 MAX_NOTIFICATION_EMAILS = 20
 
 
-def _known_zone(value: str) -> str:
-    try:
-        zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(
-            f"unknown time zone {value!r}: use an IANA name such as Asia/Kolkata"
-        ) from exc
-    return value
-
-
 TimeZoneName = Annotated[
     str,
     Field(
@@ -88,7 +79,7 @@ TimeZoneName = Annotated[
         description="IANA time zone name; the default of the tenant's jobs.",
         examples=["Asia/Kolkata"],
     ),
-    AfterValidator(_known_zone),
+    AfterValidator(known_zone),
 ]
 
 

@@ -18,10 +18,10 @@ The engine that applies these rules is :mod:`streams.ingest.bundles`.
 from __future__ import annotations
 
 from typing import Literal, Self
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from streams.clock import known_zone
 from streams.ingest.metadata import MetadataLimits
 from streams.ingest.recnames import DEFAULT_PATTERN, NamePattern
 
@@ -113,11 +113,7 @@ class RecordingSettings(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from None
-        return value
+        return known_zone(value)
 
     @field_validator("match_fields")
     @classmethod
