@@ -39,6 +39,16 @@ Placement = Literal["here", "elsewhere", "nowhere"]
 wanted: deleted, disabled, its tenant disabled)."""
 
 
+class ConnectorMoved(Exception):
+    """The connector stopped on this worker (moved to another, or the worker stops) during a
+    job's import run; ``announced`` lists the (file_id, connector, path) versions the run
+    announced here before that. The scheduler hands the rest of the run to the new owner."""
+
+    def __init__(self, announced: list[tuple[str, str, str]]) -> None:
+        super().__init__("the connector moved to another worker during the run")
+        self.announced = announced
+
+
 def connector_key(tenant: str, connector: str) -> str:
     """The Kafka key of a connector's file outcomes (and its ownership)."""
     return f"{tenant}/{connector}"

@@ -51,7 +51,7 @@ from streams.control.catalog import CONFIG_REVISION, Catalog, Entry
 from streams.errors import PublishError, SchemaError
 from streams.kafka import Producer, Record, session_config
 from streams.metrics import Metrics
-from streams.ownership import Ownership, Placement
+from streams.ownership import ConnectorMoved, Ownership, Placement
 from streams.settings import ConnectorSettings, Settings, StoreConfig
 from streams.state import ConnectorState, OutcomeRecord
 from streams.topics import Topics, lane_of
@@ -159,6 +159,8 @@ class ConnectorContext:
     """Set by :meth:`ConnectorRunner.wake`: the next cycle starts without waiting."""
     completed: list[RemoteFile] = field(default_factory=list)
     """Versions their writer reported complete, noted by the next cycle."""
+    stopped: bool = False
+    """Set when this runner stops the connector: a job's run in progress ends after its batch."""
 
     @property
     def name(self) -> str:
@@ -265,9 +267,12 @@ class ConnectorRunner:
         """The assignment changed: stop the connectors no longer owned at once (no database
         needed), then start the newly owned ones (retried by the reconcile loop on failure)."""
         async with self._reconciling:
-            for key in [k for k in self.contexts if not self.owns(k)]:
+            revoked = [k for k in self.contexts if not self.owns(k)]
+            for key in revoked:  # every revoked connector stops polling now, however slowly
                 why = "the runner stops" if self._stopping.is_set() else "moved to another worker"
                 log.info("connector %s/%s: %s, stopping it", *key, why)
+                self._halt(self.contexts[key])
+            for key in revoked:  # its store then closes (after a store call in flight)
                 await self._stop_connector(key)
         if self._stopping.is_set():
             return
@@ -343,13 +348,23 @@ class ConnectorRunner:
         )
         ctx.task = asyncio.create_task(self._run(ctx), name=f"poll-{tenant}-{conn.name}")
 
-    async def _stop_connector(self, key: tuple[str, str]) -> None:
-        ctx = self.contexts.pop(key)
+    @staticmethod
+    def _halt(ctx: ConnectorContext) -> None:
+        """Stop a connector's polling at once: no further cycle starts, a job's run ends after
+        its current batch (:class:`ConnectorMoved`)."""
+        ctx.stopped = True
         if ctx.task is not None:
             ctx.task.cancel()
+
+    async def _stop_connector(self, key: tuple[str, str]) -> None:
+        """Halt a connector, wait for a job's batch in flight, then close its store."""
+        ctx = self.contexts.pop(key)
+        self._halt(ctx)
+        if ctx.task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await ctx.task
-        await ctx.disconnect()
+        async with ctx.cycle:
+            await ctx.disconnect()
         await asyncio.to_thread(ctx.executor.shutdown, True)
 
     async def stop(self) -> None:
@@ -360,8 +375,7 @@ class ConnectorRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reconciler
         for ctx in self.contexts.values():  # every cycle ends at once, not one after another
-            if ctx.task is not None:
-                ctx.task.cancel()
+            self._halt(ctx)
         for key in list(self.contexts):
             await self._stop_connector(key)
 
@@ -465,8 +479,10 @@ class ConnectorRunner:
         connector now; return their (file_id, connector name, path).
 
         Raises :class:`ConnectorNotRunning` when this runner does not run that connector
-        (disabled, its tenant disabled, or it cannot be loaded), and whatever the store raises
-        when it cannot be reached (:class:`~connectors.errors.ConnectorError`).
+        (disabled, its tenant disabled, or it cannot be loaded), :class:`ConnectorMoved` when the
+        connector stops here during the run (between two batches: nothing is half-announced),
+        and whatever the store raises when it cannot be reached
+        (:class:`~connectors.errors.ConnectorError`).
         """
         ctx = next(
             (
@@ -485,6 +501,8 @@ class ConnectorRunner:
         async with ctx.cycle:
             try:
                 while True:
+                    if ctx.stopped:
+                        raise ConnectorMoved(out)
                     batch = await self._cycle(ctx, True)
                     out += [(fid, ctx.name, path) for fid, path in batch]
                     if len(batch) < ctx.settings.poll.max_announce_per_poll:

@@ -45,7 +45,7 @@ from streams.control import executions as runs
 from streams.control import jobs
 from streams.control.errors import NotFoundError
 from streams.control.executions import Counts, Delivery, RunFile
-from streams.ownership import Placement
+from streams.ownership import ConnectorMoved, Placement
 from streams.schedule import latest
 from streams.settings import Settings
 
@@ -324,6 +324,12 @@ class Scheduler:
                 await runs.hand_off(self.engine, ident, self.clock.now() + self._lease)
                 return
             files = await importer.run_import(row.tenant, connector_id)
+        except ConnectorMoved as moved:
+            # What was announced here stays this run's; the new owner announces the rest.
+            await runs.add_files(self.engine, ident, row.tenant, moved.announced)
+            await runs.hand_off(self.engine, ident, self.clock.now() + self._lease)
+            log.info("run %s: its connector moved to another worker; handed over", ident)
+            return
         except (ConnectorError, RuntimeError) as exc:
             error = f"the source could not be read: {exc}"
             await self._finish(ident, RunResult("handler_failed", error=error))

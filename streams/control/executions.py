@@ -49,7 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from streams.cases.store import applied_deliveries, case_versions, file_outcomes
 from streams.control.errors import NotFoundError
 from streams.control.listing import Key, before, page, utc
-from streams.db import metadata
+from streams.db import insert_ignore, metadata
 from streams.ingest.sourcestore import source_files
 
 Status = Literal[
@@ -257,12 +257,13 @@ async def update_run(engine: AsyncEngine, execution_id: str, **values: Any) -> N
 async def add_files(
     engine: AsyncEngine, execution_id: str, tenant: str, files: list[tuple[str, str, str]]
 ) -> None:
-    """Link (file_id, connector, path) versions to an import run (batched)."""
+    """Link (file_id, connector, path) versions to an import run (batched; a version linked
+    before stays as it is: a run handed over mid-way links its files from two workers)."""
     if not files:
         return
     async with engine.begin() as conn:
         await conn.execute(
-            execution_files.insert(),
+            insert_ignore(engine, execution_files, ["execution_id", "file_id"]),
             [
                 {
                     "execution_id": execution_id,

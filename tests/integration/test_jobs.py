@@ -4,6 +4,8 @@ A daily 02:30 Asia/Kolkata import job: files wait for the run, the run happens o
 with a second worker ticking on the same database and across restarts, a run missed while the
 service was down happens once at start, trigger-now runs at once, a disabled job does not run,
 the end date stops it. Weekly and monthly jobs fire on the right dates across a DST change.
+A run whose connector moves to another worker mid-way keeps what it announced and is finished
+by the connector's new owner.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from servers.postgres import PostgresServer
 from support import FAST_POLL, conversations_csv, running, settings_for, unique_prefix
 
 from streams.clock import ManualClock
+from streams.ownership import ConnectorMoved, Placement
+from streams.runner import ConnectorRunner
 from streams.scheduler import Scheduler
 from streams.settings import ConnectorSettings, Settings
 
@@ -152,6 +156,69 @@ async def test_a_daily_0230_kolkata_import_runs_once_a_day(
         listed = await me.get(f"/v1/jobs/{job['id']}")
         assert listed.body["next_run_at"] is None
         assert listed.body["last_run"]["execution_id"] == runs[0]["id"]
+
+
+class MovesMidRun:
+    """The importer of a worker whose connector moves to another worker during a run: the
+    run's first batches are announced (by the real runner), then the connector is gone."""
+
+    def __init__(self, runner: ConnectorRunner) -> None:
+        self.runner = runner
+        self.announced: list[tuple[str, str, str]] = []
+
+    async def placement(self, tenant: str, connector_id: str) -> Placement:
+        return "here"
+
+    async def run_import(self, tenant: str, connector_id: str) -> list[tuple[str, str, str]]:
+        self.announced = await self.runner.run_import(tenant, connector_id)
+        raise ConnectorMoved(self.announced)
+
+
+async def test_a_run_whose_connector_moves_mid_way_is_finished_by_the_new_owner(
+    kafka: str, pg_server: PostgresServer, tmp_path: Path
+) -> None:
+    pg_server.reset()
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    settings = job_settings(kafka, tmp_path, pg_server.async_url(), inbox)
+    clock = ManualClock(at("2026-11-20T12:00:00+00:00"))
+    async with running(settings, clock) as service, ApiClient(service.http_url or "") as client:
+        key = await client.as_(OPERATOR_TOKEN).post("/v1/tenants/acme/keys", {"name": "t"})
+        me = client.as_(key.body["key"])
+        created = await me.post(
+            "/v1/jobs",
+            {
+                "name": "import",
+                "type": "data_import",
+                "connectors": ["cfg_drop"],
+                "frequency": "daily",
+                "time": "02:30",
+                "timezone": "UTC",
+            },
+        )
+        assert created.status == 201, created.text
+        job = created.body
+        await quiet()  # the job drives the connector from now on: its polls announce nothing
+        (inbox / "a.csv").write_bytes(conversations_csv(2))
+        (inbox / "b.csv").write_bytes(conversations_csv(3, start=10))
+        await quiet(1.5)
+        assert service.runner is not None
+        moving = MovesMidRun(service.runner)
+        other = Scheduler(settings, service.api.engine, clock, importer=moving)
+        await other.start()
+        try:
+            await other.trigger("acme", job["id"])  # claimed and started by the other worker
+            (run,) = await settle(me, job["id"], 1)
+        finally:
+            await other.stop()
+        assert sorted(path for _fid, _conn, path in moving.announced) == ["a.csv", "b.csv"]
+        assert run["status"] == "success", run
+        assert (run["counts"]["files"], run["counts"]["rows_accepted"]) == (2, 5), run
+        detail = await me.get(f"/v1/executions/{run['id']}")
+        assert sorted((f["path"], f["outcome"]) for f in detail.body["files"]) == [
+            ("a.csv", "processed"),
+            ("b.csv", "processed"),
+        ]
 
 
 async def test_disabled_jobs_do_not_run_and_weekly_monthly_fire_on_their_dates_across_dst(
