@@ -650,6 +650,8 @@ class FileProcessor:
                         await feeding  # the file's own problem comes first
                     if kind == "rejected":
                         raise FileRejected(message[1], message[2], message[3])
+                    if kind == "os_error":  # its disk or I/O: transient, as in this process
+                        raise OSError(f"the row worker failed: {message[-1]}")
                     raise RuntimeError(f"the row worker failed: {message[-1]}")
             if in_flight is not None:
                 await in_flight

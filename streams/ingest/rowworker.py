@@ -20,11 +20,14 @@ loop's. Contract:
   lines_read, header_raw)`` per chunk of ``chunk_rows`` rows or ``chunk_bytes`` raw bytes (rows
   already published, ``row <= rows_done``, left out), then one of ``("end", lines_read,
   header_raw)``, ``("rejected", reason, message, excerpt)`` (:class:`FileRejected`),
-  ``("aborted",)`` or ``("error", text)``;
+  ``("aborted",)``, ``("error", text)`` or ``("os_error", text)`` (the worker's disk or I/O
+  failed, e.g. no space for a spool: the caller raises :class:`OSError`, retried as transient);
 - a rejected row whose raw text was spooled to a temporary file (a line too long to hold)
-  carries the spool's path (:attr:`DeadRow.spool_path`): the caller opens and deletes it;
+  carries the spool's path (:attr:`DeadRow.spool_path`), in the worker's own spool folder: the
+  caller opens and deletes it;
 - anything unexpected (the caller gave up on a file, the process died): :meth:`RowWorker.stop`
-  kills the process; the next file starts a new one.
+  kills the process and removes its spool folder, with the spools of chunks never settled;
+  the next file starts a new one.
 """
 
 from __future__ import annotations
@@ -156,12 +159,14 @@ class RowWorker:
         self._jobs: Connection | None = None
         self._results: Connection | None = None
         self._lock = threading.Lock()
+        self._spool_dir: str | None = None
         self.busy = False
         """A file is being processed (the caller then reads another file in its own process)."""
 
     def _start(self) -> None:
         jobs_r, jobs_w = os.pipe()
         results_r, results_w = os.pipe()
+        self._spool_dir = tempfile.mkdtemp(prefix="callstream-rowworker-")
         try:
             self._proc = subprocess.Popen(
                 [
@@ -171,6 +176,7 @@ class RowWorker:
                     str(jobs_r),
                     str(results_w),
                     self.schemas_dir,
+                    self._spool_dir,
                 ],
                 pass_fds=(jobs_r, results_w),
                 stdin=subprocess.DEVNULL,
@@ -179,6 +185,8 @@ class RowWorker:
         except BaseException:
             for fd in (jobs_r, jobs_w, results_r, results_w):
                 os.close(fd)
+            shutil.rmtree(self._spool_dir, ignore_errors=True)
+            self._spool_dir = None
             raise
         os.close(jobs_r)
         os.close(results_w)
@@ -232,6 +240,9 @@ class RowWorker:
             if conn is not None:
                 conn.close()
         self._jobs = self._results = None
+        spool_dir, self._spool_dir = self._spool_dir, None
+        if spool_dir is not None:
+            shutil.rmtree(spool_dir, ignore_errors=True)
 
 
 def _has_fileno(stream: Any) -> bool:
@@ -299,19 +310,19 @@ def _chunks(rows: Iterator[ParsedRow], job: Job) -> Iterator[list[ParsedRow]]:
         yield chunk
 
 
-def _portable(item: Item) -> Item:
+def _portable(item: Item, spool_dir: str) -> Item:
     """A dead row's spool (an open temporary file) as a named file the service opens."""
     if not isinstance(item, DeadRow) or item.row.raw_spool is None:
         return item
     spool = item.row.raw_spool
-    with tempfile.NamedTemporaryFile(prefix="callstream-row-", delete=False) as named:
+    with tempfile.NamedTemporaryFile(prefix="row-", dir=spool_dir, delete=False) as named:
         shutil.copyfileobj(spool, named)
     spool.close()
     row = dataclasses.replace(item.row, raw_spool=None)
     return dataclasses.replace(item, row=row, spool_path=named.name)
 
 
-def _run(job: Job, jobs: Connection, results: Connection, codec: AvroCodec) -> None:
+def _run(job: Job, jobs: Connection, results: Connection, codec: AvroCodec, spool_dir: str) -> None:
     feed = _Feed(jobs)
     stats = ParseStats()
     tenant = job.arrival["tenant"]
@@ -336,19 +347,27 @@ def _run(job: Job, jobs: Connection, results: Connection, codec: AvroCodec) -> N
                 redactors,
             )
             last = fresh[-1].row if fresh else None
-            send("chunk", [_portable(i) for i in items], last, stats.lines_read, stats.header_raw)
+            send(
+                "chunk",
+                [_portable(i, spool_dir) for i in items],
+                last,
+                stats.lines_read,
+                stats.header_raw,
+            )
         send("end", stats.lines_read, stats.header_raw)
     except _Aborted:
         send("aborted")
     except FileRejected as exc:
         send("rejected", exc.reason, str(exc), exc.excerpt)
+    except OSError:
+        send("os_error", traceback.format_exc(limit=20))
     except Exception:  # noqa: BLE001 - reported to the service, which fails the file
         send("error", traceback.format_exc(limit=20))
     finally:
         feed.drain()
 
 
-def _serve(jobs_fd: int, results_fd: int, schemas_dir: str) -> None:
+def _serve(jobs_fd: int, results_fd: int, schemas_dir: str, spool_dir: str) -> None:
     # Ctrl-C reaches the whole process group: the service stops this worker (closing the
     # pipe) as part of its own orderly stop, so the signal itself is ignored here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -360,7 +379,7 @@ def _serve(jobs_fd: int, results_fd: int, schemas_dir: str) -> None:
             job: Job = pickle.loads(jobs.recv_bytes())  # noqa: S301 - from the service
         except EOFError:
             return  # the service closed the pipe
-        _run(job, jobs, results, codec)
+        _run(job, jobs, results, codec, spool_dir)
 
 
 def redactor_parts(redactor: Redactor) -> tuple[RedactionSettings, bytes]:
@@ -372,4 +391,4 @@ if __name__ == "__main__":
     # The module's own name, not __main__: the items it sends unpickle in the service.
     from streams.ingest import rowworker
 
-    rowworker._serve(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
+    rowworker._serve(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4])

@@ -12,6 +12,7 @@ import codecs
 import datetime as dt
 import io
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -190,7 +191,8 @@ class _Breaks(io.RawIOBase):
         return len(data)
 
 
-def test_a_read_that_fails_aborts_the_file_and_the_worker_takes_the_next() -> None:
+def _job() -> Job:
+    """A worker job for ``a.csv`` of acme's connector (700-row chunks)."""
     root = Path("/nonexistent")
     settings = _settings(root, worker=True)
     announced = dt.datetime(2026, 11, 20, 10, tzinfo=dt.UTC)
@@ -201,7 +203,7 @@ def test_a_read_that_fails_aborts_the_file_and_the_worker_takes_the_next() -> No
         "path": "a.csv",
         "announced_at": announced,
     }
-    job = Job(
+    return Job(
         arrival=arrival,
         ingest=settings.tenants[0].connectors[0].ingest,
         young=False,
@@ -214,6 +216,10 @@ def test_a_read_that_fails_aborts_the_file_and_the_worker_takes_the_next() -> No
         chunk_rows=700,
         chunk_bytes=8_000_000,
     )
+
+
+def test_a_read_that_fails_aborts_the_file_and_the_worker_takes_the_next() -> None:
+    job = _job()
     data = (HEADER + GOOD).encode()
     worker = RowWorker(str(CODEC.schemas_dir))
     try:
@@ -256,3 +262,38 @@ async def test_a_worker_that_cannot_start_leaves_the_file_to_this_process(
             2500,
         )
     )
+
+
+def test_stopping_the_worker_mid_file_removes_the_spools_it_wrote() -> None:
+    """A dead row's spool the service never settled (it gave up on the file, or it stops) is
+    removed with the worker's spool folder: nothing is left on disk."""
+    worker = RowWorker(str(CODEC.schemas_dir))
+    try:
+        worker.begin(_job())
+        worker.feed(io.BytesIO(HOSTILE.encode()))
+        spooled = []
+        while (message := worker.receive())[0] == "chunk":
+            spooled += [i.spool_path for i in message[1] if getattr(i, "spool_path", None)]
+        assert message[0] == "end"
+        assert len(spooled) == 1 and os.path.exists(spooled[0])
+        folder = os.path.dirname(spooled[0])
+        assert os.path.basename(folder).startswith("callstream-rowworker-")
+    finally:
+        worker.stop()
+    assert not os.path.exists(spooled[0]) and not os.path.exists(folder)
+
+
+def test_a_disk_failure_in_the_worker_is_reported_as_one() -> None:
+    """The worker cannot write a spool (its folder is gone: as with a full disk, an OSError):
+    it says ``os_error``, which the service raises as OSError, retried as transient."""
+    worker = RowWorker(str(CODEC.schemas_dir))
+    try:
+        worker.begin(_job())
+        assert worker._spool_dir is not None
+        shutil.rmtree(worker._spool_dir)
+        worker.feed(io.BytesIO(HOSTILE.encode()))
+        while (message := worker.receive())[0] == "chunk":
+            pass
+        assert message[0] == "os_error" and "FileNotFoundError" in message[1]
+    finally:
+        worker.stop()
