@@ -11,6 +11,7 @@ from streams.api.conversations import ServiceUnavailable
 from streams.api.pagination import Page, PageQuery
 from streams.api.results import next_cursor, page_key
 from streams.api.routing import ApiRoutes, Call
+from streams.control import connectors as connector_ops
 from streams.control import deadletters, replay
 from streams.control.deadletters import DeadLetterStatus
 from streams.control.listing import IsoDate, UtcDateTime
@@ -62,9 +63,11 @@ async def list_dead_letters(call: Call) -> Page[deadletters.DeadLetter]:
     return Page[deadletters.DeadLetter](items=items, next_cursor=next_cursor(nxt))
 
 
-def settings_of(ctx: ApiContext) -> replay.ParseSettingsOf:
-    """Look a connector's current ingest settings up: the running connector's, else the
-    configuration's."""
+async def settings_of(ctx: ApiContext, caller: str) -> replay.ParseSettingsOf:
+    """Look the ``caller`` tenant's connectors' current ingest settings up: the running
+    connector's, else the configuration's, else the stored API connector's (one another worker
+    may run)."""
+    stored = await connector_ops.parse_settings(ctx.engine, caller)
 
     def lookup(tenant: str, connector: str) -> ParseSettings | None:
         if ctx.runner is not None:
@@ -75,7 +78,7 @@ def settings_of(ctx: ApiContext) -> replay.ParseSettingsOf:
             for c in t.connectors:
                 if t.id == tenant and c.name == connector:
                     return c.ingest
-        return None
+        return stored.get(connector) if tenant == caller else None
 
     return lookup
 
@@ -105,7 +108,7 @@ async def replay_dead_letters(call: Call) -> replay.ReplayResult:
         ctx.producer,
         ctx.media or open_media_store(ctx.settings),
         ctx.settings.kafka.message_max_bytes,
-        settings_of(ctx),
+        await settings_of(ctx, call.tenant),
         ctx.redactors(),
     )
     try:

@@ -426,6 +426,18 @@ async def settings_of(
         return runnable(await _row(conn, tenant, connector_id), box).settings, True
 
 
+async def parse_settings(engine: AsyncEngine, tenant: str) -> dict[str, ParseSettings]:
+    """The ``ingest`` settings of each of ``tenant``'s API connectors, by name (no secret is
+    read: a worker that does not run a connector still knows how its files are parsed)."""
+    stmt = select(connectors.c.name, connectors.c.config).where(connectors.c.tenant == tenant)
+    async with engine.connect() as conn:
+        rows = list(await conn.execute(stmt))
+    return {
+        r.name: ParseSettings.model_validate(json.loads(r.config).get("ingest") or {})
+        for r in rows
+    }
+
+
 async def list_page(
     engine: AsyncEngine,
     settings: Settings,

@@ -150,3 +150,51 @@ async def test_a_dead_row_fixed_by_a_new_mapping_replays_once(
         assert rejected["dead_letter_id"] in {d["id"] for d in listed.body["items"]}
         retried = await me.post("/v1/dead-letters/replay", {"ids": [rejected["dead_letter_id"]]})
         assert retried.body["items"][0]["outcome"] == "failed"
+
+
+async def test_a_dead_row_of_an_api_connector_replays_on_a_worker_that_does_not_run_it(
+    kafka: str, tmp_path: Path, database_url: str
+) -> None:
+    """With several workers the one answering the replay may not run the connector (or run no
+    connectors at all, ``roles: [api, processors]``): the connector's stored settings parse."""
+    prefix = unique_prefix()
+    base = settings_for(
+        kafka,
+        prefix,
+        tmp_path / "data",
+        [],
+        database_url=database_url,
+        api={"operator_token": OPERATOR_TOKEN},
+    )
+    inbox = base.data_dir / "local" / "acme" / "inbox"
+    async with running(base) as service, ApiClient(service.http_url or "") as client:
+        made = await client.as_(OPERATOR_TOKEN).post("/v1/tenants/acme/keys", {"name": "t"})
+        me = client.as_(made.body["key"])
+        created = await me.post(
+            "/v1/connectors",
+            {
+                "name": "api-drop",
+                "store": {"type": "local", "root": str(inbox), "create": True},
+                "poll": {"interval_seconds": 0.3, "min_age_seconds": 0},
+            },
+        )
+        assert created.status == 201, created.text
+        await until(me, "/v1/files", lambda _b: inbox.is_dir())
+        (inbox / "export.csv").write_text(EXPORT)
+        dead = await until(me, "/v1/dead-letters", lambda b: b["items"])
+        [letter] = dead["items"]
+        assert (letter["connector"], letter["reason"]) == ("api-drop", "bad_timestamp")
+        mapped = await me.patch(
+            f"/v1/connectors/{created.body['id']}",
+            {"ingest": {"mapping": {"started_at": "legacy_start"}}},
+        )
+        assert mapped.status == 200, mapped.text
+        key = made.body["key"]
+
+    no_connectors = base.model_copy(update={"roles": ["api", "processors"]})
+    async with running(no_connectors) as service, ApiClient(service.http_url or "", key) as me:
+        replayed = await me.post("/v1/dead-letters/replay", {"ids": [letter["id"]]})
+        assert replayed.status == 200, replayed.text
+        assert (replayed.body["replayed"], replayed.body["failed"]) == (1, 0), replayed.body
+        case = await until(me, f"/v1/cases/{replayed.body['items'][0]['case_id']}", lambda b: b)
+        assert case["external_interaction_id"] == "R-2"
