@@ -433,8 +433,7 @@ async def parse_settings(engine: AsyncEngine, tenant: str) -> dict[str, ParseSet
     async with engine.connect() as conn:
         rows = list(await conn.execute(stmt))
     return {
-        r.name: ParseSettings.model_validate(json.loads(r.config).get("ingest") or {})
-        for r in rows
+        r.name: ParseSettings.model_validate(json.loads(r.config).get("ingest") or {}) for r in rows
     }
 
 
