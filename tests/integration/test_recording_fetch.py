@@ -257,7 +257,7 @@ async def test_csv_recording_urls_end_in_the_right_state(
                 service.api.producer,
                 service.media,
                 settings.kafka.message_max_bytes,
-                settings_of(service.api),
+                await settings_of(service.api, "acme"),
                 service.redactors,
             )
             done = await replay(parts, "acme", ReplayIn(ids=[dl_id]), "test")
