@@ -47,6 +47,23 @@ def job_settings(kafka: str, tmp: Path, url: str, inbox: Path) -> Settings:
     )
 
 
+def fresh(
+    kafka: str, pg_server: PostgresServer, tmp_path: Path, now: str
+) -> tuple[Settings, Path, ManualClock]:
+    """An emptied database, an empty inbox, the job service's settings and a clock at ``now``."""
+    pg_server.reset()
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    return job_settings(kafka, tmp_path, pg_server.async_url(), inbox), inbox, ManualClock(at(now))
+
+
+async def tenant_key(client: ApiClient, tenant: str) -> str:
+    """A new API key of ``tenant`` (made with the operator token)."""
+    made = await client.as_(OPERATOR_TOKEN).post(f"/v1/tenants/{tenant}/keys", {"name": "t"})
+    assert made.status == 201, made.text
+    return str(made.body["key"])
+
+
 async def runs_of(client: ApiClient, job_id: str) -> list[dict[str, Any]]:
     reply = await client.get("/v1/executions", params={"job_id": job_id})
     assert reply.status == 200, reply.text
@@ -74,15 +91,12 @@ async def quiet(seconds: float = 1.0) -> None:
 async def test_a_daily_0230_kolkata_import_runs_once_a_day(
     kafka: str, pg_server: PostgresServer, tmp_path: Path
 ) -> None:
-    pg_server.reset()
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    settings = job_settings(kafka, tmp_path, pg_server.async_url(), inbox)
-    clock = ManualClock(at("2026-11-20T12:00:00+00:00"))  # 17:30 in Kolkata
+    settings, inbox, clock = fresh(
+        kafka, pg_server, tmp_path, "2026-11-20T12:00:00+00:00"
+    )  # 17:30 in Kolkata
     async with running(settings, clock) as service, ApiClient(service.http_url or "") as client:
-        key = await client.as_(OPERATOR_TOKEN).post("/v1/tenants/acme/keys", {"name": "t"})
-        assert key.status == 201, key.text
-        me = client.as_(key.body["key"])
+        key = await tenant_key(client, "acme")
+        me = client.as_(key)
         created = await me.post(
             "/v1/jobs",
             {
@@ -127,7 +141,7 @@ async def test_a_daily_0230_kolkata_import_runs_once_a_day(
     # Restart the same day: nothing runs again.
     clock.set(at("2026-11-21T03:00:00+00:00"))
     async with running(settings, clock) as service, ApiClient(service.http_url or "") as client:
-        me = client.as_(key.body["key"])
+        me = client.as_(key)
         await quiet()
         assert len(await runs_of(me, job["id"])) == 1
         (inbox / "day2.csv").write_bytes(conversations_csv(2, start=100))
@@ -135,7 +149,7 @@ async def test_a_daily_0230_kolkata_import_runs_once_a_day(
     # Down at 02:30 on the 22nd (21:00 UTC on the 21st): that run happens once at start.
     clock.set(at("2026-11-22T05:00:00+00:00"))
     async with running(settings, clock) as service, ApiClient(service.http_url or "") as client:
-        me = client.as_(key.body["key"])
+        me = client.as_(key)
         runs = await settle(me, job["id"], 2)
         assert runs[0]["scheduled_for"] == "2026-11-21T21:00:00Z"
         assert runs[0]["counts"]["files"] == 1 and runs[0]["counts"]["rows_accepted"] == 2
@@ -177,14 +191,9 @@ class MovesMidRun:
 async def test_a_run_whose_connector_moves_mid_way_is_finished_by_the_new_owner(
     kafka: str, pg_server: PostgresServer, tmp_path: Path
 ) -> None:
-    pg_server.reset()
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    settings = job_settings(kafka, tmp_path, pg_server.async_url(), inbox)
-    clock = ManualClock(at("2026-11-20T12:00:00+00:00"))
+    settings, inbox, clock = fresh(kafka, pg_server, tmp_path, "2026-11-20T12:00:00+00:00")
     async with running(settings, clock) as service, ApiClient(service.http_url or "") as client:
-        key = await client.as_(OPERATOR_TOKEN).post("/v1/tenants/acme/keys", {"name": "t"})
-        me = client.as_(key.body["key"])
+        me = client.as_(await tenant_key(client, "acme"))
         created = await me.post(
             "/v1/jobs",
             {
@@ -224,14 +233,9 @@ async def test_a_run_whose_connector_moves_mid_way_is_finished_by_the_new_owner(
 async def test_disabled_jobs_do_not_run_and_weekly_monthly_fire_on_their_dates_across_dst(
     kafka: str, pg_server: PostgresServer, tmp_path: Path
 ) -> None:
-    pg_server.reset()
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    settings = job_settings(kafka, tmp_path, pg_server.async_url(), inbox)
-    clock = ManualClock(at("2026-10-14T12:00:00+00:00"))
+    settings, _inbox, clock = fresh(kafka, pg_server, tmp_path, "2026-10-14T12:00:00+00:00")
     async with running(settings, clock) as service, ApiClient(service.http_url or "") as client:
-        key = await client.as_(OPERATOR_TOKEN).post("/v1/tenants/acme/keys", {"name": "t"})
-        me = client.as_(key.body["key"])
+        me = client.as_(await tenant_key(client, "acme"))
         base = {"type": "data_import", "connectors": ["cfg_drop"], "time": "09:00"}
         weekly = await me.post(
             "/v1/jobs",
@@ -288,8 +292,7 @@ async def test_disabled_jobs_do_not_run_and_weekly_monthly_fire_on_their_dates_a
             "/v1/tenants", {"id": "globex", "name": "Globex"}
         )
         assert other.status == 201
-        okey = await client.as_(OPERATOR_TOKEN).post("/v1/tenants/globex/keys", {"name": "g"})
-        them = client.as_(okey.body["key"])
+        them = client.as_(await tenant_key(client, "globex"))
         assert (await them.get(f"/v1/jobs/{weekly.body['id']}")).status == 404
         assert (await them.post(f"/v1/jobs/{weekly.body['id']}/trigger")).status == 404
         run_id = (await runs_of(me, weekly.body["id"]))[0]["id"]
