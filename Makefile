@@ -16,7 +16,7 @@ unit: bootstrap
 	.venv/bin/pytest tests/unit -q
 
 integration: bootstrap
-	.venv/bin/pytest tests/integration -q
+	.venv/bin/pytest tests/integration -q -n 3 --dist worksteal
 
 bench: bootstrap        ## benchmarks: print figures, assert nothing about speed
 	.venv/bin/pytest tests/benchmarks -q -s -m benchmark

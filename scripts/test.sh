@@ -13,8 +13,13 @@ echo "==> ruff and mypy"
 echo "==> deploy files: Kubernetes, compose, Dockerfile, Prometheus rules, dashboard (offline)"
 .venv/bin/pytest tests/integration/test_deploy_files.py -q
 
-echo "==> unit and integration tests"
+# Three pytest-xdist processes, each with its own servers (broker, sshd with its own SFTP users,
+# PostgreSQL, moto, SMTP): most integration tests wait on those servers, so three share two cores
+# well (10.5 min instead of 22.5 serially). worksteal: the few long tests do not queue behind
+# each other on one process. TEST_PROCESSES=1 runs them serially.
+echo "==> unit and integration tests (${TEST_PROCESSES:-3} processes)"
 .venv/bin/pytest tests/unit tests/integration -q --timeout=600 --durations=20 \
+    -n "${TEST_PROCESSES:-3}" --dist worksteal \
     --ignore=tests/integration/test_deploy_files.py
 
 echo "==> fuzzing: each harness for ${FUZZ_SECONDS:-10} s (fails on a crash)"

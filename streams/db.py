@@ -8,13 +8,19 @@ numbers, transcripts), only the SQL.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Self
 
-from sqlalchemy import MetaData, Table, event, func, inspect, select, text
+from sqlalchemy import MetaData, Table, event, func, inspect, make_url, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from streams.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,43 @@ def create_engine(url: str) -> AsyncEngine:
     return create_async_engine(
         url, pool_size=5, max_overflow=5, pool_pre_ping=True, hide_parameters=True
     )
+
+
+def claim_sqlite_file(url: str) -> Callable[[], None]:
+    """Make this process the only service on a SQLite database file; return the release.
+
+    SQLite serves one process: several ``callstream run`` processes on one file would each
+    relay the same outbox rows (duplicate results) and race on cases. The claim is an exclusive
+    ``flock`` on ``<file>.lock``, held until the release or the process's death (a SIGKILLed
+    service leaves no stale claim). A second claimant gets a :class:`ConfigError` that names
+    ``database.url`` and the holder's pid. PostgreSQL and in-memory URLs need no claim.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return lambda: None
+    path = Path(f"{parsed.database}.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise ConfigError(
+            [
+                f"database.url: the SQLite file {parsed.database} is in use by another callstream"
+                f" process (pid {holder}); SQLite serves one process. To run several workers,"
+                " set database.url to a PostgreSQL database (postgresql+asyncpg://...)."
+            ]
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+
+    def release() -> None:
+        with contextlib.suppress(OSError):
+            os.close(fd)  # closing the descriptor drops the lock
+
+    return release
 
 
 def dialect_insert(engine: AsyncEngine, table: Table) -> Any:

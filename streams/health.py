@@ -9,6 +9,9 @@ Contract:
 * :meth:`Readiness.evaluate` runs every check concurrently, each bounded by ``timeout``
   seconds, and returns a :class:`Report`: ready only when every check passed. A process with
   no check registered is ready (nothing it depends on).
+* ``/readyz`` is unauthenticated, so a detail never carries an exception's own text (a driver's
+  error may name hosts, users or SQL): a :class:`NotReady` shows its message, any other
+  exception only its type, and its full text goes to the service log.
 * Each part registers its own check where it starts (:meth:`Readiness.add`), so a new part
   (a connector-group consumer) adds one line. Names are unique.
 
@@ -20,12 +23,15 @@ assignment.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+log = logging.getLogger(__name__)
 
 Check = Callable[[], Awaitable[str]]
 """Returns a detail when ready; raises when not."""
@@ -106,8 +112,11 @@ class Readiness:
             detail = await asyncio.wait_for(check(), self.timeout)
         except TimeoutError:
             return Result(name, False, f"no answer within {self.timeout:g}s")
-        except Exception as exc:  # noqa: BLE001 - any failure means not ready; the body says which
-            return Result(name, False, str(exc) or type(exc).__name__)
+        except NotReady as exc:
+            return Result(name, False, str(exc))
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready; the log says why
+            log.warning("readiness check %s failed: %s: %s", name, type(exc).__name__, exc)
+            return Result(name, False, f"{type(exc).__name__} (the service log has the details)")
         return Result(name, True, detail)
 
 

@@ -41,6 +41,7 @@ from streams.codec import AvroCodec
 from streams.control import tenants
 from streams.control.catalog import Catalog
 from streams.control.secrets import SecretBox
+from streams.db import claim_sqlite_file
 from streams.deadletters import DeadLetters
 from streams.demo import seed
 from streams.dropbox.server import DropboxServer
@@ -128,6 +129,12 @@ class Service:
         s = self.settings
         loop = asyncio.get_running_loop()
         s.data_dir.mkdir(parents=True, exist_ok=True)
+        release = claim_sqlite_file(s.database_url)  # before the broker: fail fast
+
+        async def release_database_file() -> None:
+            release()
+
+        self._stack.append(("database file claim", release_database_file))
         bootstrap = s.kafka.bootstrap_servers
         if bootstrap is None:
             self.say("starting the local Kafka broker (first run fetches its jars with Maven) ...")

@@ -27,7 +27,8 @@ loop's. Contract:
   caller opens and deletes it;
 - anything unexpected (the caller gave up on a file, the process died): :meth:`RowWorker.stop`
   kills the process and removes its spool folder, with the spools of chunks never settled;
-  the next file starts a new one.
+  the next file starts a new one. When the service process itself dies (SIGKILL), the worker
+  sees its pipes close, removes its spool folder and exits.
 """
 
 from __future__ import annotations
@@ -374,12 +375,17 @@ def _serve(jobs_fd: int, results_fd: int, schemas_dir: str, spool_dir: str) -> N
     jobs = Connection(jobs_fd, writable=False)
     results = Connection(results_fd, readable=False)
     codec = AvroCodec(Path(schemas_dir))
-    while True:
-        try:
-            job: Job = pickle.loads(jobs.recv_bytes())  # noqa: S301 - from the service
-        except EOFError:
-            return  # the service closed the pipe
-        _run(job, jobs, results, codec, spool_dir)
+    try:
+        while True:
+            try:
+                job: Job = pickle.loads(jobs.recv_bytes())  # noqa: S301 - from the service
+            except EOFError:
+                return  # the service closed the pipe
+            _run(job, jobs, results, codec, spool_dir)
+    finally:
+        # The service removes the folder when it stops this worker; when the service itself
+        # was killed (SIGKILL), its end of the pipes closed and this is the only clean-up.
+        shutil.rmtree(spool_dir, ignore_errors=True)
 
 
 def redactor_parts(redactor: Redactor) -> tuple[RedactionSettings, bytes]:

@@ -45,10 +45,13 @@ SSHD = "/usr/sbin/sshd"
 SSH_KEYGEN = "/usr/bin/ssh-keygen"
 PASSWORD_USER = "cs_pw"
 KEY_USER = "cs_key"
-#: Appended to the system user names (``cs_pw<suffix>``): lets test runs in separate checkouts
-#: run at the same time without resetting each other's passwords. Tests keep using the logical
-#: names ``cs_pw`` / ``cs_key`` as keys of ``SftpServer.users``.
-USER_SUFFIX = os.environ.get("CALLSTREAM_TEST_SFTP_USER_SUFFIX", "")
+#: Appended to the system user names (``cs_pw<suffix>``): lets test runs in separate checkouts,
+#: and the pytest-xdist workers of one run (``gw0``, ``gw1`` ...), run at the same time without
+#: resetting each other's passwords. Tests keep using the logical names ``cs_pw`` / ``cs_key`` as
+#: keys of ``SftpServer.users``.
+USER_SUFFIX = os.environ.get("CALLSTREAM_TEST_SFTP_USER_SUFFIX", "") + os.environ.get(
+    "PYTEST_XDIST_WORKER", ""
+)
 _SERVER = "sshd"
 
 

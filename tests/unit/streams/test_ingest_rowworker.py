@@ -13,6 +13,9 @@ import datetime as dt
 import io
 import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -281,6 +284,33 @@ def test_stopping_the_worker_mid_file_removes_the_spools_it_wrote() -> None:
     finally:
         worker.stop()
     assert not os.path.exists(spooled[0]) and not os.path.exists(folder)
+
+
+def test_a_killed_service_leaves_no_worker_and_no_spool_folder(tmp_path: Path) -> None:
+    """SIGKILL of the service process: its worker sees the pipes close, removes its spool
+    folder (with any spool in it) and exits."""
+    service = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from streams.ingest.rowworker import RowWorker;"
+            " w = RowWorker(sys.argv[1]); w.warm();"
+            " print(w._proc.pid, w._spool_dir, flush=True); time.sleep(60)",
+            str(CODEC.schemas_dir),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert service.stdout is not None
+        pid, folder = service.stdout.readline().decode().split()
+        (Path(folder) / "row-unsettled").write_bytes(b"x" * 100)  # a spool never settled
+    finally:
+        service.kill()
+        service.communicate()
+    deadline = time.monotonic() + 20
+    while Path(f"/proc/{pid}").exists() or Path(folder).exists():
+        assert time.monotonic() < deadline, "the worker outlived its service or left its folder"
+        time.sleep(0.05)
 
 
 def test_a_disk_failure_in_the_worker_is_reported_as_one() -> None:
