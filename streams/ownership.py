@@ -27,6 +27,9 @@ Up to ``partitions`` workers share connectors (the file-outcomes topic's partiti
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
+import socket
 import threading
 import zlib
 from collections.abc import Awaitable, Callable
@@ -47,6 +50,11 @@ class ConnectorMoved(Exception):
     def __init__(self, announced: list[tuple[str, str, str]]) -> None:
         super().__init__("the connector moved to another worker during the run")
         self.announced = announced
+
+
+def worker_name() -> str:
+    """This process's name in the runs it claims and the health it reports (host:pid:random)."""
+    return f"{socket.gethostname()[:30]}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 def connector_key(tenant: str, connector: str) -> str:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
@@ -51,7 +52,7 @@ from streams.control.catalog import CONFIG_REVISION, Catalog, Entry
 from streams.errors import PublishError, SchemaError
 from streams.kafka import Producer, Record, session_config
 from streams.metrics import Metrics
-from streams.ownership import ConnectorMoved, Ownership, Placement
+from streams.ownership import ConnectorMoved, Ownership, Placement, worker_name
 from streams.settings import ConnectorSettings, Settings, StoreConfig
 from streams.state import ConnectorState, OutcomeRecord
 from streams.topics import Topics, lane_of
@@ -234,6 +235,7 @@ class ConnectorRunner:
         topics: Topics,
         catalog: Catalog | None = None,
         ownership: Ownership | None = None,
+        worker: str | None = None,
     ) -> None:
         self.settings = settings
         self.producer = producer
@@ -243,10 +245,16 @@ class ConnectorRunner:
         self.topics = topics
         self.catalog = catalog or Catalog(settings)
         self.ownership = ownership
+        self.worker = worker or worker_name()
+        """This process's name in the health it reports (:mod:`streams.connector_health`)."""
         self.contexts: dict[tuple[str, str], ConnectorContext] = {}
         self._reconciler: asyncio.Task[None] | None = None
         self._reconciling = asyncio.Lock()
         self._stopping = asyncio.Event()
+
+    def statuses(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """``(tenant, name, status fields)`` of every connector this runner runs right now."""
+        return [(c.tenant, c.name, dataclasses.asdict(c.status)) for c in self.contexts.values()]
 
     def owns(self, key: tuple[str, str]) -> bool:
         """Tell whether this worker runs the connector ``(tenant, name)`` when it is wanted."""

@@ -29,9 +29,6 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import os
-import secrets as random
-import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -45,7 +42,7 @@ from streams.control import executions as runs
 from streams.control import jobs
 from streams.control.errors import NotFoundError
 from streams.control.executions import Counts, Delivery, RunFile
-from streams.ownership import ConnectorMoved, Placement
+from streams.ownership import ConnectorMoved, Placement, worker_name
 from streams.schedule import latest
 from streams.settings import Settings
 
@@ -103,11 +100,6 @@ def import_status(files: list[RunFile], counts: Counts) -> tuple[str, str | None
     return "partial_success", f"{rejected}; files with rejections: {named}{more}"
 
 
-def worker_name() -> str:
-    """This process's name in the runs it claims (host:pid:random)."""
-    return f"{socket.gethostname()[:30]}:{os.getpid()}:{random.token_hex(3)}"
-
-
 class Scheduler:
     """Claims and runs due jobs (see the module doc)."""
 
@@ -123,6 +115,7 @@ class Scheduler:
         system_tenants: Callable[[], Awaitable[list[str]]] | None = None,
         daily: Callable[[dt.datetime], Awaitable[object]] | None = None,
         notify: Notify | None = None,
+        worker: str | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -133,7 +126,7 @@ class Scheduler:
         self.system_tenants = system_tenants
         self.daily = daily
         self.notify = notify
-        self.worker = worker_name()
+        self.worker = worker or worker_name()
         self._lease = dt.timedelta(seconds=settings.scheduler.lease_seconds)
         self._running: dict[str, asyncio.Task[None]] = {}
         self._claimed: dict[str, dt.datetime] = {}

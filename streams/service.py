@@ -38,6 +38,7 @@ from streams.app import create_app
 from streams.cases.store import CaseStore, OutboxRelay
 from streams.clock import Clock, SystemClock
 from streams.codec import AvroCodec
+from streams.connector_health import HealthReporter
 from streams.control import tenants
 from streams.control.catalog import Catalog
 from streams.control.secrets import SecretBox
@@ -63,7 +64,7 @@ from streams.media import MediaStore
 from streams.media_s3 import open_media_store
 from streams.metrics import Metrics
 from streams.notify import FailureWatcher, notify_failure
-from streams.ownership import Ownership, connector_group_check
+from streams.ownership import Ownership, connector_group_check, worker_name
 from streams.platform.feedback import FeedbackRelay
 from streams.platform.inbound import PlatformInbound
 from streams.redact import tenant_redactors
@@ -114,6 +115,8 @@ class Service:
         """Parts abandoned because they did not stop within the grace period."""
         self.start_interrupted = False
         """A stop came while starting; a blocking start-up call may still run in a thread."""
+        self.worker = worker_name()
+        """This process's name in claimed runs and connector health reports."""
         self.readiness = Readiness()
         """The checks of ``/readyz``: each part adds its own as it starts."""
 
@@ -256,10 +259,14 @@ class Service:
             self.topics,
             self.catalog,
             ownership=self.ownership,
+            worker=self.worker,
         )
         await runner.start()
         self._stack.append(("connector runner", runner.stop))
         self.runner = runner
+        health = HealthReporter(self.state.engine, runner.statuses, runner.worker)
+        await health.start()
+        self._stack.append(("connector health reports", health.stop))
         expected = ExpectedFileMonitor(runner, self.state.engine, self.metrics, self.clock)
         await expected.start()
         self._stack.append(("expected-file monitor", expected.stop))
@@ -296,6 +303,7 @@ class Service:
             system_tenants=retention.tenants,
             daily=functools.partial(purge_expired, engine, reports),
             notify=functools.partial(notify_failure, s, engine, self.clock),
+            worker=self.worker,
         )
         await scheduler.start()
         self._stack.append(("scheduler", scheduler.stop))

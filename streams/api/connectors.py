@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
 
 from pydantic import Field, ValidationError
 
@@ -12,6 +14,7 @@ from connectors.probe import ProbeReport, probe
 from streams.api.pagination import Page, PageQuery, decode_cursor, encode_cursor
 from streams.api.problems import FieldError, Unprocessable, field_errors
 from streams.api.routing import ApiRoutes, Call
+from streams.connector_health import read_reports
 from streams.control import connectors
 from streams.control.connectors import ConnectorHealth, ConnectorIn, ConnectorOut, ConnectorPatch
 from streams.control.secrets import SecretBox
@@ -86,24 +89,38 @@ async def list_connectors(call: Call) -> Page[ConnectorOut]:
         call.query.origin,
     )
     cursor = encode_cursor([items[-1].name]) if more and items else None
-    return Page[ConnectorOut](items=[_with_health(call, c) for c in items], next_cursor=cursor)
+    return Page[ConnectorOut](items=await _with_health(call, items), next_cursor=cursor)
 
 
-def _with_health(call: Call, out: ConnectorOut) -> ConnectorOut:
-    """``out`` with the polling status of this process's runner, when it runs the connector."""
+async def _with_health(call: Call, outs: list[ConnectorOut]) -> list[ConnectorOut]:
+    """``outs`` with their polling status: this process's own when it runs the connector, else
+    the last report of the worker that runs it (:mod:`streams.connector_health`), else none."""
     runner = call.ctx.runner
-    running = None if runner is None else runner.contexts.get((call.tenant, out.name))
-    if running is None:
-        return out
-    health = ConnectorHealth.model_validate(running.status.as_dict())
-    return out.model_copy(update={"health": health})
+    local = {} if runner is None else runner.contexts
+    elsewhere = [o.name for o in outs if (call.tenant, o.name) not in local]
+    reports = await read_reports(call.ctx.engine, call.tenant, elsewhere)
+    now = dt.datetime.now(dt.UTC)
+    done = []
+    for out in outs:
+        running = local.get((call.tenant, out.name))
+        if running is not None and runner is not None:
+            fields = {**dataclasses.asdict(running.status), "worker": runner.worker}
+            health = ConnectorHealth.model_validate({**fields, "reported_at": now})
+        elif out.name in reports:
+            health = ConnectorHealth.model_validate(reports[out.name])
+        else:
+            done.append(out)
+            continue
+        done.append(out.model_copy(update={"health": health}))
+    return done
 
 
 @routes.get("/v1/connectors/{id}", summary="Get a connector", response=ConnectorOut, errors=(404,))
 async def get_connector(call: Call) -> ConnectorOut:
     """Return one connector, secrets masked, with its polling status."""
     found = await connectors.get(call.ctx.engine, call.ctx.settings, call.tenant, call.params["id"])
-    return _with_health(call, found)
+    [found] = await _with_health(call, [found])
+    return found
 
 
 @routes.patch(

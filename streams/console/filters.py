@@ -20,6 +20,9 @@ _TONE = {
     "active": "ok",
     "enabled": "ok",
     "healthy": "ok",
+    "ok": "ok",  # a connector's health: its last poll succeeded
+    "error": "bad",  # ... failed
+    "starting": "muted",
     "polling": "info",
     "failing": "bad",
     "disabled": "muted",

@@ -199,16 +199,29 @@ class ConnectorPatch(BaseModel):
 
 
 class ConnectorHealth(BaseModel):
-    """How the connector's polling goes, as this process's runner last saw it."""
+    """How the connector's polling goes, as the worker that runs it last reported."""
 
     state: str = Field(
-        description="starting, polling, failing (see last_error) or stopped.", examples=["failing"]
+        description="starting (no poll finished yet), ok (the last poll succeeded) or error "
+        "(it failed: see last_error; retried with backoff).",
+        examples=["error"],
     )
     last_success: dt.datetime | None = Field(None, description="End of the last good poll.")
     last_error: str | None = Field(None, description="The last poll's error (no secrets).")
     last_error_kind: str | None = Field(None, examples=["auth", "host_key", "network"])
     consecutive_failures: int = 0
-    announced_total: int = Field(0, description="Files announced since this process started.")
+    announced_total: int = Field(
+        0, description="Files announced since the reporting worker started the connector."
+    )
+    worker: str | None = Field(
+        None, description="The worker process that runs the connector (host:pid:random)."
+    )
+    reported_at: dt.datetime | None = Field(
+        None,
+        description="When that worker reported this. Workers report every 5 s: an older "
+        "report means no live worker has reported the connector since (a worker died and its "
+        "connectors have not moved yet, or none runs it).",
+    )
 
 
 class ConnectorOut(BaseModel):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,3 +120,18 @@ def s3_target(server: S3Server, bucket: str, **extra: Any) -> dict[str, Any]:
         "secret_access_key": server.secret_access_key,
         "max_attempts": 1,
     } | extra
+
+
+async def until(client: ApiClient, path: str, ready: Any, timeout: float = 60, **kw: Any) -> Any:
+    """GET ``path`` until ``ready(body)`` holds (IndexError, KeyError: not yet); return the body."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = await client.get(path, **kw)
+        try:
+            done = reply.status == 200 and ready(reply.body)
+        except (IndexError, KeyError):
+            done = False
+        if done:
+            return reply.body
+        assert time.monotonic() < deadline, f"{path}: {reply.status} {reply.text[:2000]}"
+        await asyncio.sleep(0.3)

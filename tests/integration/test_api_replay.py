@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time
 from pathlib import Path
-from typing import Any
 
-from api_support import OPERATOR_TOKEN, ApiClient
+from api_support import OPERATOR_TOKEN, ApiClient, until
 from support import connector, running, settings_for, unique_prefix
 
 from connectors.local import LocalConfig
@@ -35,21 +33,6 @@ def settings(kafka: str, prefix: str, tmp: Path, db: str, mapping: dict[str, str
         database_url=db,
         api={"operator_token": OPERATOR_TOKEN},
     )
-
-
-async def until(client: ApiClient, path: str, ready: Any, timeout: float = 60, **kw: Any) -> Any:
-    """GET ``path`` until ``ready(body)`` holds (an IndexError: not yet); return the body."""
-    deadline = time.monotonic() + timeout
-    while True:
-        reply = await client.get(path, **kw)
-        try:
-            done = reply.status == 200 and ready(reply.body)
-        except IndexError:
-            done = False
-        if done:
-            return reply.body
-        assert time.monotonic() < deadline, f"{path}: {reply.status} {reply.text[:2000]}"
-        await asyncio.sleep(0.3)
 
 
 async def test_a_dead_row_fixed_by_a_new_mapping_replays_once(

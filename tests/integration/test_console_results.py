@@ -14,16 +14,14 @@ import asyncio
 import datetime as dt
 import json
 import re
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 import pytest_asyncio
-from api_support import OPERATOR_TOKEN, ApiClient
+from api_support import OPERATOR_TOKEN, until
 from console_support import PHONE, ConsoleWorld, console_settings, console_world
 from fixtures import mail_settings
 from playwright.async_api import expect
@@ -55,21 +53,6 @@ CHAT = {
 class World(ConsoleWorld):
     connector_id: str
     smtp: SmtpServer
-
-
-async def until(client: ApiClient, path: str, ready: Any, timeout: float = 60, **kw: Any) -> Any:
-    """GET ``path`` until ``ready(body)`` holds (an IndexError: not yet); return the body."""
-    deadline = time.monotonic() + timeout
-    while True:
-        reply = await client.get(path, **kw)
-        try:
-            done = reply.status == 200 and ready(reply.body)
-        except (IndexError, KeyError):
-            done = False
-        if done:
-            return reply.body
-        assert time.monotonic() < deadline, f"{path}: {reply.status} {reply.text[:2000]}"
-        await asyncio.sleep(0.3)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

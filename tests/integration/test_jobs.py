@@ -24,6 +24,7 @@ from streams.clock import ManualClock
 from streams.ownership import ConnectorMoved, Placement
 from streams.runner import ConnectorRunner
 from streams.scheduler import Scheduler
+from streams.service import Service
 from streams.settings import ConnectorSettings, Settings
 
 UTC = dt.UTC
@@ -88,6 +89,16 @@ async def quiet(seconds: float = 1.0) -> None:
     await asyncio.sleep(seconds)
 
 
+async def driven_by_job(service: Service, timeout: float = 30) -> None:
+    """Wait until the runner has seen that a job drives ``acme/drop`` (its polls then announce
+    nothing): a fixed sleep is not enough on a loaded machine."""
+    assert service.runner is not None
+    deadline = time.monotonic() + timeout
+    while not ((ctx := service.runner.contexts.get(("acme", "drop"))) and ctx.scheduled):
+        assert time.monotonic() < deadline, "the runner never saw the job"
+        await asyncio.sleep(0.05)
+
+
 async def test_a_daily_0230_kolkata_import_runs_once_a_day(
     kafka: str, pg_server: PostgresServer, tmp_path: Path
 ) -> None:
@@ -112,7 +123,7 @@ async def test_a_daily_0230_kolkata_import_runs_once_a_day(
         assert created.status == 201, created.text
         job = created.body
         assert job["next_run_at"] == "2026-11-20T21:00:00Z"  # 02:30 IST on the 21st
-        await quiet()
+        await driven_by_job(service)
         (inbox / "day1.csv").write_bytes(conversations_csv(3))
         await quiet(1.5)
         files = await me.get("/v1/files")
@@ -207,7 +218,7 @@ async def test_a_run_whose_connector_moves_mid_way_is_finished_by_the_new_owner(
         )
         assert created.status == 201, created.text
         job = created.body
-        await quiet()  # the job drives the connector from now on: its polls announce nothing
+        await driven_by_job(service)  # from now on the connector's polls announce nothing
         (inbox / "a.csv").write_bytes(conversations_csv(2))
         (inbox / "b.csv").write_bytes(conversations_csv(3, start=10))
         await quiet(1.5)

@@ -80,6 +80,7 @@ def test_after_sign_in_only_console_paths_are_followed() -> None:
 def test_statuses_read_as_text_with_a_colour_class() -> None:
     assert (label("partial_success"), tone("partial_success")) == ("Partial success", "warn")
     assert (label("handler_failed"), tone("handler_failed")) == ("Handler failed", "bad")
+    assert (tone("ok"), tone("error")) == ("ok", "bad")  # a connector polling well, failing
     assert tone("something new") == "muted"
     assert when(dt.datetime(2026, 11, 23, 9, 30, tzinfo=dt.UTC)) == "2026-11-23 09:30:00 UTC"
     assert when("2026-11-23T09:30:00Z") == "2026-11-23 09:30:00 UTC"
