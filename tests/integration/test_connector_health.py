@@ -23,7 +23,10 @@ from streams.connector_health import REPORT_SECONDS
 
 
 def _health(body: dict[str, Any]) -> dict[str, Any]:
+    """The one connector's health (a KeyError until it has one)."""
     [item] = body["items"]
+    if item["health"] is None:
+        raise KeyError("no health reported yet")
     health: dict[str, Any] = item["health"]
     return health
 
