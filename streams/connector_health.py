@@ -29,7 +29,7 @@ from sqlalchemy import BigInteger, Column, DateTime, Integer, String, Table, Tex
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from streams.db import metadata, upsert
+from streams.db import metadata, upsert, utc
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +54,6 @@ REPORT_SECONDS = 5.0
 Statuses = Callable[[], Iterable[tuple[str, str, dict[str, Any]]]]
 """Returns ``(tenant, connector name, ConnectorStatus fields)`` of every connector this worker
 runs right now (datetimes as datetimes)."""
-
-
-def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    """SQLite hands back naive datetimes, stored in UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=dt.UTC)
-    return value
 
 
 class HealthReporter:
@@ -137,7 +130,8 @@ async def read_reports(
     reports = {}
     for row in rows:
         report = dict(row)
-        report["last_success"] = _utc(report["last_success"])
-        report["reported_at"] = _utc(report["reported_at"])
+        if report["last_success"] is not None:
+            report["last_success"] = utc(report["last_success"])
+        report["reported_at"] = utc(report["reported_at"])
         reports[str(row["connector"])] = report
     return reports

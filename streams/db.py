@@ -9,6 +9,7 @@ numbers, transcripts), only the SQL.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
 import logging
 import os
@@ -25,6 +26,14 @@ from streams.errors import ConfigError
 log = logging.getLogger(__name__)
 
 metadata = MetaData()
+
+
+def utc(value: dt.datetime) -> dt.datetime:
+    """Return a stored datetime in UTC (SQLite hands back naive datetimes: they were stored in
+    UTC; PostgreSQL's are aware)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
 
 
 def create_engine(url: str) -> AsyncEngine:

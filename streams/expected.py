@@ -35,6 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from streams.clock import Clock, known_zone
+from streams.db import utc
 from streams.metrics import Metrics
 from streams.state import connector_files
 
@@ -84,16 +85,12 @@ def missing(expect: ExpectFile, last_announced: dt.datetime | None, now: dt.date
     """Whether today's expected file is missing at ``now`` (see the module doc); datetimes are
     aware (naive ones are taken as UTC)."""
     zone = ZoneInfo(expect.timezone)
-    today = _utc(now).astimezone(zone).date()
+    today = utc(now).astimezone(zone).date()
     midnight = dt.datetime.combine(today, dt.time(0), tzinfo=zone).astimezone(dt.UTC)
     deadline = dt.datetime.combine(today, expect.time, tzinfo=zone).astimezone(dt.UTC)
-    if _utc(now) < deadline:
+    if utc(now) < deadline:
         return False
-    return last_announced is None or _utc(last_announced) < midnight
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+    return last_announced is None or utc(last_announced) < midnight
 
 
 async def last_announced(
@@ -114,7 +111,7 @@ async def last_announced(
     )
     async with engine.connect() as conn:
         rows = (await conn.execute(stmt)).all()
-    return {(r[0], r[1]): _utc(r[2]) for r in rows if (r[0], r[1]) in wanted and r[2] is not None}
+    return {(r[0], r[1]): utc(r[2]) for r in rows if (r[0], r[1]) in wanted and r[2] is not None}
 
 
 class ExpectedFileMonitor:

@@ -47,7 +47,7 @@ from connectors.poller import (
     Outcome,
     stage_after,
 )
-from streams.db import Database, dialect_insert, metadata
+from streams.db import Database, dialect_insert, metadata, utc
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +83,8 @@ class OutcomeRecord(StrEnum):
     """The path's recorded version is another one (or none): nothing to clean up."""
 
 
-def _utc(value: dt.datetime) -> dt.datetime:
-    """Return ``value`` in UTC (SQLite hands back naive datetimes: they were stored in UTC)."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC)
-
-
 def _seconds(value: dt.datetime | None) -> float | None:
-    return None if value is None else _utc(value).timestamp()
+    return None if value is None else utc(value).timestamp()
 
 
 def _datetime(seconds: float | None) -> dt.datetime | None:
@@ -189,7 +182,7 @@ class ConnectorState(Database):
     ) -> OutcomeRecord:
         """Record a verdict on the path's current version unless it is stale or known already."""
         t = connector_files.c
-        decided_at = _utc(decided_at)
+        decided_at = utc(decided_at)
         where = (
             t.tenant == tenant,
             t.connector == connector,

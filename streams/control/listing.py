@@ -14,15 +14,10 @@ from typing import Annotated, Any, TypeVar
 from pydantic import AfterValidator, BeforeValidator
 from sqlalchemy import ColumnElement, and_, or_
 
+from streams.db import utc as utc  # re-exported: the listings and their callers use it
+
 T = TypeVar("T")
 Key = tuple[dt.datetime, str]
-
-
-def utc(value: dt.datetime) -> dt.datetime:
-    """Return ``value`` in UTC (SQLite hands back naive datetimes: they were stored in UTC)."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC)
 
 
 def _in_utc(value: dt.datetime) -> dt.datetime:
