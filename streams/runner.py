@@ -38,7 +38,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 from sqlalchemy.exc import SQLAlchemyError
 
 from connectors import paths
@@ -637,6 +643,11 @@ class OutcomeConsumer:
     With an :class:`~streams.ownership.Ownership`, its group membership also decides which
     connectors the runner runs: the rebalance callbacks record the assigned partitions and have
     the runner apply them before the rebalance completes (see :mod:`streams.ownership`).
+
+    Failures: when the database fails while outcomes are applied, the consumer stays in the
+    group (leaving would move every connector of this worker to others) and rewinds to the
+    committed offsets, then applies them again after a backoff (recording a verdict twice is a
+    no-op). A Kafka error closes the consumer and subscribes again from the committed offsets.
     """
 
     def __init__(
@@ -738,14 +749,41 @@ class OutcomeConsumer:
             try:
                 await self._consume_once(consumer)
                 backoff.reset()
-            except (KafkaException, SQLAlchemyError) as exc:
+            except SQLAlchemyError as exc:
+                delay = backoff.next()
+                log.error("file-outcomes: the database failed: %s; again in %.1fs", exc, delay)
+                try:
+                    await loop.run_in_executor(self._executor, self._rewind, consumer)
+                except KafkaException as kafka_exc:
+                    log.error("file-outcomes consumer: rewinding failed: %s", kafka_exc)
+                    await self._restart(consumer, delay)
+                    continue
+                await asyncio.sleep(delay)
+            except KafkaException as exc:
                 # Start over from the committed offsets: nothing unapplied is skipped.
                 delay = backoff.next()
                 log.error("file-outcomes consumer: %s; restarting in %.1fs", exc, delay)
-                await loop.run_in_executor(self._executor, consumer.close)
-                self._consumer = None
-                await asyncio.sleep(delay)
-                self._consumer = await loop.run_in_executor(self._executor, self._subscribe)
+                await self._restart(consumer, delay)
+
+    async def _restart(self, consumer: Consumer, delay: float) -> None:
+        """Close ``consumer`` (leaving the group), wait ``delay`` seconds, subscribe again."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, consumer.close)
+        self._consumer = None
+        await asyncio.sleep(delay)
+        self._consumer = await loop.run_in_executor(self._executor, self._subscribe)
+
+    @staticmethod
+    def _rewind(consumer: Consumer) -> None:
+        """Seek every assigned partition back to its committed offset (the beginning when none
+        was committed), so the outcomes not yet committed are consumed again."""
+        assigned = consumer.assignment()
+        if not assigned:
+            return
+        for tp in consumer.committed(assigned, timeout=10):
+            if tp.offset < 0:
+                tp.offset = OFFSET_BEGINNING
+            consumer.seek(tp)
 
     async def _consume_once(self, consumer: Consumer) -> None:
         loop = asyncio.get_running_loop()

@@ -1,20 +1,25 @@
 """Handing connectors over: a worker whose partitions are revoked stops polling every revoked
 connector at once, before it closes any store (a slow close must not leave another connector
-polling after the rebalance completed), and a job's import run in progress ends between two
-batches with what it announced (:class:`~streams.ownership.ConnectorMoved`)."""
+polling after the rebalance completed), a job's import run in progress ends between two
+batches with what it announced (:class:`~streams.ownership.ConnectorMoved`), and a database
+failure while applying outcomes does not make the worker leave the group."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from unittest.mock import MagicMock
 
 import pytest
+from confluent_kafka import TopicPartition
+from sqlalchemy.exc import OperationalError
 
+from streams.codec import AvroCodec
 from streams.ownership import ConnectorMoved, Ownership
-from streams.runner import ConnectorContext, ConnectorRunner
+from streams.runner import FILE_OUTCOME, ConnectorContext, ConnectorRunner, OutcomeConsumer
 from streams.settings import Settings
 
 
@@ -112,3 +117,89 @@ async def test_an_import_run_ends_between_batches_when_its_connector_moves() -> 
         ("f1a", "daily", "/in/1a.csv"),
         ("f1b", "daily", "/in/1b.csv"),
     ]
+
+
+class FakeOutcomeConsumer:
+    """The group consumer's calls the outcome loop makes: one batch per ``consume``, the same
+    batch again after a ``seek`` (as Kafka redelivers from the committed offset)."""
+
+    def __init__(self, batch: list[Any]) -> None:
+        self.batch = batch
+        self.pending = list(batch)
+        self.seeks: list[tuple[int, int]] = []
+        self.commits = 0
+        self.closed = False
+
+    def consume(self, _n: int, _timeout: float) -> list[Any]:
+        out, self.pending = self.pending, []
+        if not out:
+            time.sleep(0.01)
+        return out
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition("outcomes", 0)]
+
+    def committed(self, tps: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        return [TopicPartition(tp.topic, tp.partition, 7) for tp in tps]
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.seeks.append((tp.partition, tp.offset))
+        self.pending = list(self.batch)
+
+    def commit(self, asynchronous: bool) -> None:
+        self.commits += 1
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_a_database_failure_rewinds_the_outcomes_and_keeps_the_group() -> None:
+    """Leaving the group on a database error would move every connector of this worker: the
+    consumer stays, rewinds to the committed offsets and applies the outcomes again."""
+    codec = AvroCodec(Settings().schemas_dir)
+    batch = []
+    for n in (1, 2):
+        outcome = {
+            "file_id": f"f{n}",
+            "tenant": "acme",
+            "connector": "drop",
+            "path": f"in/{n}.csv",
+            "version_id": f"v{n}",
+            "outcome": "processed",
+            "rows_accepted": 1,
+            "rows_rejected": 0,
+            "rejected_by_reason": {},
+            "reason": None,
+            "decided_at": dt.datetime(2026, 11, 24, tzinfo=dt.UTC),
+            "lines_read": 2,
+            "records_by_change": {},
+        }
+        message = MagicMock()
+        message.error.return_value = None
+        message.value.return_value = codec.encode(FILE_OUTCOME, outcome)
+        batch.append(message)
+    runner = _runner()
+    runner.codec = codec
+    recorded: list[str] = []
+
+    async def record_outcome(tenant: str, connector: str, path: str, *_rest: Any) -> str:
+        if path == "in/2.csv" and "failed" not in recorded:  # the database fails once
+            recorded.append("failed")
+            raise OperationalError("UPDATE connector_files", {}, Exception("connection lost"))
+        recorded.append(path)
+        return "recorded"
+
+    runner.state.record_outcome = record_outcome
+    consumer = OutcomeConsumer(runner, {"bootstrap.servers": "unused:9092"}, "group")
+    fake = FakeOutcomeConsumer(batch)
+    consumer._consumer = fake  # type: ignore[assignment]
+    task = asyncio.create_task(consumer._loop_forever())
+    deadline = time.monotonic() + 10
+    while fake.commits == 0:
+        assert time.monotonic() < deadline and not task.done(), recorded
+        await asyncio.sleep(0.01)
+    consumer._stopping.set()
+    await asyncio.wait_for(task, 5)
+    consumer._executor.shutdown()
+    assert recorded == ["in/1.csv", "failed", "in/1.csv", "in/2.csv"]
+    assert fake.seeks == [(0, 7)] and not fake.closed  # rewound, still in the group
