@@ -190,12 +190,15 @@ class MovesMidRun:
     def __init__(self, runner: ConnectorRunner) -> None:
         self.runner = runner
         self.announced: list[tuple[str, str, str]] = []
+        self.moved = False
 
     async def placement(self, tenant: str, connector_id: str) -> Placement:
-        return "here"
+        # Once moved, the connector is another worker's: this one must not take the run back.
+        return "elsewhere" if self.moved else "here"
 
     async def run_import(self, tenant: str, connector_id: str) -> list[tuple[str, str, str]]:
         self.announced = await self.runner.run_import(tenant, connector_id)
+        self.moved = True
         raise ConnectorMoved(self.announced)
 
 
