@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import gc
 import re
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -21,6 +22,16 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     t0 = time.perf_counter()
     result = fn()
     return time.perf_counter() - t0, result
+
+
+def p50_p99(values: Sequence[float]) -> tuple[float, float]:
+    """The median and 99th percentile of ``values``, interpolated between the samples (never
+    beyond the largest, as the exclusive method does with few samples); 0s when empty."""
+    if len(values) < 2:
+        only = values[0] if values else 0.0
+        return only, only
+    q = statistics.quantiles(values, n=100, method="inclusive")
+    return q[49], q[98]
 
 
 def print_table(title: str, header: list[str], rows: list[list[str]], notes: list[str]) -> None:

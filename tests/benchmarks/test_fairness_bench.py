@@ -18,7 +18,6 @@ file appeared in its folder.
 from __future__ import annotations
 
 import os
-import statistics
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from fairness_support import (
     service_process,
     two_tenants,
 )
+from report import p50_p99
 from servers.postgres import PostgresServer
 from support import conversations_csv
 
@@ -45,10 +45,8 @@ SMALL_START = 5_000_000  # external ids of bravo's files: never one of alpha's
 def _quantiles(values: list[float]) -> str:
     if not values:
         return "no samples"
-    if len(values) == 1:
-        return f"p50 {values[0]:.2f} s  p99 {values[0]:.2f} s  (1 file)"
-    q = statistics.quantiles(values, n=100, method="inclusive")
-    return f"p50 {q[49]:.2f} s  p99 {q[98]:.2f} s  max {max(values):.2f} s  ({len(values)} files)"
+    p50, p99 = p50_p99(values)
+    return f"p50 {p50:.2f} s  p99 {p99:.2f} s  max {max(values):.2f} s  ({len(values)} files)"
 
 
 class Bench:
