@@ -94,10 +94,11 @@ async def list_connectors(call: Call) -> Page[ConnectorOut]:
 
 async def _with_health(call: Call, outs: list[ConnectorOut]) -> list[ConnectorOut]:
     """``outs`` with their polling status: this process's own when it runs the connector, else
-    the last report of the worker that runs it (:mod:`streams.connector_health`), else none."""
+    the last report of the worker that runs it (:mod:`streams.connector_health`), else none. A
+    disabled connector has none (its last report is from before it was disabled)."""
     runner = call.ctx.runner
     local = {} if runner is None else runner.contexts
-    elsewhere = [o.name for o in outs if (call.tenant, o.name) not in local]
+    elsewhere = [o.name for o in outs if o.enabled and (call.tenant, o.name) not in local]
     reports = await read_reports(call.ctx.engine, call.tenant, elsewhere)
     now = dt.datetime.now(dt.UTC)
     done = []
@@ -106,7 +107,7 @@ async def _with_health(call: Call, outs: list[ConnectorOut]) -> list[ConnectorOu
         if running is not None and runner is not None:
             fields = {**dataclasses.asdict(running.status), "worker": runner.worker}
             health = ConnectorHealth.model_validate({**fields, "reported_at": now})
-        elif out.name in reports:
+        elif out.enabled and out.name in reports:
             health = ConnectorHealth.model_validate(reports[out.name])
         else:
             done.append(out)

@@ -19,7 +19,7 @@ from servers.postgres import PostgresServer
 from support import connector, running, settings_for, unique_prefix
 
 from connectors.local import LocalConfig
-from streams.connector_health import REPORT_SECONDS
+from streams.connector_health import REPORT_SECONDS, HealthReporter
 
 
 def _health(body: dict[str, Any]) -> dict[str, Any]:
@@ -71,3 +71,43 @@ async def test_the_api_worker_shows_the_health_the_connector_worker_reported(
         last = _health((await me.get("/v1/connectors")).body)
         await asyncio.sleep(REPORT_SECONDS + 1)
         assert _health((await me.get("/v1/connectors")).body) == last
+
+
+async def test_a_disabled_connector_shows_no_health_from_its_last_report(
+    kafka: str, tmp_path: Path, pg_server: PostgresServer
+) -> None:
+    """A report from before the connector was disabled is not shown as its health."""
+    pg_server.reset()
+    base = settings_for(
+        kafka,
+        unique_prefix(),
+        tmp_path / "data",
+        [],
+        database_url=pg_server.async_url(),
+        api={"operator_token": OPERATOR_TOKEN},
+    )
+    inbox = base.data_dir / "local" / "acme" / "inbox"  # API connectors' folders live here
+    async with running(base) as service, ApiClient(service.http_url or "") as client:
+        made = await client.as_(OPERATOR_TOKEN).post("/v1/tenants/acme/keys", {"name": "t"})
+        me = client.as_(made.body["key"])
+        created = await me.post(
+            "/v1/connectors",
+            {
+                "name": "api-drop",
+                "store": {"type": "local", "root": str(inbox), "create": True},
+                "poll": {"interval_seconds": 0.3, "min_age_seconds": 0},
+            },
+        )
+        assert created.status == 201, created.text
+        ident = created.body["id"]
+        await until(
+            me, f"/v1/connectors/{ident}", lambda b: (b["health"] or {}).get("state") == "ok"
+        )
+        assert service.runner is not None
+        await HealthReporter(
+            service.state.engine, service.runner.statuses, service.runner.worker
+        ).report_once()  # a report of it exists
+        disabled = await me.patch(f"/v1/connectors/{ident}", {"enabled": False})
+        assert disabled.status == 200, disabled.text
+        await until(me, f"/v1/connectors/{ident}", lambda b: b["health"] is None, timeout=30)
+        assert (await me.get("/v1/connectors")).body["items"][0]["health"] is None
