@@ -19,7 +19,6 @@ and only that one knows how its polls go. Contract:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterable
@@ -30,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from streams.db import metadata, upsert, utc
+from streams.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +79,7 @@ class HealthReporter:
 
     async def stop(self) -> None:
         """Stop reporting (the rows stay: the connectors' next owners overwrite them)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _loop(self) -> None:
         while True:

@@ -67,8 +67,13 @@ def claim_sqlite_file(url: str) -> Callable[[], None]:
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return lambda: None
     path = Path(f"{parsed.database}.lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ConfigError(
+            [f"database.url: cannot open the lock file {path} next to the SQLite file: {exc}"]
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -7,7 +7,6 @@ user running ``callstream run`` sees what the service does without a Kafka clien
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -20,6 +19,7 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 from streams.codec import AvroCodec
 from streams.errors import SchemaError
 from streams.runner import FILE_ARRIVAL
+from streams.tasks import cancel_and_wait
 from streams.topics import BULK, LIVE, Topics
 
 log = logging.getLogger(__name__)
@@ -123,10 +123,7 @@ class Echo:
 
     async def stop(self) -> None:
         """Stop printing."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         await asyncio.get_running_loop().run_in_executor(self._executor, self._consumer.close)
         self._executor.shutdown(wait=True)
 

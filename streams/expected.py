@@ -38,6 +38,7 @@ from streams.clock import Clock, known_zone
 from streams.db import utc
 from streams.metrics import Metrics
 from streams.state import connector_files
+from streams.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from streams.runner import ConnectorRunner
@@ -138,10 +139,7 @@ class ExpectedFileMonitor:
 
     async def stop(self) -> None:
         """Stop watching."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     def _expecting(self) -> dict[tuple[str, str], Any]:
         """This process's running connectors that expect a file, with their settings."""

@@ -7,7 +7,6 @@ Lag = high watermark - committed offset, summed over a topic's partitions. Sampl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from streams.metrics import Metrics
+from streams.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,7 @@ class LagMonitor:
 
     async def stop(self) -> None:
         """Stop sampling."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         self._executor.shutdown(wait=False)
 
     async def _loop(self) -> None:

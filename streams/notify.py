@@ -48,6 +48,7 @@ from streams.control.listing import utc
 from streams.control.tenants import notification_emails, tenant_zone
 from streams.db import insert_ignore, metadata
 from streams.settings import Settings
+from streams.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -280,11 +281,8 @@ class FailureWatcher:
 
     async def stop(self) -> None:
         """Stop watching (a mail being sent is abandoned; its file is retried on start)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     def wake(self) -> None:
         """Look now rather than at the next interval (tests)."""

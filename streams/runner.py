@@ -61,6 +61,7 @@ from streams.metrics import Metrics
 from streams.ownership import ConnectorMoved, Ownership, Placement, worker_name
 from streams.settings import ConnectorSettings, Settings, StoreConfig
 from streams.state import ConnectorState, OutcomeRecord
+from streams.tasks import cancel_and_wait
 from streams.topics import Topics, lane_of
 
 log = logging.getLogger(__name__)
@@ -731,10 +732,7 @@ class OutcomeConsumer:
         """Stop consuming and leave the group (its connectors stop first); outcomes not yet
         applied are redelivered on the next start."""
         self._stopping.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         if self._consumer is not None:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._consumer.close)
         self._executor.shutdown(wait=True)

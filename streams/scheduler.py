@@ -45,6 +45,7 @@ from streams.control.executions import Counts, Delivery, RunFile
 from streams.ownership import ConnectorMoved, Placement, worker_name
 from streams.schedule import latest
 from streams.settings import Settings
+from streams.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +143,7 @@ class Scheduler:
     async def stop(self) -> None:
         """Stop ticking; fail the runs this worker still holds (the service is stopping)."""
         self._stopping.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         held = list(self._running.items())
         for _ident, task in held:
             task.cancel()

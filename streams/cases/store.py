@@ -84,6 +84,7 @@ from streams.fetch import queue as fetch_queue
 from streams.fetch.request import waiting
 from streams.kafka import Producer, Record
 from streams.metrics import Metrics
+from streams.tasks import cancel_and_wait
 from streams.topics import Topics
 from streams.voice import queue as transcript_queue
 
@@ -690,10 +691,7 @@ class OutboxRelay:
 
     async def stop(self) -> None:
         """Publish what is committed, then stop."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         with contextlib.suppress(Exception):
             while await self.publish_once():
                 pass

@@ -36,7 +36,6 @@ The clock of both is injectable (``clock``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import functools
 import json
@@ -74,6 +73,7 @@ from streams.ingest.recnames import RecordingName
 from streams.ingest.recordings import RecordingSettings
 from streams.media import MEDIA_SUFFIXES
 from streams.metrics import Metrics
+from streams.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -955,11 +955,8 @@ class BundleSweeper:
 
     async def stop(self) -> None:
         """Stop sweeping."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _loop(self) -> None:
         while True:

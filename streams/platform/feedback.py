@@ -41,6 +41,7 @@ from streams.metrics import Metrics
 from streams.platform.decode import plain
 from streams.platform.inbound import next_offsets, platform_config, take
 from streams.platform.settings import PlatformConnectorSettings
+from streams.tasks import cancel_and_wait
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -119,9 +120,7 @@ class FeedbackRelay:
 
     async def stop(self) -> None:
         """Stop relaying (uncommitted results are sent again on restart)."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await cancel_and_wait(self._task)
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             await asyncio.get_running_loop().run_in_executor(self._thread, consumer.close)

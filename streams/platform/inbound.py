@@ -51,6 +51,7 @@ from streams.platform.convert import EventRef, event_record, partition_file_id
 from streams.platform.decode import EventInvalid, ValueDecoder
 from streams.platform.settings import PlatformConnectorSettings
 from streams.redact import Redactors
+from streams.tasks import cancel_and_wait
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -156,9 +157,7 @@ class PlatformInbound:
 
     async def stop(self) -> None:
         """Stop consuming (uncommitted events are redelivered) and leave the group."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await cancel_and_wait(self._task)
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             await asyncio.get_running_loop().run_in_executor(self._thread, consumer.close)

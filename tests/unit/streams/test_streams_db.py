@@ -67,6 +67,12 @@ def test_a_second_process_on_one_sqlite_file_is_refused_until_the_first_dies(
     claim_sqlite_file(url)()
 
 
+def test_a_sqlite_file_in_a_folder_that_cannot_be_made_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(ConfigError, match=r"^invalid configuration:\n  database.url: cannot open"):
+        claim_sqlite_file(f"sqlite+aiosqlite:///{tmp_path / 'file' / 'callstream.db'}")
+
+
 def test_postgresql_and_memory_urls_need_no_claim() -> None:
     for url in ("postgresql+asyncpg://u:p@db/callstream", "sqlite+aiosqlite:///:memory:"):
         claim_sqlite_file(url)()
