@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -135,3 +136,25 @@ async def until(client: ApiClient, path: str, ready: Any, timeout: float = 60, *
             return reply.body
         assert time.monotonic() < deadline, f"{path}: {reply.status} {reply.text[:2000]}"
         await asyncio.sleep(0.3)
+
+
+async def tenant_key(client: ApiClient, tenant: str) -> str:
+    """A new API key of ``tenant`` (made with the operator token)."""
+    made = await client.as_(OPERATOR_TOKEN).post(f"/v1/tenants/{tenant}/keys", {"name": "t"})
+    assert made.status == 201, made.text
+    return str(made.body["key"])
+
+
+async def create_local_connector(me: ApiClient, inbox: Path, name: str = "api-drop") -> str:
+    """Create an API connector polling the local folder ``inbox`` every 0.3 s (made if
+    missing; API connectors' folders lie under ``data_dir/local/<tenant>``); return its id."""
+    created = await me.post(
+        "/v1/connectors",
+        {
+            "name": name,
+            "store": {"type": "local", "root": str(inbox), "create": True},
+            "poll": {"interval_seconds": 0.3, "min_age_seconds": 0},
+        },
+    )
+    assert created.status == 201, created.text
+    return str(created.body["id"])

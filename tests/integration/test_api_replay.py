@@ -7,7 +7,7 @@ import asyncio
 import datetime as dt
 from pathlib import Path
 
-from api_support import OPERATOR_TOKEN, ApiClient, until
+from api_support import OPERATOR_TOKEN, ApiClient, create_local_connector, tenant_key, until
 from support import connector, running, settings_for, unique_prefix
 
 from connectors.local import LocalConfig
@@ -151,28 +151,19 @@ async def test_a_dead_row_of_an_api_connector_replays_on_a_worker_that_does_not_
     )
     inbox = base.data_dir / "local" / "acme" / "inbox"
     async with running(base) as service, ApiClient(service.http_url or "") as client:
-        made = await client.as_(OPERATOR_TOKEN).post("/v1/tenants/acme/keys", {"name": "t"})
-        me = client.as_(made.body["key"])
-        created = await me.post(
-            "/v1/connectors",
-            {
-                "name": "api-drop",
-                "store": {"type": "local", "root": str(inbox), "create": True},
-                "poll": {"interval_seconds": 0.3, "min_age_seconds": 0},
-            },
-        )
-        assert created.status == 201, created.text
+        key = await tenant_key(client, "acme")
+        me = client.as_(key)
+        ident = await create_local_connector(me, inbox)
         await until(me, "/v1/files", lambda _b: inbox.is_dir())
         (inbox / "export.csv").write_text(EXPORT)
         dead = await until(me, "/v1/dead-letters", lambda b: b["items"])
         [letter] = dead["items"]
         assert (letter["connector"], letter["reason"]) == ("api-drop", "bad_timestamp")
         mapped = await me.patch(
-            f"/v1/connectors/{created.body['id']}",
+            f"/v1/connectors/{ident}",
             {"ingest": {"mapping": {"started_at": "legacy_start"}}},
         )
         assert mapped.status == 200, mapped.text
-        key = made.body["key"]
 
     no_connectors = base.model_copy(update={"roles": ["api", "processors"]})
     async with running(no_connectors) as service, ApiClient(service.http_url or "", key) as me:

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from api_support import OPERATOR_TOKEN, ApiClient, until
+from api_support import OPERATOR_TOKEN, ApiClient, create_local_connector, tenant_key, until
 from servers.postgres import PostgresServer
 from support import connector, running, settings_for, unique_prefix
 
@@ -49,8 +49,7 @@ async def test_the_api_worker_shows_the_health_the_connector_worker_reported(
     api_only = base.model_copy(update={"roles": ["api"], "data_dir": tmp_path / "w2"})
     async with running(api_only) as front, ApiClient(front.http_url or "") as client:
         assert front.runner is None  # this worker polls nothing itself
-        made = await client.as_(OPERATOR_TOKEN).post("/v1/tenants/acme/keys", {"name": "t"})
-        me = client.as_(made.body["key"])
+        me = client.as_(await tenant_key(client, "acme"))
         async with running(polling) as back:
             assert back.runner is not None
             worker = back.runner.worker
@@ -88,18 +87,8 @@ async def test_a_disabled_connector_shows_no_health_from_its_last_report(
     )
     inbox = base.data_dir / "local" / "acme" / "inbox"  # API connectors' folders live here
     async with running(base) as service, ApiClient(service.http_url or "") as client:
-        made = await client.as_(OPERATOR_TOKEN).post("/v1/tenants/acme/keys", {"name": "t"})
-        me = client.as_(made.body["key"])
-        created = await me.post(
-            "/v1/connectors",
-            {
-                "name": "api-drop",
-                "store": {"type": "local", "root": str(inbox), "create": True},
-                "poll": {"interval_seconds": 0.3, "min_age_seconds": 0},
-            },
-        )
-        assert created.status == 201, created.text
-        ident = created.body["id"]
+        me = client.as_(await tenant_key(client, "acme"))
+        ident = await create_local_connector(me, inbox)
         await until(
             me, f"/v1/connectors/{ident}", lambda b: (b["health"] or {}).get("state") == "ok"
         )

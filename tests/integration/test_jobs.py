@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from api_support import OPERATOR_TOKEN, ApiClient
+from api_support import OPERATOR_TOKEN, ApiClient, tenant_key
 from servers.postgres import PostgresServer
 from support import FAST_POLL, conversations_csv, running, settings_for, unique_prefix
 
@@ -56,13 +56,6 @@ def fresh(
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     return job_settings(kafka, tmp_path, pg_server.async_url(), inbox), inbox, ManualClock(at(now))
-
-
-async def tenant_key(client: ApiClient, tenant: str) -> str:
-    """A new API key of ``tenant`` (made with the operator token)."""
-    made = await client.as_(OPERATOR_TOKEN).post(f"/v1/tenants/{tenant}/keys", {"name": "t"})
-    assert made.status == 201, made.text
-    return str(made.body["key"])
 
 
 async def runs_of(client: ApiClient, job_id: str) -> list[dict[str, Any]]:
