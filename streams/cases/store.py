@@ -654,6 +654,9 @@ PUBLISHED_VALUE = func.coalesce(
 #: Outbox rows are split into this many shards by a hash of their key; on PostgreSQL a relay
 #: publishes a shard only while it holds the shard's advisory lock (see OutboxRelay).
 SHARDS = 16
+#: A relay locks at most this many shards per round, so a second relay always finds free shards
+#: while the first publishes (taking every free shard let one busy relay starve the others).
+SHARDS_PER_ROUND = SHARDS // 2
 _RELAY_LOCK_NS = 0x6F757462  # "outb": advisory lock class of the relay's shard locks
 _SHARD_OF_KEY = func.hashtext(func.encode(outbox.c.key, "hex")).op("&")(SHARDS - 1)
 
@@ -680,6 +683,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._since_purge = 0
         self._last_purge = float("-inf")  # purge on the first publish, then every 10 minutes
+        self._next_shard = random.randrange(SHARDS)  # noqa: S311 - spreads relays, no secret
 
     def wake(self) -> None:
         """Publish soon: new rows were committed."""
@@ -772,29 +776,40 @@ class OutboxRelay:
     async def _claim_postgres(self, conn: Any) -> list[Any]:
         """Claim and mark up to ``batch`` rows inside the caller's transaction (PostgreSQL).
 
-        Rows are sharded by a hash of their key (:data:`SHARDS`); the relay first takes a
-        transaction-scoped advisory lock on every shard no other relay holds, starting at a
-        random shard, then marks the oldest unpublished rows of those shards published
+        Rows are sharded by a hash of their key (:data:`SHARDS`). The relay tries the shards in
+        groups of :data:`SHARDS_PER_ROUND`, starting where its previous round stopped (a random
+        shard at first): it takes a transaction-scoped advisory lock on each shard of the group
+        no other relay holds, then marks the oldest unpublished rows of those shards published
         (``FOR UPDATE SKIP LOCKED``: a row another transaction holds is never waited for nor
-        taken twice). The marks, and the locks, last only if the transaction commits, which
-        the caller does once Kafka acknowledged every record. Rows of one key are always in one
-        shard, which one relay at a time publishes in id order: results stay in order per case.
+        taken twice); a group with no rows passes to the next, so an empty result means no
+        free shard has a row. Locking a group, not every free shard, leaves the other shards to
+        a second relay while this one publishes; rotating the start covers every shard within
+        ``SHARDS / SHARDS_PER_ROUND`` rounds. The marks, and the locks, last only if the
+        transaction commits, which the caller does once Kafka acknowledged every record. Rows of
+        one key are always in one shard, which one relay at a time publishes in id order:
+        results stay in order per case.
         """
-        start = random.randrange(SHARDS)  # noqa: S311 - spreads relays, no secret
-        shards = list(
-            (
-                await conn.execute(
-                    text(
-                        "SELECT s FROM (SELECT (g + :start) % :n AS s"
-                        " FROM generate_series(0, :n - 1) AS g) AS shard"
-                        " WHERE pg_try_advisory_xact_lock(:ns, s)"
-                    ),
-                    {"start": start, "n": SHARDS, "ns": _RELAY_LOCK_NS},
-                )
-            ).scalars()
-        )
-        if not shards:
-            return []  # every shard is being published by another relay right now
+        for _ in range(SHARDS // SHARDS_PER_ROUND):
+            group = [(self._next_shard + i) % SHARDS for i in range(SHARDS_PER_ROUND)]
+            self._next_shard = (self._next_shard + SHARDS_PER_ROUND) % SHARDS
+            locked = list(
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT s FROM unnest(CAST(:shards AS int[])) AS s"
+                            " WHERE pg_try_advisory_xact_lock(:ns, s)"
+                        ),
+                        {"shards": group, "ns": _RELAY_LOCK_NS},
+                    )
+                ).scalars()
+            )
+            if locked and (rows := await self._mark(conn, locked)):
+                return rows
+        return []
+
+    async def _mark(self, conn: Any, shards: list[int]) -> list[Any]:
+        """Mark up to ``batch`` of the oldest unpublished rows of ``shards`` published; return
+        them in id order."""
         claim = (
             select(outbox.c.id)
             .where(outbox.c.published_at.is_(None), _SHARD_OF_KEY.in_(shards))

@@ -94,3 +94,48 @@ async def test_two_relays_publish_each_row_once_in_order_per_case(
     assert all(v == [1, 2, 3] for v in versions.values()), "a case's results out of order"
     print(f"results published by each relay: {counts}")
     assert all(counts), f"one relay published nothing: {counts}"
+
+
+async def test_a_relay_mid_publish_leaves_the_other_shards_to_a_second_relay(
+    kafka: str, prefix: str, stores: tuple[CaseStore, CaseStore]
+) -> None:
+    """While one relay holds its round open (Kafka slow to acknowledge, say), a second relay
+    still publishes: a round locks a group of shards, not every free shard. A relay alone then
+    drains every shard, and "nothing published" means nothing is left."""
+    from confluent_kafka.admin import AdminClient
+
+    topics = Topics(prefix)
+    for store in stores:
+        store.topics = topics
+    ensure_topics(AdminClient({"bootstrap.servers": kafka}), topics.all(), 3, 1)
+    await stores[0].apply([conversation_record(f"C{i}") for i in range(CASES)])
+    total = await _unpublished(stores[0])
+    async with (
+        Producer(client_config(kafka, {})) as p1,
+        Producer(client_config(kafka, {})) as p2,
+    ):
+        slow = OutboxRelay(stores[0], p1, metrics=Metrics(), batch=total)
+        other = OutboxRelay(stores[1], p2, metrics=Metrics(), batch=total)
+        async with stores[0].engine.connect() as held:
+            await held.begin()
+            claimed = await slow._claim_postgres(held)  # the round stays open
+            assert 0 < len(claimed) < total
+            published = 0
+            while sent := await other.publish_once():
+                published += sent
+            assert published == total - len(claimed), "the second relay took no free shard"
+            await held.rollback()  # the slow relay dies mid-round: its rows stay unpublished
+        again = 0
+        while sent := await slow.publish_once():
+            again += sent
+        assert again == len(claimed)
+    assert await _unpublished(stores[0]) == 0
+
+
+async def _unpublished(store: CaseStore) -> int:
+    async with store.engine.connect() as conn:
+        return int(
+            (
+                await conn.execute(select(func.count()).where(outbox.c.published_at.is_(None)))
+            ).scalar_one()
+        )
