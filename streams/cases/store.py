@@ -673,12 +673,14 @@ class OutboxRelay:
         metrics: Metrics,
         batch: int = 2000,
         idle_sleep: float = 0.05,
+        drain_seconds: float = 5.0,
     ) -> None:
         self.store = store
         self.producer = producer
         self.metrics = metrics
         self.batch = batch
         self.idle_sleep = idle_sleep
+        self.drain_seconds = drain_seconds
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._since_purge = 0
@@ -694,11 +696,28 @@ class OutboxRelay:
         self._task = asyncio.create_task(self._loop(), name="outbox-relay")
 
     async def stop(self) -> None:
-        """Publish what is committed, then stop."""
+        """Publish what is committed, for at most ``drain_seconds``, then stop.
+
+        A round still waiting then (Kafka down, say) is cancelled: its transaction rolls back
+        and its rows stay unpublished for the next relay; the relay's database connection is
+        returned before this returns, so the store can close its pool.
+        """
         await cancel_and_wait(self._task)
-        with contextlib.suppress(Exception):
-            while await self.publish_once():
-                pass
+        try:
+            async with asyncio.timeout(self.drain_seconds):
+                while await self.publish_once():
+                    pass
+        except Exception as exc:  # noqa: BLE001 - the rows stay for the next relay
+            why = (
+                f"not drained within {self.drain_seconds:.0f} s"
+                if isinstance(exc, TimeoutError)
+                else f"{type(exc).__name__}: {exc}"
+            )
+            log.warning(
+                "outbox relay: stopped with rows unpublished (%s); the next relay to start "
+                "publishes them",
+                why,
+            )
 
     async def _loop(self) -> None:
         while True:

@@ -6,6 +6,7 @@ import collections
 import contextlib
 import ctypes
 import gc
+import os
 import re
 import statistics
 import threading
@@ -144,3 +145,83 @@ class PeakRss:
             self._sampler.join()
             peak = max([self._base, *self._samples])
         return (peak - self._base) * 1024 / MB
+
+
+def _processes() -> dict[int, tuple[int, int, str]]:
+    """Every process: pid -> (parent pid, CPU clock ticks used so far, command line)."""
+    table: dict[int, tuple[int, int, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            argv = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # it ended while we looked
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        table[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]), argv)
+    return table
+
+
+def _machine_ticks() -> tuple[int, int]:
+    """(all CPU ticks, idle ticks) of the machine so far."""
+    cpu = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(cpu[:8]), cpu[3] + cpu[4]
+
+
+class CpuByProcess:
+    """CPU seconds each kind of process used between :meth:`start` and :meth:`stop`.
+
+    ``roots`` labels process trees (a callstream service and its row worker, say); every
+    other process is labelled by its command line: PostgreSQL, the Kafka broker, sshd, py-spy,
+    this benchmark process, the rest as "other". A process that ended inside the window is not
+    counted (an sftp session's sshd, say); the machine's idle time is reported alongside.
+    """
+
+    _KINDS = (
+        ("PostgreSQL", "postgres"),
+        ("Kafka broker", "kafka.Kafka"),
+        ("sshd (sftp)", "sshd"),
+        ("py-spy", "py-spy"),
+    )
+
+    def __init__(self, roots: dict[str, Sequence[int]]) -> None:
+        self.roots = roots
+        self._before: dict[int, tuple[int, int, str]] = {}
+        self._machine: tuple[int, int] = (0, 0)
+
+    def start(self) -> None:
+        self._before, self._machine = _processes(), _machine_ticks()
+
+    def _label(self, pid: int, table: dict[int, tuple[int, int, str]]) -> str:
+        seen, up = set(), pid
+        while up in table and up not in seen:
+            seen.add(up)
+            for label, pids in self.roots.items():
+                if up in pids:
+                    return label
+            up = table[up][0]
+        if pid == os.getpid():
+            return "benchmark process"
+        argv = table[pid][2]
+        return next((label for label, needle in self._KINDS if needle in argv), "other")
+
+    def stop(self) -> tuple[dict[str, float], float, float]:
+        """(CPU seconds by label, the window's wall seconds times the cores, idle seconds)."""
+        after, (total, idle) = _processes(), _machine_ticks()
+        hz = os.sysconf("SC_CLK_TCK")
+        used: collections.Counter[str] = collections.Counter()
+        for pid, (_parent, ticks, _argv) in after.items():
+            was = self._before.get(pid)
+            if was is not None and was[2] == after[pid][2]:
+                used[self._label(pid, after)] += (ticks - was[1]) / hz
+        return dict(used), (total - self._machine[0]) / hz, (idle - self._machine[1]) / hz
+
+    def lines(self, per: int, what: str) -> list[str]:
+        """:meth:`stop`, as lines to print: seconds and milliseconds per ``per`` ``what``."""
+        used, capacity, idle = self.stop()
+        lines = [f"  CPU by process (of {capacity:.1f} CPU-s on all cores; ms per 1,000 {what}):"]
+        for label, seconds in sorted(used.items(), key=lambda kv: -kv[1]):
+            lines.append(f"    {label:<28} {seconds:7.1f} s  {seconds * 1e6 / per:8.1f}")
+        lines.append(f"    {'idle':<28} {idle:7.1f} s")
+        return lines

@@ -8,7 +8,8 @@ All on one broker, one run:
 2. end-to-end conversations per second for a 50,000-row CSV in CI (``make bench-pipeline``:
    100,000; ``CALLSTREAM_PIPELINE_BENCH_ROWS``), from the end of its SFTP upload to
    the last result on the feedback topic, with the service running as its own process (as in
-   production) against PostgreSQL, and a stage breakdown plus a py-spy profile of that process;
+   production) against PostgreSQL, and a stage breakdown, the CPU seconds each process (workers,
+   PostgreSQL, the broker, sshd) used, plus a py-spy profile of each worker;
    then the same with two worker processes: the second runs the processors only
    (``roles: [processors]``, same config, Kafka and database: it joins the processors' group);
 3. p50 / p99 latency from upload to result for single small files with a 1 s poll (one worker).
@@ -31,7 +32,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
-from report import Area, p50_p99, profile_summary
+from report import Area, CpuByProcess, p50_p99, profile_summary
 from servers.postgres import PostgresServer
 from servers.sshd import SftpServer
 from support import (
@@ -184,6 +185,7 @@ class BulkRun:
     parsed_s: float  # announced -> rows parsed and published
     first_result_s: float  # upload done -> first result read
     profiles: list[list[str]] = field(default_factory=list)
+    cpu: list[str] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
 
     @property
@@ -281,6 +283,8 @@ def file_to_results(
         time.sleep(3 if workers > 1 else 0)  # the group rebalances over both processes
         data = conversations_csv(ROWS)
         spies = [_spy(s.pid, out) for s, out in zip(services, profiles, strict=True)]
+        cpu = CpuByProcess({f"callstream worker {n + 1}": [s.pid] for n, s in enumerate(services)})
+        cpu.start()
         u0 = time.perf_counter()
         with sftp_session(sftp_server) as sftp:
             upload(sftp, f"{folder}/20261120_bulk.csv", data)
@@ -294,6 +298,7 @@ def file_to_results(
             if results.keep(0.2) and first is None:
                 first = time.perf_counter()
         t1 = time.perf_counter()
+        cpu_lines = cpu.lines(ROWS, "conversations")
         results.decode_kept()
         for spy in spies:
             spy.send_signal(signal.SIGINT)
@@ -336,6 +341,7 @@ def file_to_results(
         profiles=[
             _profile_summary(p) if p.exists() else ["  (no profile written)"] for p in profiles
         ],
+        cpu=cpu_lines,
         latencies=latencies,
     )
 
@@ -354,6 +360,7 @@ def _run_lines(run: BulkRun) -> list[str]:
         f"    announced -> rows parsed+published {run.parsed_s:>8.1f} s",
         f"    upload done -> first result        {run.first_result_s:>8.1f} s",
         f"    parsed -> last result published    {last:>8.1f} s",
+        *run.cpu,
     ]
     for n, summary in enumerate(run.profiles):
         role = "connectors + processors" if n == 0 else "processors only"

@@ -399,8 +399,10 @@ async def seed_results(
     tenant: str = "acme",
 ) -> None:
     """Write ``records`` (:func:`conversation_record`) into the results database through the
-    case store, 500 a batch, then mark all of ``tenant``'s results analysed at ``analysed_at``."""
-    store = CaseStore(settings.database_url, AvroCodec(), Topics("x"), settings.profiles_of)
+    case store, 500 a batch, then mark all of ``tenant``'s results analysed at ``analysed_at``.
+    Their outbox rows name the service's own topics, which its relay publishes to."""
+    topics = Topics(settings.kafka.topic_prefix)
+    store = CaseStore(settings.database_url, AvroCodec(), topics, settings.profiles_of)
     async with store:
         batch: list[dict[str, Any]] = []
         for record in records:

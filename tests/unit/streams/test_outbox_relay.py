@@ -183,6 +183,25 @@ async def test_stop_with_the_broker_gone_returns_and_keeps_rows_for_the_next_sta
     assert len(producer.sent) == 4
 
 
+class HangingProducer(MemoryProducer):
+    """A broker that never acknowledges (a topic it does not know, say)."""
+
+    async def send_batch(self, records: Sequence[Record]) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_stop_gives_up_a_send_that_never_ends_and_returns_its_connection(
+    store: CaseStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    await store.apply([conversation(i) for i in range(2)])
+    relay = OutboxRelay(store, HangingProducer(), metrics=Metrics(), drain_seconds=0.2)
+    async with asyncio.timeout(30):  # a bound on a hang, not on speed
+        await relay.stop()
+    assert "not drained within" in caplog.text
+    assert await unpublished(store) == 4, "the rows stay for the next relay"
+    assert store.engine.sync_engine.pool.checkedout() == 0, "the connection went back"
+
+
 async def test_purges_rows_published_over_an_hour_ago_and_keeps_the_rest(
     store: CaseStore,
 ) -> None:
