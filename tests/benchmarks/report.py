@@ -174,8 +174,9 @@ class CpuByProcess:
 
     ``roots`` labels process trees (a callstream service and its row worker, say); every
     other process is labelled by its command line: PostgreSQL, the Kafka broker, sshd, py-spy,
-    this benchmark process, the rest as "other". A process that ended inside the window is not
-    counted (an sftp session's sshd, say); the machine's idle time is reported alongside.
+    this benchmark process, the rest as "other". A process started inside the window counts
+    whole; one that ended inside it is not counted (an sftp session's sshd, say); the machine's
+    idle time is reported alongside.
     """
 
     _KINDS = (
@@ -211,10 +212,10 @@ class CpuByProcess:
         after, (total, idle) = _processes(), _machine_ticks()
         hz = os.sysconf("SC_CLK_TCK")
         used: collections.Counter[str] = collections.Counter()
-        for pid, (_parent, ticks, _argv) in after.items():
+        for pid, (_parent, ticks, argv) in after.items():
             was = self._before.get(pid)
-            if was is not None and was[2] == after[pid][2]:
-                used[self._label(pid, after)] += (ticks - was[1]) / hz
+            since = was[1] if was is not None and was[2] == argv else 0  # else: started inside
+            used[self._label(pid, after)] += (ticks - since) / hz
         return dict(used), (total - self._machine[0]) / hz, (idle - self._machine[1]) / hz
 
     def lines(self, per: int, what: str) -> list[str]:
@@ -224,4 +225,12 @@ class CpuByProcess:
         for label, seconds in sorted(used.items(), key=lambda kv: -kv[1]):
             lines.append(f"    {label:<28} {seconds:7.1f} s  {seconds * 1e6 / per:8.1f}")
         lines.append(f"    {'idle':<28} {idle:7.1f} s")
+        measuring = ("py-spy", "benchmark process")
+        cost = sum(v for k, v in used.items() if k not in measuring) / per
+        cores = os.cpu_count() or 1
+        if cost:
+            lines.append(
+                f"  at that cost {cores} cores finish at most {cores / cost:,.0f} {what}/s "
+                "(py-spy and this process left out)"
+            )
         return lines
