@@ -135,3 +135,29 @@ def test_a_missing_required_field_is_named() -> None:
     del record["tenant"]
     with pytest.raises(SchemaError, match="tenant"):
         CODEC.encode("callstream.Conversation", record)
+
+
+def test_a_record_that_refers_to_itself_writes_fastavros_bytes() -> None:
+    schema = fastavro.parse_schema(
+        {
+            "type": "record",
+            "name": "Node",
+            "fields": [
+                {"name": "label", "type": "string"},
+                {"name": "weight", "type": "double", "default": 0.5},
+                {"name": "next", "type": ["null", "Node"], "default": None},
+            ],
+        }
+    )
+    writer = compile_writer(schema, {"Node": schema})
+    assert writer is not None
+    chain: dict[str, Any] = {"label": "last"}
+    for i in range(5):
+        chain = {"label": f"n{i}", "weight": i, "next": chain}
+    expected = io.BytesIO()
+    fastavro.schemaless_writer(expected, schema, chain, strict_allow_default=True)
+    out = bytearray()
+    writer(out, chain)
+    assert bytes(out) == expected.getvalue()
+    with pytest.raises(Unfit):
+        writer(bytearray(), {"label": "x", "next": {"label": 1}})  # a wrong type one level down
