@@ -216,14 +216,12 @@ def case_id(tenant: str, source_system: str, external_id: str) -> str:
     return hashlib.sha256(raw).hexdigest()[:32]
 
 
-def _jsonable(value: Any) -> Any:
+def _iso(value: Any) -> str:
+    """``json.dumps``' ``default``: a datetime as its ISO 8601 text (the only value of a decoded
+    Conversation that JSON has no type for), called only for such values."""
     if isinstance(value, dt.datetime):
         return value.isoformat()
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 #: Conversation fields added after cases were first stored: left out of the content hash while
@@ -239,7 +237,7 @@ def content_json(conversation: dict[str, Any]) -> str:
         for k, v in conversation.items()
         if k != "source" and not (k in _LATER_FIELDS and v is None)
     }
-    return json.dumps(_jsonable(body), sort_keys=True, separators=(",", ":"))
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), default=_iso)
 
 
 def content_hash(body_json: str) -> str:
@@ -442,7 +440,7 @@ class CaseStore(Database):
                 "content_hash": digest,
                 "channel": conv["channel"],
                 "conversation": body,
-                "source": json.dumps(_jsonable(conv["source"])) if conv.get("source") else None,
+                "source": json.dumps(conv["source"], default=_iso) if conv.get("source") else None,
                 "opened_at": rows.get(cid, {}).get("opened_at", now),
                 "updated_at": now,
             }
