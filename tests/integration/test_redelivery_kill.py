@@ -85,7 +85,8 @@ def test_kills_and_out_of_order_redelivery_never_create_a_version(
         tmp_path / "data",
         [drop],
         database_url=pg_server.async_url(),
-        processors={"session_timeout_seconds": 6, "batch_size": 250},
+        # Small batches: file 2 is applied in 60 transactions, so the kills land mid-way.
+        processors={"session_timeout_seconds": 6, "batch_size": 50},
     )
     config = write_config(tmp_path / "callstream.yaml", settings)
     log = tmp_path / "worker.log"
@@ -93,7 +94,10 @@ def test_kills_and_out_of_order_redelivery_never_create_a_version(
     results = TopicReader(kafka, topics.analysis_results, "callstream.AnalysisResult")
     first = CSV_HEADER + "".join(conversation_row(i) for i in range(ROWS))
     second = CSV_HEADER + "".join(conversation_row(i, disposition="escalated") for i in range(ROWS))
-    kill_points = sorted(random.Random().sample(range(ROWS + 300, 2 * ROWS - 600), 2))
+    # Kill when this many of file 2's versions are applied, read from the database: the relay
+    # publishes results in rounds of up to 2,000, so the results topic can pass a kill point,
+    # or reach the end, between two reads.
+    kill_points = sorted(random.Random().sample(range(300, ROWS - 600), 2))
     worker = start_service(config, log, {"CALLSTREAM_HTTP__PORT": str(_free_port())})
     killed_at: list[int] = []
     try:
@@ -105,11 +109,14 @@ def test_kills_and_out_of_order_redelivery_never_create_a_version(
         _drop(inbox, "day2.csv", second.encode())
         while len({r["idempotency_key"] for r in results.records}) < 2 * ROWS:
             assert time.monotonic() < deadline and worker.poll() is None, log.read_text()[-3000:]
-            results.poll(0.2)
-            if len(killed_at) < 2 and len(results.records) >= kill_points[len(killed_at)]:
+            results.poll(0.05)
+            if len(killed_at) == 2:
+                continue
+            applied = int(pg_server.scalar("SELECT count(*) FROM cases WHERE version = 2"))
+            if applied >= kill_points[len(killed_at)]:
                 worker.send_signal(signal.SIGKILL)
                 worker.wait(10)
-                killed_at.append(len(results.records))
+                killed_at.append(applied)
                 port = _free_port()
                 worker = start_service(config, log, {"CALLSTREAM_HTTP__PORT": str(port)})
         # Redeliver every conversation of both files, newest first.
@@ -142,11 +149,13 @@ def test_kills_and_out_of_order_redelivery_never_create_a_version(
     by_version = asyncio.run(versions())
     keys = {r["idempotency_key"] for r in results.records}
     print(
-        f"\nSIGKILL after {killed_at} results; redelivered {len(records)} conversations newest "
-        f"first; cases by version {by_version}; {len(keys)} result keys; "
+        f"\nSIGKILL after {killed_at} of file 2's {ROWS} versions applied; "
+        f"redelivered {len(records)} conversations newest first; "
+        f"cases by version {by_version}; {len(keys)} result keys; "
         f"{len(results.records) - before} result events after the redelivery"
     )
     assert len(killed_at) == 2
+    assert all(n < ROWS for n in killed_at), "a kill landed after file 2 was applied"
     assert by_version == {2: ROWS}
     assert len(keys) == 2 * ROWS
     assert {r["result_version"] for r in results.records} == {1, 2}

@@ -362,6 +362,41 @@ class PostgresServer:
             raise RuntimeError("PostgresServer.sql() needs a running server")
         self._sql(*statements)
 
+    def scalar(self, query: str) -> str:
+        """The one value ``query`` returns in database ``callstream``, as text (psql, superuser,
+        over the unix socket): a test watching the service's progress without a driver."""
+        if not self.running:
+            raise RuntimeError("PostgresServer.scalar() needs a running server")
+        assert self._bin is not None
+        res = subprocess.run(
+            [
+                str(self._bin / "psql"),
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                str(self.socket_dir),
+                "-p",
+                str(self.port),
+                "-U",
+                OS_USER,
+                "-d",
+                DB_NAME,
+                "-c",
+                query,
+            ],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if res.returncode != 0:
+            raise RuntimeError(f"psql {query!r} failed: {(res.stderr + res.stdout).strip()}")
+        return res.stdout.strip()
+
     def _sql(self, *statements: str) -> None:
         """Run each statement as superuser over the trusted unix socket (psql)."""
         assert self._bin is not None
