@@ -19,8 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from confluent_kafka import Consumer
-from support import CODEC, connector, settings_for, start_service, write_config
+from support import CODEC, FromStart, connector, settings_for, start_service, write_config
 
 from connectors.local import LocalConfig
 from streams.settings import Settings, TenantSettings
@@ -85,15 +84,7 @@ class ResultClock:
     produced, per tenant."""
 
     def __init__(self, kafka: str, prefix: str) -> None:
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": kafka,
-                "group.id": f"fairness-{uuid.uuid4().hex}",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-            }
-        )
-        self._consumer.subscribe([Topics(prefix).analysis_results])
+        self._consumer = FromStart(kafka, Topics(prefix).analysis_results)
         self._lock = threading.Lock()
         self._first: dict[str, dict[str, float]] = {}
         self._stop = threading.Event()
@@ -131,7 +122,7 @@ class ResultClock:
             time.sleep(0.1)
 
     def close(self) -> None:
-        """Stop reading and leave the group."""
+        """Stop reading and close the consumer."""
         self._stop.set()
         self._thread.join(10)
         self._consumer.close()

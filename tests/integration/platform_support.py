@@ -12,7 +12,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from fixtures import PLATFORM_PASSWORD, PLATFORM_USER
-from support import CODEC, settings_for
+from support import CODEC, FromStart, settings_for
 
 from streams.embedded.kafka import LocalKafka
 from streams.platform.settings import PlatformConnectorSettings
@@ -103,15 +103,7 @@ class FeedbackReader:
         self.value_format = value_format
         self.records: list[tuple[str, dict[str, str], dict[str, Any]]] = []
         self.arrived: list[float] = []
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": broker.bootstrap_servers,
-                "group.id": f"feedback-reader-{uuid.uuid4().hex}",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-            }
-        )
-        self._consumer.subscribe([topic])
+        self._consumer = FromStart(broker.bootstrap_servers, topic)
 
     def poll(self, seconds: float = 0.3) -> int:
         """Read what arrives within ``seconds``; return how many records came."""

@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import paramiko
 import yaml
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 from pydantic import SecretStr
 from servers.s3 import S3Server
 from servers.sshd import SftpServer
@@ -194,9 +194,50 @@ def upload(sftp: paramiko.SFTPClient, path: str, data: bytes, mtime: float | Non
         sftp.utime(remote, (mtime, mtime))
 
 
+class FromStart:
+    """Consumes topics from their first offsets, the way a test reads what the service wrote.
+
+    Partitions are assigned by the reader itself, each from its first offset, as soon as its
+    topic exists (a reader is often made before the service creates its topics). There is no
+    consumer group, so :meth:`close` never waits on a rebalance: librdkafka can hang for good
+    in a group consumer's close while an assignment is in flight (confluentinc/librdkafka#4884;
+    a CI run hung so, closing a reader made and closed within one test).
+    """
+
+    def __init__(self, bootstrap: str, topics: str | Sequence[str]) -> None:
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"reader-{uuid.uuid4().hex}",  # required by the client; never joined
+                "enable.auto.commit": False,
+            }
+        )
+        self._waiting = {topics} if isinstance(topics, str) else set(topics)
+        self._next_look = 0.0
+
+    def consume(self, count: int, timeout: float) -> list[Message]:
+        """Up to ``count`` messages within ``timeout`` seconds (errors included, as the client's
+        ``consume``), after assigning the awaited topics that exist now."""
+        if self._waiting and time.monotonic() >= self._next_look:
+            self._next_look = time.monotonic() + 0.2
+            known = self._consumer.list_topics(timeout=10).topics
+            ready = {t for t in self._waiting if t in known and known[t].error is None}
+            partitions = [
+                TopicPartition(t, p, OFFSET_BEGINNING) for t in ready for p in known[t].partitions
+            ]
+            if partitions:
+                self._consumer.incremental_assign(partitions)
+            self._waiting -= ready
+        return list(self._consumer.consume(count, timeout))
+
+    def close(self) -> None:
+        """Close the client (no group to leave)."""
+        self._consumer.close()
+
+
 class TopicReader:
     """Reads and decodes every record of one topic (or several of one schema: both lanes'
-    file arrivals, :func:`arrival_topics`) from the beginning."""
+    file arrivals, :func:`arrival_topics`) from the beginning (:class:`FromStart`)."""
 
     def __init__(
         self, kafka: str, topic: str | Sequence[str], schema: str = "callstream.FileArrival"
@@ -204,15 +245,7 @@ class TopicReader:
         self.schema = schema
         self.records: list[dict[str, Any]] = []
         self._kept: list[bytes] = []
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": kafka,
-                "group.id": f"reader-{uuid.uuid4().hex}",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-            }
-        )
-        self._consumer.subscribe([topic] if isinstance(topic, str) else list(topic))
+        self._consumer = FromStart(kafka, topic)
 
     def poll(self, seconds: float = 0.5) -> list[dict[str, Any]]:
         """Read what arrived within ``seconds``; return the new records."""
@@ -265,7 +298,7 @@ class TopicReader:
         return self.records
 
     def close(self) -> None:
-        """Leave the group."""
+        """Close the consumer."""
         self._consumer.close()
 
 

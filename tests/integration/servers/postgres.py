@@ -367,26 +367,8 @@ class PostgresServer:
         over the unix socket): a test watching the service's progress without a driver."""
         if not self.running:
             raise RuntimeError("PostgresServer.scalar() needs a running server")
-        assert self._bin is not None
         res = subprocess.run(
-            [
-                str(self._bin / "psql"),
-                "-X",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                str(self.socket_dir),
-                "-p",
-                str(self.port),
-                "-U",
-                OS_USER,
-                "-d",
-                DB_NAME,
-                "-c",
-                query,
-            ],
+            self._psql(DB_NAME, query, "-A", "-t"),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -399,25 +381,29 @@ class PostgresServer:
 
     def _sql(self, *statements: str) -> None:
         """Run each statement as superuser over the trusted unix socket (psql)."""
-        assert self._bin is not None
         for statement in statements:
             self._run(
-                [
-                    str(self._bin / "psql"),
-                    "-X",
-                    "-q",
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                    "-h",
-                    str(self.socket_dir),
-                    "-p",
-                    str(self.port),
-                    "-U",
-                    OS_USER,
-                    "-d",
-                    "postgres",
-                    "-c",
-                    statement,
-                ],
+                self._psql("postgres", statement, "-q"),
                 f"psql {statement.split(' PASSWORD ')[0]!r}",
             )
+
+    def _psql(self, database: str, statement: str, *options: str) -> list[str]:
+        """psql running ``statement`` as superuser in ``database`` over the unix socket."""
+        assert self._bin is not None
+        return [
+            str(self._bin / "psql"),
+            "-X",
+            *options,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            str(self.socket_dir),
+            "-p",
+            str(self.port),
+            "-U",
+            OS_USER,
+            "-d",
+            database,
+            "-c",
+            statement,
+        ]
