@@ -221,7 +221,11 @@ class FromStart:
         if self._waiting and time.monotonic() >= self._next_look:
             self._next_look = time.monotonic() + 0.2
             known = self._consumer.list_topics(timeout=10).topics
-            ready = {t for t in self._waiting if t in known and known[t].error is None}
+            ready = {
+                t
+                for t in self._waiting
+                if t in known and known[t].error is None and known[t].partitions
+            }  # a topic still being created may list no partitions yet: look again later
             partitions = [
                 TopicPartition(t, p, OFFSET_BEGINNING) for t in ready for p in known[t].partitions
             ]
