@@ -30,7 +30,8 @@ On PostgreSQL any number of relays (one per worker process) share the outbox: ea
 row only inside the transaction that claims and marks it, and the rows of one key only while it
 holds that key's shard (so a case's results stay in order).
 
-On PostgreSQL a batch's rows are written with one ``INSERT ... SELECT FROM unnest`` per table
+On PostgreSQL a batch's rows are written with one binary ``COPY`` per table, or an
+``INSERT ... SELECT FROM unnest ... ON CONFLICT`` where a conflict is expected or met
 (:mod:`streams.cases.bulk`); SQLite takes SQLAlchemy's executemany.
 """
 
@@ -571,14 +572,18 @@ class CaseStore(Database):
 
     @staticmethod
     async def _write_bulk(conn: Any, plan: _Plan) -> None:
-        """The plan's rows, one ``INSERT ... SELECT FROM unnest`` per table (PostgreSQL)."""
+        """The plan's rows, one bulk statement per table (PostgreSQL, :mod:`streams.cases.bulk`)."""
         await bulk.insert(conn, applied_deliveries, plan.deliveries)
         await bulk.insert(conn, cases, plan.new_cases)
         if plan.changed_cases:
             columns = list(plan.changed_cases[0])
             keep = [c for c in columns if c != "opened_at"]  # an update keeps opened_at
             await bulk.insert(
-                conn, cases, plan.changed_cases, on_conflict=bulk.do_update(["case_id"], keep)
+                conn,
+                cases,
+                plan.changed_cases,
+                on_conflict=bulk.do_update(["case_id"], keep),
+                conflicts_expected=True,  # every changed case exists
             )
         await bulk.insert(conn, case_versions, plan.versions)
         await bulk.insert(
