@@ -900,7 +900,6 @@ def _outbox_row(record: tuple[str, bytes, bytes], now: dt.datetime) -> dict[str,
         "key": key,
         "value": value,
         "created_at": now,
-        "published_at": None,
         "announced_at": None,
     }
 

@@ -154,7 +154,7 @@ def raw_limit(kafka: str, topic: str) -> dict[str, float]:
 #: Profile areas: a sample counts in the first whose needles all occur in its stack.
 _AREAS: tuple[Area, ...] = (
     ("SFTP read + parse (connectors, streams.ingest)", ("streams/ingest/",)),
-    ("outbox relay (claim, publish, mark)", ("publish_once",)),
+    ("outbox relay (claim, publish, delete)", ("publish_once",)),
     ("cases: decode conversations", ("streams/agents/cases.py", "AvroCodec.decode")),
     ("cases: analysis (scoring)", ("streams/cases/", "streams/analysis/")),
     ("cases: Avro encode of events + results", ("streams/cases/", "AvroCodec.encode")),

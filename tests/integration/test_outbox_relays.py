@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 from servers.postgres import PostgresServer
-from sqlalchemy import func, select
-from support import TopicReader, conversation_record
+from sqlalchemy import func, select, text, update
+from support import FromStart, TopicReader, conversation_record
 
 from streams.cases.store import CaseStore, OutboxRelay, outbox
 from streams.codec import AvroCodec
@@ -139,3 +140,72 @@ async def _unpublished(store: CaseStore) -> int:
                 await conn.execute(select(func.count()).where(outbox.c.published_at.is_(None)))
             ).scalar_one()
         )
+
+
+async def test_rows_an_older_release_marked_published_are_not_sent_again_and_are_purged(
+    kafka: str, prefix: str, stores: tuple[CaseStore, CaseStore]
+) -> None:
+    """During a rolling upgrade, workers of the release before revision 0012 still mark rows
+    published instead of deleting them. This release's relay sends none of those again, and
+    the table is left with nothing: a published row does not stay."""
+    from confluent_kafka.admin import AdminClient
+
+    topics = Topics(prefix)
+    store = stores[0]
+    store.topics = topics
+    ensure_topics(AdminClient({"bootstrap.servers": kafka}), topics.all(), 3, 1)
+    await store.apply([conversation_record(f"C{i}") for i in range(40)])
+    async with store.engine.begin() as conn:  # what an older relay did with every third row
+        marked = (
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.id % 3 == 0)
+                .values(published_at=func.now())
+                .returning(outbox.c.key)
+            )
+        ).scalars()
+        marked_keys = collections.Counter(bytes(k) for k in marked)
+        everything = (await conn.execute(select(outbox.c.key))).scalars().all()
+    expected = collections.Counter(bytes(k) for k in everything) - marked_keys
+    assert marked_keys and expected
+    async with Producer(client_config(kafka, {})) as producer:
+        relay = OutboxRelay(store, producer, metrics=Metrics())
+        while await relay.publish_once():
+            pass
+    reader = FromStart(kafka, [topics.cases, topics.analysis_results])
+    sent: collections.Counter[bytes] = collections.Counter()
+    try:
+        deadline = time.monotonic() + 30
+        while sent.total() < expected.total() and time.monotonic() < deadline:
+            sent.update(m.key() for m in reader.consume(500, 0.5) if m.error() is None)
+        sent.update(m.key() for m in reader.consume(500, 2) if m.error() is None)  # any extra
+    finally:
+        reader.close()
+    assert sent == expected
+    async with store.engine.connect() as conn:
+        assert (await conn.execute(select(func.count()).select_from(outbox))).scalar_one() == 0
+
+
+async def test_a_claim_deletes_by_primary_key_when_statistics_say_the_outbox_is_empty(
+    stores: tuple[CaseStore, CaseStore],
+) -> None:
+    """Autovacuum often finds the outbox empty, so its statistics say "no rows" while the next
+    backlog builds. A claim planned from them joined the table as a nested loop's outer side
+    and took 15 s with 150,000 rows waiting; it must look the claimed ids up by primary key."""
+    store = stores[0]
+    async with store.engine.connect() as conn:
+        autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await autocommit.execute(text("VACUUM ANALYZE outbox"))  # found empty
+        stats = text("SELECT reltuples FROM pg_class WHERE relname = 'outbox'")
+        assert (await autocommit.execute(stats)).scalar_one() <= 0
+    await store.apply([conversation_record(f"C{i}") for i in range(3_000)])  # the backlog
+    statement = OutboxRelay(store, Producer.__new__(Producer), metrics=Metrics()).claim_statement(
+        list(range(8))
+    )
+    sql = str(statement.compile(store.engine.sync_engine, compile_kwargs={"literal_binds": True}))
+    async with store.engine.begin() as conn:
+        plan = "\n".join((await conn.execute(text("EXPLAIN " + sql))).scalars())
+        await conn.rollback()
+    assert "Index Scan on outbox_pkey" in plan or "Index Scan using outbox_pkey" in plan, plan
+    assert "Index Cond: (id = ANY" in plan, plan
+    assert "Nested Loop" not in plan, plan

@@ -82,7 +82,8 @@ def conversation(i: int) -> dict[str, Any]:
 
 
 async def outbox_rows(store: CaseStore) -> list[tuple[int, Record, bool]]:
-    """Every outbox row by id: (id, record as published, published)."""
+    """Every outbox row by id: (id, record as published, marked published by an older
+    release)."""
     columns = (outbox.c.id, outbox.c.topic, outbox.c.key, PUBLISHED_VALUE, outbox.c.published_at)
     async with store.engine.connect() as conn:
         rows = (await conn.execute(select(*columns).order_by(outbox.c.id))).all()
@@ -97,7 +98,7 @@ async def unpublished(store: CaseStore) -> int:
         return int((await conn.execute(stmt)).scalar_one())
 
 
-async def test_publishes_in_id_order_in_batches_and_marks_rows_published(
+async def test_publishes_in_id_order_in_batches_and_deletes_what_it_published(
     store: CaseStore, codec: AvroCodec
 ) -> None:
     await store.apply([conversation(i) for i in range(3)])
@@ -111,7 +112,7 @@ async def test_publishes_in_id_order_in_batches_and_marks_rows_published(
 
     assert producer.sent == [record for _, record, _ in rows]
     assert producer.batches == 2
-    assert all(published for _, _, published in await outbox_rows(store))
+    assert await outbox_rows(store) == [], "the outbox holds only what is still to publish"
     events = [codec.decode("callstream.CaseEvent", v) for t, _, v in producer.sent[::2]]
     assert [(e["external_interaction_id"], e["kind"]) for e in events] == [
         ("CALL-0", "opened"),
@@ -127,16 +128,17 @@ async def test_producer_failure_leaves_rows_unpublished_and_the_next_call_sends_
     store: CaseStore,
 ) -> None:
     await store.apply([conversation(i) for i in range(2)])
+    rows = await outbox_rows(store)
     producer = MemoryProducer(failures=1)
     relay = OutboxRelay(store, producer, metrics=Metrics())
 
     with pytest.raises(PublishError):
         await relay.publish_once()
-    assert await unpublished(store) == 4
+    assert await outbox_rows(store) == rows
     assert producer.sent == []
 
     assert await relay.publish_once() == 4
-    assert producer.sent == [record for _, record, _ in await outbox_rows(store)]
+    assert producer.sent == [record for _, record, _ in rows]
     assert await unpublished(store) == 0
 
 
@@ -146,13 +148,15 @@ async def test_running_relay_outlives_a_broker_outage_and_loses_nothing(store: C
     await relay.start()
     try:
         await store.apply([conversation(i) for i in range(5)])
+        rows = await outbox_rows(store)
         relay.wake()
         async with asyncio.timeout(30):  # a bound on a hang, not on speed
             while await unpublished(store):
                 await asyncio.sleep(0.05)
     finally:
         await relay.stop()
-    assert producer.sent == [record for _, record, _ in await outbox_rows(store)]
+    assert len(rows) == 10
+    assert producer.sent == [record for _, record, _ in rows]
 
 
 async def test_stop_publishes_what_is_committed(store: CaseStore) -> None:
@@ -161,12 +165,13 @@ async def test_stop_publishes_what_is_committed(store: CaseStore) -> None:
     await relay.start()
     await asyncio.sleep(0)  # the relay finds nothing and waits
     await store.apply([conversation(i) for i in range(3)])  # committed, no wake()
+    rows = await outbox_rows(store)
 
     await relay.stop()
 
-    rows = await outbox_rows(store)
-    assert all(published for _, _, published in rows)
-    assert {record for record in producer.sent} == {record for _, record, _ in rows}
+    assert await outbox_rows(store) == []
+    assert len(rows) == 6
+    assert producer.sent == [record for _, record, _ in rows]
 
 
 async def test_stop_with_the_broker_gone_returns_and_keeps_rows_for_the_next_start(
@@ -202,9 +207,11 @@ async def test_stop_gives_up_a_send_that_never_ends_and_returns_its_connection(
     assert store.engine.sync_engine.pool.checkedout() == 0, "the connection went back"
 
 
-async def test_purges_rows_published_over_an_hour_ago_and_keeps_the_rest(
+async def test_rows_an_older_release_marked_published_are_not_sent_again_and_are_purged(
     store: CaseStore,
 ) -> None:
+    """Releases before revision 0012 marked rows published instead of deleting them; during a
+    rolling upgrade they still do. Such rows are never sent again and do not stay."""
     now = dt.datetime.now(dt.UTC)
 
     def row(i: int, published_at: dt.datetime | None) -> dict[str, Any]:
@@ -217,44 +224,18 @@ async def test_purges_rows_published_over_an_hour_ago_and_keeps_the_rest(
             "announced_at": None,
         }
 
-    old = [row(i, now - dt.timedelta(hours=2)) for i in range(3)]
-    recent = [row(i, now - dt.timedelta(minutes=10)) for i in range(3, 5)]
-    fresh = [row(i, None) for i in range(5, 50_005)]
-    async with store.engine.begin() as conn:
-        await conn.execute(insert(outbox), old + recent + fresh)
+    marked = [row(i, now - dt.timedelta(minutes=m)) for i, m in ((0, 600), (1, 10), (2, 0))]
+    fresh = [row(i, None) for i in range(3, 5_003)]
+    async with store.engine.begin() as conn:  # marked rows before, among and after the others
+        await conn.execute(insert(outbox), marked[:1] + fresh[:2_500] + marked[1:] + fresh[2_500:])
     producer = MemoryProducer()
-    relay = OutboxRelay(store, producer, metrics=Metrics(), batch=10_000)
+    relay = OutboxRelay(store, producer, metrics=Metrics(), batch=1_000)
 
     while await relay.publish_once():
         pass
 
-    rows = await outbox_rows(store)
-    assert len(rows) == 50_002
-    assert {key for _, (_, key, _), _ in rows[:2]} == {b"k3", b"k4"}  # recent ones kept
-    assert all(published for _, _, published in rows)
-    assert len(producer.sent) == 50_000
-
-
-async def test_purges_old_published_rows_in_a_low_volume_service(store: CaseStore) -> None:
-    async with store.engine.begin() as conn:
-        await conn.execute(
-            insert(outbox),
-            [
-                {
-                    "topic": TOPICS.cases,
-                    "key": b"old",
-                    "value": b"v",
-                    "created_at": T0,
-                    "published_at": dt.datetime.now(dt.UTC) - dt.timedelta(days=30),
-                    "announced_at": None,
-                }
-            ],
-        )
-    await store.apply([conversation(1)])
-    relay = OutboxRelay(store, MemoryProducer(), metrics=Metrics())
-    while await relay.publish_once():
-        pass
-    assert b"old" not in {key for _, (_, key, _), _ in await outbox_rows(store)}
+    assert [key for _, key, _ in producer.sent] == [f"k{i}".encode() for i in range(3, 5_003)]
+    assert await outbox_rows(store) == []
 
 
 class RefusesOne(MemoryProducer):
