@@ -329,14 +329,7 @@ class PostgresServer:
         isready = [
             str(self._bin / "pg_isready"),
             "-q",
-            "-h",
-            str(self.socket_dir),
-            "-p",
-            str(self.port),
-            "-U",
-            OS_USER,
-            "-d",
-            "postgres",
+            *self._connection_args("postgres"),
             "-t",
             "2",
         ]
@@ -396,14 +389,12 @@ class PostgresServer:
             *options,
             "-v",
             "ON_ERROR_STOP=1",
-            "-h",
-            str(self.socket_dir),
-            "-p",
-            str(self.port),
-            "-U",
-            OS_USER,
-            "-d",
-            database,
+            *self._connection_args(database),
             "-c",
             statement,
         ]
+
+    def _connection_args(self, database: str) -> list[str]:
+        """Socket folder, port, superuser and ``database``: how psql and pg_isready reach the
+        server (over the trusted unix socket)."""
+        return ["-h", str(self.socket_dir), "-p", str(self.port), "-U", OS_USER, "-d", database]
