@@ -35,6 +35,12 @@ def p50_p99(values: Sequence[float]) -> tuple[float, float]:
     return q[49], q[98]
 
 
+def target(goal: str, met: bool) -> str:
+    """``(target <goal>: met)`` or ``(target <goal>: MISSED)``: benchmarks assert nothing (speed
+    goals are never timed assertions), so a missed goal must stand out in the CI log."""
+    return f"(target {goal}: {'met' if met else 'MISSED'})"
+
+
 def print_table(title: str, header: list[str], rows: list[list[str]], notes: list[str]) -> None:
     """Print ``rows`` under ``header``: the first column left-aligned, the rest right-aligned."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]

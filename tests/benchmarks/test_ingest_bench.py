@@ -37,7 +37,7 @@ import yaml
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from filepulse_peer import end_offsets, run_peer
-from report import Area, profile_summary
+from report import Area, profile_summary, target
 from servers.postgres import PostgresServer
 from support import (
     CODEC,
@@ -329,6 +329,8 @@ def test_ingest_benchmark(
             ]
         results, profile = _callstream(kafka, f"{prefix}-cs", csv, pg_server, tmp_path / "cs")
         ratio = f"{results['rows_per_s'] / peer['rows_per_s']:.2f}" if peer else "n/a"
+        if peer:
+            ratio += f" {target('> 1', results['rows_per_s'] > peer['rows_per_s'])}"
         lines += [
             "callstream: local-folder connector, running service (own process, PostgreSQL):",
             f"  file appears -> last conversation on the topic {results['seconds']:>6.1f} s   "

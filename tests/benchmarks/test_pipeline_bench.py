@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
-from report import Area, CpuByProcess, p50_p99, profile_summary
+from report import Area, CpuByProcess, p50_p99, profile_summary, target
 from servers.postgres import PostgresServer
 from servers.sshd import SftpServer
 from support import (
@@ -353,7 +353,12 @@ def _run_lines(run: BulkRun) -> list[str]:
         f"file -> results, {processes}, {run.rows:,}-row CSV ({run.megabytes:.1f} MB), "
         f"upload took {run.upload_s:.1f} s:",
         f"  upload done -> last result on feedback     {run.seconds:>10.1f} s",
-        f"  file -> results conversations per second   {run.per_s:>10,.0f} /s",
+        f"  file -> results conversations per second   {run.per_s:>10,.0f} /s"
+        + (
+            f"   {target('>= 6,000 /s with 2 workers', run.per_s >= 6_000)}"
+            if run.workers == 2
+            else ""
+        ),
         f"  conversations -> results (first to last)   {run.results_per_s:>10,.0f} /s",
         "  stages (from event timestamps):",
         f"    upload done -> file announced      {run.announced_s:>8.1f} s",

@@ -7,6 +7,13 @@ does the index on ``published_at`` (only the claim and the purge read it). The c
 for one release: during a rolling upgrade workers of the previous release still mark rows
 published, which this release's relay skips and purges; a later revision drops it.
 
+The delete runs once, in the upgrade's transaction: its time grows with what the previous
+release kept (up to an hour of published rows, two per conversation at full rate). It blocks no
+writer; the index drop after it waits for the relay transactions open at that moment (one Kafka
+send each) and holds the table only until the upgrade commits. A worker of the previous release
+that is still running keeps working; one that restarts refuses the newer database, as with
+every revision.
+
 Revision ID: 0012_outbox_delete_on_publish
 Revises: 0011_connector_health
 Create Date: 2026-11-24

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 
 from streams.cases.store import PUBLISHED_VALUE, CaseStore, OutboxRelay, outbox
 from streams.codec import AvroCodec
@@ -145,10 +145,10 @@ async def test_producer_failure_leaves_rows_unpublished_and_the_next_call_sends_
 async def test_running_relay_outlives_a_broker_outage_and_loses_nothing(store: CaseStore) -> None:
     producer = MemoryProducer(failures=1)
     relay = OutboxRelay(store, producer, metrics=Metrics(), idle_sleep=0.01)
+    await store.apply([conversation(i) for i in range(5)])
+    rows = await outbox_rows(store)  # before the relay runs: it deletes what it publishes
     await relay.start()
     try:
-        await store.apply([conversation(i) for i in range(5)])
-        rows = await outbox_rows(store)
         relay.wake()
         async with asyncio.timeout(30):  # a bound on a hang, not on speed
             while await unpublished(store):
@@ -236,6 +236,43 @@ async def test_rows_an_older_release_marked_published_are_not_sent_again_and_are
 
     assert [key for _, key, _ in producer.sent] == [f"k{i}".encode() for i in range(3, 5_003)]
     assert await outbox_rows(store) == []
+
+
+async def test_a_failing_purge_of_marked_rows_is_logged_and_the_round_still_counts(
+    store: CaseStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The purge runs after a round was published and committed: its failure must neither
+    fail that round (the relay would log "publishing failed" and back off) nor lose a row."""
+    await store.apply([conversation(i) for i in range(2)])
+    now = dt.datetime.now(dt.UTC)
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            insert(outbox),
+            [
+                {
+                    "topic": TOPICS.cases,
+                    "key": b"old",
+                    "value": b"v",
+                    "created_at": now,
+                    "published_at": now,
+                    "announced_at": None,
+                }
+            ],
+        )
+        await conn.execute(
+            text(
+                "CREATE TRIGGER keep_marked BEFORE DELETE ON outbox"
+                " WHEN OLD.published_at IS NOT NULL BEGIN SELECT RAISE(ABORT, 'kept'); END"
+            )
+        )
+    producer = MemoryProducer()
+    relay = OutboxRelay(store, producer, metrics=Metrics())
+
+    assert await relay.publish_once() == 4
+
+    assert len(producer.sent) == 4 and await unpublished(store) == 0
+    assert "purging rows marked published failed" in caplog.text
+    assert "kept" in caplog.text
 
 
 class RefusesOne(MemoryProducer):
