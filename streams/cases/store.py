@@ -657,6 +657,17 @@ PUBLISHED_VALUE = func.coalesce(
     outbox.c.value,
 ).label("value")
 
+#: What the relay reads of a row it publishes (the record, and announced_at for the latency).
+_PUBLISHED_COLUMNS = (
+    outbox.c.id,
+    outbox.c.topic,
+    outbox.c.key,
+    PUBLISHED_VALUE,
+    outbox.c.announced_at,
+)
+#: Rows still to publish: not marked published by a release before 0012 (see the outbox table).
+_TO_PUBLISH = outbox.c.published_at.is_(None)
+
 #: Outbox rows are split into this many shards by a hash of their key; on PostgreSQL a relay
 #: publishes a shard only while it holds the shard's advisory lock (see OutboxRelay).
 SHARDS = 16
@@ -791,13 +802,7 @@ class OutboxRelay:
 
     @staticmethod
     def _unpublished() -> Any:
-        return (
-            select(
-                outbox.c.id, outbox.c.topic, outbox.c.key, PUBLISHED_VALUE, outbox.c.announced_at
-            )
-            .where(outbox.c.published_at.is_(None))
-            .order_by(outbox.c.id)
-        )
+        return select(*_PUBLISHED_COLUMNS).where(_TO_PUBLISH).order_by(outbox.c.id)
 
     async def _claim_postgres(self, conn: Any) -> list[Any]:
         """Claim and mark up to ``batch`` rows inside the caller's transaction (PostgreSQL).
@@ -851,20 +856,14 @@ class OutboxRelay:
         """
         claimed = (
             select(outbox.c.id)
-            .where(outbox.c.published_at.is_(None), _SHARD_OF_KEY.in_(shards))
+            .where(_TO_PUBLISH, _SHARD_OF_KEY.in_(shards))
             .order_by(outbox.c.id)
             .limit(self.batch)
             .with_for_update(skip_locked=True)
             .subquery("claimed")
         )
         ids = cast(select(func.array_agg(claimed.c.id)).scalar_subquery(), ARRAY(BigInteger))
-        return (
-            delete(outbox)
-            .where(outbox.c.id == any_(ids))
-            .returning(
-                outbox.c.id, outbox.c.topic, outbox.c.key, PUBLISHED_VALUE, outbox.c.announced_at
-            )
-        )
+        return delete(outbox).where(outbox.c.id == any_(ids)).returning(*_PUBLISHED_COLUMNS)
 
     async def _send(self, rows: Sequence[Any]) -> None:
         records: list[Record] = [(r.topic, bytes(r.key), bytes(r.value)) for r in rows]
