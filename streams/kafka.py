@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self
 
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka import Producer as _RdProducer
 
 from streams import security
@@ -208,3 +208,26 @@ def session_config(timeout_seconds: float) -> dict[str, int]:
     after ``timeout_seconds`` (librdkafka's default is 45 s), heartbeating four times in it."""
     ms = int(timeout_seconds * 1000)
     return {"session.timeout.ms": ms, "heartbeat.interval.ms": max(1, ms // 4)}
+
+
+def position(msg: Message) -> tuple[str, int, int]:
+    """(topic, partition, offset) of a consumed message that carries no error."""
+    return str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)
+
+
+def next_offsets(msgs: list[Message]) -> list[TopicPartition]:
+    """The offsets to commit once ``msgs`` are done: per partition, the last offset + 1."""
+    ends: dict[tuple[str, int], int] = {}
+    for msg in msgs:
+        topic, partition, offset = position(msg)
+        ends[(topic, partition)] = max(ends.get((topic, partition), -1), offset + 1)
+    return [TopicPartition(t, p, o) for (t, p), o in ends.items()]
+
+
+def take(consumer: Consumer, most: int, wait: float) -> list[Message]:
+    """Return up to ``most`` messages: wait up to ``wait`` seconds for the first, then take
+    only what has already arrived (``consume(n, t)`` would wait to fill the batch: latency)."""
+    first = consumer.poll(wait)
+    if first is None:
+        return []
+    return [first, *consumer.consume(most - 1, 0)] if most > 1 else [first]

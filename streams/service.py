@@ -392,6 +392,7 @@ class Service:
             self.transcriber = worker
         writer = cases_agent.CaseWriter(cases, producer, processor.dead, self.metrics, s.processors)
         groups: dict[str, list[str]] = {}
+        kafka_config = client_config(bootstrap, s.kafka.client_config)
         self.faust_apps: dict[Lane, faust.App] = {}
         for lane in LANES:  # one Faust app (consumer group) per lane: see streams.app.create_app
             topics = self.topics.in_lane(lane)
@@ -399,8 +400,7 @@ class Service:
             files_agent.register(
                 app, topics, self.codec, processors[lane], producer, self.metrics, s.processors
             )
-            cases_agent.register(app, topics, self.codec, writer, relay, self.metrics, s.processors)
-            groups[app.conf.id] = [topics.file_arrivals, topics.conversations]
+            groups[app.conf.id] = [topics.file_arrivals]
             if lane == LIVE:
                 deadletters_agent.register(
                     app, topics, self.codec, cases.engine, self.metrics, s.processors
@@ -412,9 +412,16 @@ class Service:
             self.faust_apps[lane] = app
             check = "processors" if lane == LIVE else f"processors-{lane}"
             self.readiness.add(check, faust_assignment_check(app))
+            consumer = cases_agent.CasesConsumer(
+                kafka_config, topics, self.codec, writer, relay, self.metrics, s.processors
+            )
+            await consumer.start()
+            self._stack.append((f"cases consumer ({lane} lane)", consumer.stop))
+            self.readiness.add(f"cases-{lane}" if lane != LIVE else "cases", consumer.readiness())
+            groups[consumer.group] = [topics.conversations]
         self.faust_app = self.faust_apps[LIVE]
         groups[f"{self.topics.prefix}.connector-runner"] = [self.topics.file_outcomes]
-        lag = LagMonitor(client_config(bootstrap, s.kafka.client_config), self.metrics, groups)
+        lag = LagMonitor(kafka_config, self.metrics, groups)
         await lag.start()
         self._stack.append(("lag monitor", lag.stop))
 

@@ -366,7 +366,12 @@ class ProcessorSettings(_Section):
     enabled: bool = Field(True, description="Run the processors in this process.")
     batch_size: int = Field(1000, ge=1, description="Conversations per case-store transaction.")
     batch_within_seconds: float = Field(0.2, gt=0, description="Longest wait to fill a batch.")
-    commit_interval_seconds: float = Field(1.0, gt=0, description="Offset commit interval.")
+    commit_interval_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="Offset commit interval of the Faust agents (file arrivals, dead letters); "
+        "the cases consumers commit after each stored batch.",
+    )
     session_timeout_seconds: float = Field(
         10.0, ge=6, description="How soon a dead worker's partitions move to another."
     )

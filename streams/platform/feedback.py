@@ -36,10 +36,10 @@ from streams.cases.store import PLATFORM_PARTITION_PREFIX, case_versions
 from streams.codec import AvroCodec
 from streams.errors import SchemaError
 from streams.failures import GaveUp, attempt
-from streams.kafka import HeaderRecord, Headers, Producer
+from streams.kafka import HeaderRecord, Headers, Producer, next_offsets, take
 from streams.metrics import Metrics
 from streams.platform.decode import plain
-from streams.platform.inbound import next_offsets, platform_config, take
+from streams.platform.inbound import platform_config
 from streams.platform.settings import PlatformConnectorSettings
 from streams.tasks import cancel_and_wait
 from streams.topics import Topics

@@ -32,7 +32,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
 from streams.codec import AvroCodec
 from streams.deadletters import DeadLetters
@@ -44,7 +44,10 @@ from streams.kafka import (
     Record,
     check_connection,
     client_config,
+    next_offsets,
+    position,
     session_config,
+    take,
 )
 from streams.metrics import Metrics
 from streams.platform.convert import EventRef, event_record, partition_file_id
@@ -75,29 +78,6 @@ def platform_config(tenant: str, connector: PlatformConnectorSettings) -> dict[s
         **client_config(connector.bootstrap_servers, connector.client_properties()),
         "client.id": f"callstream-{tenant}-{connector.name}",
     }
-
-
-def position(msg: Message) -> tuple[str, int, int]:
-    """(topic, partition, offset) of a consumed message that carries no error."""
-    return str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)
-
-
-def next_offsets(msgs: list[Message]) -> list[TopicPartition]:
-    """The offsets to commit once ``msgs`` are done: per partition, the last offset + 1."""
-    ends: dict[tuple[str, int], int] = {}
-    for msg in msgs:
-        topic, partition, offset = position(msg)
-        ends[(topic, partition)] = max(ends.get((topic, partition), -1), offset + 1)
-    return [TopicPartition(t, p, o) for (t, p), o in ends.items()]
-
-
-def take(consumer: Consumer, most: int, wait: float) -> list[Message]:
-    """Return up to ``most`` messages: wait up to ``wait`` seconds for the first, then take
-    only what has already arrived (``consume(n, t)`` would wait to fill the batch: latency)."""
-    first = consumer.poll(wait)
-    if first is None:
-        return []
-    return [first, *consumer.consume(most - 1, 0)] if most > 1 else [first]
 
 
 class PlatformInbound:

@@ -92,7 +92,7 @@ async def test_readiness_metrics_and_expected_file(
         base = service.http_url
         assert base is not None
 
-        # 1. ready once Kafka and the database answer and both groups gave their partitions
+        # 1. ready once Kafka and the database answer and every group gave its partitions
         _status, body = await _until(
             lambda: _get(http, f"{base}/readyz"), lambda r: r[0] == 200, 90, "/readyz"
         )
@@ -102,10 +102,13 @@ async def test_readiness_metrics_and_expected_file(
             "database",
             "processors",
             "processors-bulk",
+            "cases",
+            "cases-bulk",
             "connectors",
         }
         assert "connector partition(s)" in body["checks"]["connectors"]["detail"]
         assert "partition(s) assigned" in body["checks"]["processors"]["detail"]
+        assert "partition(s) assigned" in body["checks"]["cases"]["detail"]
         assert (await _get(http, f"{base}/healthz"))[0] == 200
 
         # 2. the expected file is missing, then arrives
