@@ -365,7 +365,12 @@ class ProcessorSettings(_Section):
 
     enabled: bool = Field(True, description="Run the processors in this process.")
     batch_size: int = Field(1000, ge=1, description="Conversations per case-store transaction.")
-    batch_within_seconds: float = Field(0.2, gt=0, description="Longest wait to fill a batch.")
+    batch_within_seconds: float = Field(
+        0.2,
+        gt=0,
+        description="Longest wait to fill a batch of dead letters (the cases consumers take what "
+        "has arrived: a backlog fills a batch, a lone record is not held back).",
+    )
     commit_interval_seconds: float = Field(
         1.0,
         gt=0,
