@@ -212,12 +212,13 @@ class CasesConsumer:
                 )
         except KafkaException as exc:
             log.warning(
-                "%s: could not read the positions of %s (%s); a first start then reads %s from "
-                "its earliest record (the case store absorbs what it applied before)",
+                "%s: could not take the positions of %s (%s); a partition %s has no position "
+                "for is read from its earliest record (the case store absorbs what it applied "
+                "before)",
                 self.group,
                 legacy,
                 exc,
-                topic,
+                self.group,
             )
         config = {
             **self._config,
