@@ -18,6 +18,7 @@ absorb raises :class:`DuplicateRow`.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -87,7 +88,8 @@ async def insert(
         return
     names = list(columns if columns is not None else rows[0])
     driver: Any = (await conn.get_raw_connection()).driver_connection  # asyncpg's connection
-    records = [tuple(row[c] for c in names) for row in rows]
+    pick = operator.itemgetter(*names)  # one C call per row (a tuple, or one value)
+    records = list(map(pick, rows)) if len(names) > 1 else [(pick(row),) for row in rows]
     try:
         if not on_conflict:
             await driver.copy_records_to_table(table.name, records=records, columns=names)

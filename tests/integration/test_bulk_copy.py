@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from servers.postgres import PostgresServer
-from sqlalchemy import func, select, text
+from sqlalchemy import Column, MetaData, String, Table, func, select, text
 
 from streams.cases import bulk
 from streams.cases.store import CaseStore, applied_deliveries, cases, outbox
@@ -122,3 +122,14 @@ async def test_a_plain_insert_of_an_existing_key_raises_duplicate_row_and_writes
             await conn.execute(text("SELECT 1"))
             await bulk.insert(conn, cases, [_case("E", 1), _case("A", 1)])
     assert await _stored_cases(store) == {"A": (1, "voice")}
+
+
+async def test_a_single_column_is_copied_row_by_row(store: CaseStore) -> None:
+    """One picked column: each row is still one value, not its characters."""
+    one = Table("one_column", MetaData(), Column("name", String))
+    async with store.engine.begin() as conn:
+        await conn.execute(text("CREATE TEMP TABLE one_column (name text)"))
+        rows = [{"name": "ab", "other": 1}, {"name": "c", "other": 2}]
+        await bulk.insert(conn, one, rows, columns=["name"])
+        got = (await conn.execute(text("SELECT name FROM one_column ORDER BY name"))).scalars()
+        assert list(got) == ["ab", "c"]
