@@ -109,6 +109,15 @@ class Metrics:
             tenant,
             registry=r,
         )
+        self.case_batch_records = Histogram(
+            "callstream_case_batch_records",
+            "Conversations per case-store batch, by lane: batches near processors.batch_size "
+            "mean the lane has a backlog (the processors are the limit), small ones that it "
+            "keeps up.",
+            ["lane"],
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+            registry=r,
+        )
         self.results_published = Counter(
             "callstream_results_published_total",
             "AnalysisResult records published on the feedback topic.",

@@ -309,6 +309,7 @@ class CasesConsumer:
                     raw=raw,
                 )
         outcome = await self.writer.write(batch)
+        self.metrics.case_batch_records.labels(lane=self.topics.lane).observe(len(msgs))
         for counter, metric in (
             (outcome.opened, self.metrics.cases_opened),
             (outcome.updated, self.metrics.cases_updated),

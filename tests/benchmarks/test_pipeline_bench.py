@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,6 +189,7 @@ class BulkRun:
     profiles: list[list[str]] = field(default_factory=list)
     cpu: list[str] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
+    batches: list[str] = field(default_factory=list)  # per worker: mean case-store batch
 
     @property
     def per_s(self) -> float:
@@ -204,6 +207,25 @@ def _wait_running(service: subprocess.Popen[bytes], log: Path) -> None:
     while "callstream is running" not in log.read_text(errors="replace"):
         assert service.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.2)
+
+
+_METRICS_URL = re.compile(r"metrics at (http://\S+/metrics)")
+
+
+def _mean_batch(log: Path) -> str:
+    """A worker's mean conversations per case-store batch (both lanes), from its /metrics."""
+    found = _METRICS_URL.search(log.read_text(errors="replace"))
+    if found is None:
+        return "no metrics address in the log"
+    with urllib.request.urlopen(found.group(1), timeout=10) as answer:  # noqa: S310 - loopback
+        text = answer.read().decode()
+    sums = counts = 0.0
+    for line in text.splitlines():
+        if line.startswith("callstream_case_batch_records_sum"):
+            sums += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("callstream_case_batch_records_count"):
+            counts += float(line.rsplit(" ", 1)[1])
+    return f"{sums / counts:,.0f} in {counts:,.0f} batches" if counts else "no batch"
 
 
 def _spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
@@ -299,6 +321,7 @@ def file_to_results(
                 first = time.perf_counter()
         t1 = time.perf_counter()
         cpu_lines = cpu.lines(ROWS, "conversations")
+        batches = [_mean_batch(log) for log in logs]
         results.decode_kept()
         for spy in spies:
             spy.send_signal(signal.SIGINT)
@@ -343,6 +366,7 @@ def file_to_results(
         ],
         cpu=cpu_lines,
         latencies=latencies,
+        batches=batches,
     )
 
 
@@ -365,6 +389,10 @@ def _run_lines(run: BulkRun) -> list[str]:
         f"    announced -> rows parsed+published {run.parsed_s:>8.1f} s",
         f"    upload done -> first result        {run.first_result_s:>8.1f} s",
         f"    parsed -> last result published    {last:>8.1f} s",
+        *(
+            f"    conversations per case-store batch, worker {n + 1}: {mean}"
+            for n, mean in enumerate(run.batches)
+        ),
         *run.cpu,
     ]
     for n, summary in enumerate(run.profiles):
