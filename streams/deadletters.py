@@ -64,6 +64,13 @@ def dead_letter_id(record: dict[str, Any]) -> str:
     return "dl_" + hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:24]
 
 
+def _media_prefix(tenant: str, connector: str, file_id: str) -> str:
+    """Where a dead letter's raw input goes in the media store; a part not known (a record
+    that cannot be decoded names no tenant, connector or file) is ``_``, as an empty path
+    segment is refused."""
+    return f"{tenant or '_'}/dead-letters/{connector or '_'}/{file_id or '_'}"
+
+
 class DeadLetters:
     """Builds dead-letter records (see the module doc)."""
 
@@ -115,12 +122,12 @@ class DeadLetters:
         if header is not None:
             encoded = header.encode("utf-8", "surrogateescape")
             if len(encoded) > min(HEADER_INLINE_BYTES, budget):
-                key = f"{tenant}/dead-letters/{connector}/{file_id}/header.raw"
+                key = f"{_media_prefix(tenant, connector, file_id)}/header.raw"
                 header_ref, header = self.media.put_bytes(key, encoded), None
             else:
                 budget -= len(encoded)
         if raw_spool is not None or (raw is not None and (private or len(raw) > budget)):
-            key = f"{tenant}/dead-letters/{connector}/{file_id}/{row if row else 'file'}.raw"
+            key = f"{_media_prefix(tenant, connector, file_id)}/{row if row else 'file'}.raw"
             if raw_spool is None:
                 spool: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
                 spool.write(raw or b"")

@@ -10,18 +10,21 @@ may duplicate the records that did get through (at-least-once).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka import Producer as _RdProducer
 
 from streams import security
 from streams.errors import CallstreamError, ConfigError, PublishError
+
+T = TypeVar("T")
 
 Record = tuple[str, bytes, bytes]
 """(topic, key, value)"""
@@ -231,3 +234,63 @@ def take(consumer: Consumer, most: int, wait: float) -> list[Message]:
     if first is None:
         return []
     return [first, *consumer.consume(most - 1, 0)] if most > 1 else [first]
+
+
+def commit_sync(consumer: Consumer, offsets: list[TopicPartition]) -> None:
+    """Commit ``offsets`` and wait for the answer (blocking); raise :class:`KafkaException`
+    when the group refused any partition (a synchronous commit reports each one's error)."""
+    commit: Callable[..., list[TopicPartition] | None] = consumer.commit
+    done = commit(offsets=offsets, asynchronous=False) or []
+    failed = [tp for tp in done if tp.error is not None]
+    if failed:
+        raise KafkaException(failed[0].error)
+
+
+class ConsumerThread:
+    """A librdkafka consumer driven from asyncio: every call to it runs in this object's one
+    thread, one at a time, never on the event loop.
+
+    :meth:`subscribe` creates and subscribes the consumer; :meth:`close` leaves the group and
+    ends the thread. Once closed, :meth:`take` finds nothing and :meth:`commit` commits nothing
+    (what was not committed is redelivered to the group).
+    """
+
+    def __init__(self, name: str) -> None:
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix=name)
+        self._consumer: Consumer | None = None
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking call in the consumer's thread."""
+        call = functools.partial(fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+
+    async def subscribe(
+        self, config: Mapping[str, Any], topics: list[str], **callbacks: Any
+    ) -> None:
+        """Create the consumer and subscribe it to ``topics`` (``on_assign``, ``on_revoke``,
+        ``on_lost``: librdkafka's rebalance callbacks, called in the consumer's thread)."""
+        consumer = await self.run(Consumer, dict(config))
+        await self.run(consumer.subscribe, topics, **callbacks)
+        self._consumer = consumer
+
+    async def take(self, most: int, wait: float) -> list[Message]:
+        """Up to ``most`` messages, see :func:`take` (none once closed)."""
+        consumer = self._consumer
+        return [] if consumer is None else await self.run(take, consumer, most, wait)
+
+    async def commit(self, msgs: list[Message]) -> bool:
+        """Commit the offsets after ``msgs`` synchronously; False when closed meanwhile (the
+        messages are then redelivered). Raises :class:`KafkaException` when the group refuses
+        (a rebalance took a partition: its messages are redelivered to the new owner)."""
+        consumer = self._consumer
+        if consumer is None:
+            return False
+        await self.run(commit_sync, consumer, next_offsets(msgs))
+        return True
+
+    async def close(self) -> None:
+        """Leave the group and end the thread."""
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await self.run(consumer.close)
+        self._thread.shutdown(wait=False)

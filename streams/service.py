@@ -415,8 +415,8 @@ class Service:
             consumer = cases_agent.CasesConsumer(
                 kafka_config, topics, self.codec, writer, relay, self.metrics, s.processors
             )
-            await consumer.start()
             self._stack.append((f"cases consumer ({lane} lane)", consumer.stop))
+            await consumer.start()  # stopped also when start fails midway
             self.readiness.add(f"cases-{lane}" if lane != LIVE else "cases", consumer.readiness())
             groups[consumer.group] = [topics.conversations]
         self.faust_app = self.faust_apps[LIVE]

@@ -364,7 +364,9 @@ class ProcessorSettings(_Section):
     """The stream processors (Faust agents)."""
 
     enabled: bool = Field(True, description="Run the processors in this process.")
-    batch_size: int = Field(1000, ge=1, description="Conversations per case-store transaction.")
+    batch_size: int = Field(
+        1000, ge=1, le=100_000, description="Most conversations per case-store transaction."
+    )
     batch_within_seconds: float = Field(
         0.2,
         gt=0,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -23,7 +22,7 @@ from streams.deadletters import DeadLetters
 from streams.errors import SchemaError
 from streams.failures import GaveUp, attempt
 from streams.health import Check, NotReady
-from streams.kafka import Producer, next_offsets, session_config, take
+from streams.kafka import ConsumerThread, Producer, commit_sync, session_config
 from streams.metrics import Metrics
 from streams.settings import ProcessorSettings
 from streams.tasks import cancel_and_wait
@@ -137,14 +136,22 @@ def adopt_offsets(config: dict[str, Any], legacy_group: str, group: str, topic: 
             theirs = [tp for tp in legacy.committed(parts, timeout=_META_TIMEOUT) if tp.offset >= 0]
         finally:
             legacy.close()
-        if theirs:
-            probe.commit(offsets=theirs, asynchronous=False)
+        if not theirs:
+            return 0
+        commit_sync(probe, theirs)
         return len(theirs)
     finally:
         probe.close()
 
 
 _META_TIMEOUT = 15.0
+#: Attempts at taking the previous release's positions before consuming without them.
+_ADOPT_ATTEMPTS = 4
+#: librdkafka's limit between two polls before it takes the partitions away (the default is
+#: 300 s). A batch is stored between two polls and retried while the database is down, so the
+#: limit is Faust's (1,000 s, what releases before the cases consumer had): a shorter outage
+#: keeps the partitions; after a longer one the worker rejoins and its last batch is redelivered.
+_MAX_POLL_MS = 1_000_000
 #: Longest wait for a lane's first conversation of a batch (the rest is what already arrived).
 _POLL_SECONDS = 1.0
 
@@ -190,69 +197,76 @@ class CasesConsumer:
         self.metrics = metrics
         self.settings = settings
         self.group = cases_group(topics)
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"cases-{topics.lane}")
-        self._consumer: Consumer | None = None
+        self._consumer = ConsumerThread(f"cases-{topics.lane}")
         self._task: asyncio.Task[None] | None = None
         self._assignments = 0  # completed assignments (rebalances)
+        self._revocations = 0
         self._assigned: set[int] = set()
         self._rebalancing = False
 
     async def start(self) -> None:
         """Adopt the previous release's positions (first start only), join the group, consume."""
-        loop = asyncio.get_running_loop()
         topic = self.topics.conversations
         legacy = processors_group(self.topics)
-        try:
-            took = await loop.run_in_executor(
-                self._thread, adopt_offsets, self._config, legacy, self.group, topic
-            )
-            if took:
-                log.info(
-                    "%s: took the positions of %d partition(s) from %s", self.group, took, legacy
+        for n in range(1, _ADOPT_ATTEMPTS + 1):
+            try:
+                took = await self._consumer.run(
+                    adopt_offsets, self._config, legacy, self.group, topic
                 )
-        except KafkaException as exc:
-            log.warning(
-                "%s: could not take the positions of %s (%s); a partition %s has no position "
-                "for is read from its earliest record (the case store absorbs what it applied "
-                "before)",
-                self.group,
-                legacy,
-                exc,
-                self.group,
-            )
+            except KafkaException as exc:
+                if n < _ADOPT_ATTEMPTS:
+                    await asyncio.sleep(2**n)
+                    continue
+                log.warning(
+                    "%s: could not take the positions of %s (%s); a partition %s has no "
+                    "position for is read from its earliest record (the case store absorbs "
+                    "what it applied before)",
+                    self.group,
+                    legacy,
+                    exc,
+                    self.group,
+                )
+            else:
+                if took:
+                    log.info(
+                        "%s: took the positions of %d partition(s) from %s",
+                        self.group,
+                        took,
+                        legacy,
+                    )
+            break
         config = {
             **self._config,
             "group.id": self.group,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
+            "max.poll.interval.ms": _MAX_POLL_MS,
             **session_config(self.settings.session_timeout_seconds),
         }
-        consumer = await loop.run_in_executor(self._thread, Consumer, config)
-        subscribe = functools.partial(
-            consumer.subscribe,
+        await self._consumer.subscribe(
+            config,
             [topic],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_revoke,
         )
-        await loop.run_in_executor(self._thread, subscribe)
-        self._consumer = consumer
         self._task = asyncio.create_task(self._loop(), name=f"cases-{self.topics.lane}")
 
     async def stop(self) -> None:
         """Stop consuming (what is not committed is redelivered) and leave the group."""
         await cancel_and_wait(self._task)
-        if self._consumer is not None:
-            consumer, self._consumer = self._consumer, None
-            await asyncio.get_running_loop().run_in_executor(self._thread, consumer.close)
-        self._thread.shutdown(wait=False)
+        await self._consumer.close()
 
+    # Rebalance callbacks (librdkafka calls them inside a poll, in the consumer's thread). They
+    # add and remove, as the cooperative protocol hands over only what changes.
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._assigned = {tp.partition for tp in partitions}
+        self._assigned |= {tp.partition for tp in partitions}
         self._assignments += 1
         self._rebalancing = False
 
-    def _on_revoke(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned -= {tp.partition for tp in partitions}
+        self._revocations += 1
         self._rebalancing = True
 
     def readiness(self) -> Check:
@@ -260,6 +274,8 @@ class CasesConsumer:
         no rebalance is in progress."""
 
         async def check() -> str:
+            if self._task is not None and self._task.done():
+                raise NotReady("the cases consumer stopped (the service log says why)")
             if self._assignments == 0:
                 raise NotReady("waiting for the first partition assignment")
             if self._rebalancing:
@@ -269,13 +285,15 @@ class CasesConsumer:
         return check
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        consumer = self._consumer
-        if consumer is None:
-            return
         most = self.settings.batch_size
         while True:
-            msgs = await loop.run_in_executor(self._thread, take, consumer, most, _POLL_SECONDS)
+            try:
+                revocations = self._revocations
+                msgs = await self._consumer.take(most, _POLL_SECONDS)
+            except Exception:  # never end the consumer: its partitions would wait for nobody
+                log.exception("%s: reading conversations failed; retrying", self.group)
+                await asyncio.sleep(1)
+                continue
             records = []
             for msg in msgs:
                 err = msg.error()
@@ -285,27 +303,31 @@ class CasesConsumer:
                     log.warning("%s: %s", self.group, err.str())
             while records:
                 try:
-                    await self.handle(records)
+                    await self.handle(records, revocations)
                     break
                 except Exception:  # a bug must not skip the batch nor end the consumer
                     log.exception("%s: a batch of %d failed; retrying it", self.group, len(records))
                     await asyncio.sleep(1)
 
-    async def handle(self, msgs: list[Message]) -> None:
-        """Store one batch, then commit its offsets (see the class doc)."""
+    async def handle(self, msgs: list[Message], revocations: int | None = None) -> None:
+        """Store one batch, then commit its offsets (see the class doc). ``revocations``: the
+        count of revoked assignments when the batch was taken; if a partition was revoked since,
+        nothing is committed (the partition may have a new owner whose position must not move
+        back), and the batch's records are redelivered to their owners and absorbed."""
         batch: list[tuple[dict[str, Any], bytes]] = []
         for msg in msgs:
             raw = msg.value() or b""
             try:
                 batch.append((self.codec.decode(CONVERSATION, raw), raw))
             except SchemaError as exc:
+                where = f"{msg.topic()} partition {msg.partition()} offset {msg.offset()}"
                 await self.writer.dead_letter(
                     tenant="",
                     connector="",
                     file_id="",
                     path="",
                     reason="undecodable_record",
-                    message=f"conversation record: {exc}",
+                    message=f"conversation record at {where}: {exc}",
                     raw=raw,
                 )
         outcome = await self.writer.write(batch)
@@ -318,15 +340,19 @@ class CasesConsumer:
             for tenant, n in counter.items():
                 metric.labels(tenant=tenant).inc(n)
         self.relay.wake()
-        consumer = self._consumer
-        if consumer is None:
-            return  # stopped meanwhile: the batch is redelivered
-        commit = functools.partial(consumer.commit, offsets=next_offsets(msgs), asynchronous=False)
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._thread, commit)
-        except KafkaException as exc:  # a rebalance took a partition: it is redelivered
+        if revocations is not None and revocations != self._revocations:
             log.info(
-                "%s: commit of %d records refused (%s); redelivery is idempotent",
+                "%s: partitions were revoked while %d records were stored; not committing "
+                "them (redelivered to their owners and absorbed)",
+                self.group,
+                len(msgs),
+            )
+            return
+        try:
+            await self._consumer.commit(msgs)  # False: stopped meanwhile, redelivered
+        except KafkaException as exc:  # e.g. a rebalance took a partition: it is redelivered
+            log.warning(
+                "%s: commit of %d records refused (%s); they are redelivered and absorbed",
                 self.group,
                 len(msgs),
                 exc,

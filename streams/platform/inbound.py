@@ -29,25 +29,23 @@ import datetime as dt
 import functools
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from streams.codec import AvroCodec
 from streams.deadletters import DeadLetters
 from streams.failures import GaveUp, attempt
 from streams.ingest.parse import RowInvalid
 from streams.kafka import (
+    ConsumerThread,
     KafkaUnreachable,
     Producer,
     Record,
     check_connection,
     client_config,
-    next_offsets,
     position,
     session_config,
-    take,
 )
 from streams.metrics import Metrics
 from streams.platform.convert import EventRef, event_record, partition_file_id
@@ -108,19 +106,15 @@ class PlatformInbound:
         self.redactors = redactors
         self.decoder = decoder or ValueDecoder(connector)
         self.label = connector_field(tenant, connector.name)
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"platform-{connector.name}")
-        self._consumer: Consumer | None = None
+        self._consumer = ConsumerThread(f"platform-{connector.name}")
         self._task: asyncio.Task[None] | None = None
         self._last_error_log = float("-inf")
 
     async def start(self) -> None:
         """Check the login, subscribe, and start consuming."""
-        loop = asyncio.get_running_loop()
         base = platform_config(self.tenant, self.connector)
         try:
-            await loop.run_in_executor(
-                self._thread, functools.partial(check_connection, base, 15.0, field=self.label)
-            )
+            await self._consumer.run(check_connection, base, 15.0, field=self.label)
         except KafkaUnreachable as exc:
             log.error("%s; consuming anyway, librdkafka keeps retrying", exc)
         config = {
@@ -131,17 +125,13 @@ class PlatformInbound:
             "error_cb": self._on_error,
             **session_config(self.connector.session_timeout_seconds),
         }
-        self._consumer = await loop.run_in_executor(self._thread, Consumer, config)
-        await loop.run_in_executor(self._thread, self._consumer.subscribe, self.connector.topics)
+        await self._consumer.subscribe(config, self.connector.topics)
         self._task = asyncio.create_task(self._loop(), name=f"platform-{self.connector.name}")
 
     async def stop(self) -> None:
         """Stop consuming (uncommitted events are redelivered) and leave the group."""
         await cancel_and_wait(self._task)
-        if self._consumer is not None:
-            consumer, self._consumer = self._consumer, None
-            await asyncio.get_running_loop().run_in_executor(self._thread, consumer.close)
-        self._thread.shutdown(wait=False)
+        await self._consumer.close()
 
     def _on_error(self, err: KafkaError) -> None:
         """librdkafka's client-level errors (login refused, brokers down): a line a minute."""
@@ -151,14 +141,8 @@ class PlatformInbound:
             log.error("%s: platform cluster: %s", self.label, err.str())
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        consumer = self._consumer
-        if consumer is None:
-            return
         while True:
-            msgs = await loop.run_in_executor(
-                self._thread, take, consumer, self.connector.batch_size, 0.5
-            )
+            msgs = await self._consumer.take(self.connector.batch_size, 0.5)
             events = []
             for msg in msgs:
                 err = msg.error()
@@ -184,12 +168,8 @@ class PlatformInbound:
         self.metrics.records_accepted.labels(tenant=self.tenant, connector=self.connector.name).inc(
             accepted
         )
-        offsets = next_offsets(events)
-        if self._consumer is None:
-            return  # stopped meanwhile: the batch is redelivered
-        commit = functools.partial(self._consumer.commit, offsets=offsets, asynchronous=False)
         try:
-            await asyncio.get_running_loop().run_in_executor(self._thread, commit)
+            await self._consumer.commit(events)  # False: stopped meanwhile, redelivered
         except KafkaException as exc:  # e.g. a rebalance took the partition: redelivered
             log.warning(
                 "%s: committing %d events failed (%s); redelivery is idempotent", self.label, n, exc

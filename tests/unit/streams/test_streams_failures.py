@@ -191,3 +191,25 @@ async def test_redelivered_older_content_creates_no_version(tmp_path: Path) -> N
         late = await store.apply([a])  # the older content alone, out of order
         assert late.duplicates["acme"] == 1 and not late.updated
         assert await store.count_current_results() == 1
+
+
+def test_a_large_record_that_names_no_tenant_keeps_its_raw_input_in_the_media_store(
+    tmp_path: Path,
+) -> None:
+    """An undecodable conversation names no tenant, connector nor file: its raw input, too
+    large for the record, still goes to the media store (an empty key segment was refused)."""
+    dead = DeadLetters(CODEC, Topics("t"), Metrics(), LocalMediaStore(tmp_path), 70_000)
+    raw = b"\xff" * 100_000
+    _topic, _key, value = dead.build(
+        tenant="",
+        connector="",
+        file_id="",
+        path="",
+        reason="undecodable_record",
+        message="conversation record: not Avro",
+        stage="cases",
+        raw=raw,
+    )
+    letter = CODEC.decode("callstream.DeadLetter", value)
+    assert letter["raw"] is None and letter["raw_size"] == len(raw)
+    assert LocalMediaStore(tmp_path).get_bytes(letter["raw_ref"], len(raw)) == raw

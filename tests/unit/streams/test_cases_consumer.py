@@ -1,0 +1,115 @@
+"""The cases consumer's batch loop (streams/agents/cases.py) with its Kafka side faked: what it
+commits, and that nothing ends it. The real broker: tests/integration/test_cases_consumer.py."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from test_streams_failures import FakeProducer, PoisonStore, conversation
+
+from streams.agents.cases import CasesConsumer, CaseWriter
+from streams.codec import AvroCodec
+from streams.deadletters import DeadLetters
+from streams.media import LocalMediaStore
+from streams.metrics import Metrics
+from streams.settings import ProcessorSettings
+from streams.topics import Topics
+
+CODEC = AvroCodec()
+
+
+class Msg:
+    """What the consumer reads of a librdkafka message."""
+
+    def __init__(self, offset: int, value: bytes) -> None:
+        self._offset, self._value = offset, value
+
+    def error(self) -> None:
+        return None
+
+    def value(self) -> bytes:
+        return self._value
+
+    def topic(self) -> str:
+        return "t.conversations.v1"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+
+class FakeConsumer:
+    """Hands out the queued batches (raising where one is an exception) and records commits."""
+
+    def __init__(self, batches: list[Any]) -> None:
+        self.batches = batches
+        self.committed: list[list[int]] = []
+
+    async def take(self, most: int, wait: float) -> list[Msg]:
+        if not self.batches:
+            await asyncio.sleep(wait)
+            return []
+        batch = self.batches.pop(0)
+        if isinstance(batch, Exception):
+            raise batch
+        return list(batch)
+
+    async def commit(self, msgs: list[Msg]) -> bool:
+        self.committed.append([m.offset() for m in msgs])
+        return True
+
+
+class Relay:
+    def wake(self) -> None:
+        pass
+
+
+def _consumer(tmp_path: Path, fake: FakeConsumer) -> tuple[CasesConsumer, PoisonStore]:
+    store = PoisonStore("none")
+    metrics = Metrics()
+    topics = Topics("t")
+    dead = DeadLetters(CODEC, topics, metrics, LocalMediaStore(tmp_path), 1_000_000)
+    settings = ProcessorSettings()
+    writer = CaseWriter(store, FakeProducer(), dead, metrics, settings)  # type: ignore[arg-type]
+    consumer = CasesConsumer({}, topics, CODEC, writer, Relay(), metrics, settings)  # type: ignore[arg-type]
+    consumer._consumer = fake  # type: ignore[assignment]
+    return consumer, store
+
+
+def _msgs(first: int, n: int) -> list[Msg]:
+    return [
+        Msg(i, CODEC.encode("callstream.Conversation", conversation(i)))
+        for i in range(first, first + n)
+    ]
+
+
+async def test_a_batch_is_committed_only_if_no_partition_was_revoked_meanwhile(
+    tmp_path: Path,
+) -> None:
+    consumer, store = _consumer(tmp_path, FakeConsumer([]))
+    fake = consumer._consumer
+    await consumer.handle(_msgs(0, 3), consumer._revocations)
+    consumer._on_revoke(None, [])  # type: ignore[arg-type]  # a rebalance while the next is stored
+    await consumer.handle(_msgs(3, 2), consumer._revocations - 1)
+    assert len(store.stored) == 5  # both stored
+    assert fake.committed == [[0, 1, 2]]  # type: ignore[attr-defined]  # the second is redelivered
+
+
+async def test_a_failing_read_neither_ends_the_loop_nor_skips_a_batch(tmp_path: Path) -> None:
+    fake = FakeConsumer([RuntimeError("librdkafka said no"), _msgs(0, 2), _msgs(2, 2)])
+    consumer, store = _consumer(tmp_path, fake)
+    task = asyncio.create_task(consumer._loop())
+    try:
+        for _ in range(100):
+            if len(fake.committed) == 2:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+    assert store.stored == [f"CALL-{i}" for i in range(4)]
+    assert fake.committed == [[0, 1], [2, 3]]
+    assert not task.done() or task.cancelled()
