@@ -229,6 +229,12 @@ def _iso(value: Any) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+# The encoders ``json.dumps`` would build anew on every call with these options (the same
+# output; an encoder keeps no state between calls, so threads may share one).
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=_iso).encode
+_SOURCE_JSON = json.JSONEncoder(default=_iso).encode
+
+
 #: Conversation fields added after cases were first stored: left out of the content hash while
 #: unset, so a conversation that does not use them hashes as it did before they existed (a
 #: re-upload after an upgrade stays a duplicate, not a new version).
@@ -242,7 +248,7 @@ def content_json(conversation: dict[str, Any]) -> str:
         for k, v in conversation.items()
         if k != "source" and not (k in _LATER_FIELDS and v is None)
     }
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), default=_iso)
+    return _CANONICAL_JSON(body)
 
 
 def content_hash(body_json: str) -> str:
@@ -445,7 +451,7 @@ class CaseStore(Database):
                 "content_hash": digest,
                 "channel": conv["channel"],
                 "conversation": body,
-                "source": json.dumps(conv["source"], default=_iso) if conv.get("source") else None,
+                "source": _SOURCE_JSON(conv["source"]) if conv.get("source") else None,
                 "opened_at": rows.get(cid, {}).get("opened_at", now),
                 "updated_at": now,
             }
