@@ -134,10 +134,12 @@ class AvroCodec:
         return buf.getvalue()
 
     def decode(self, name: str, data: bytes) -> dict[str, Any]:
-        """Decode schemaless binary written with the same schema."""
+        """Decode schemaless binary written with the same schema; whatever the bytes, the only
+        error is :class:`SchemaError` (a timestamp past year 9999 raises ``OverflowError`` in
+        fastavro: found by mutating valid records)."""
         try:
             result = fastavro.schemaless_reader(io.BytesIO(data), self.schema(name), None)
-        except (EOFError, ValueError, IndexError, UnicodeDecodeError) as exc:
+        except (EOFError, ValueError, IndexError, UnicodeDecodeError, OverflowError) as exc:
             raise SchemaError(f"decoding {name}: {exc}") from exc
         if not isinstance(result, dict):
             raise SchemaError(f"decoding {name}: not a record")

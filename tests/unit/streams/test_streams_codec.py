@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import random
 import re
 import shutil
 from pathlib import Path
@@ -207,6 +208,52 @@ def test_decoding_garbage_is_a_schema_error(codec: AvroCodec) -> None:
     for data in (b"", b"\x02", b"\x02a"):
         with pytest.raises(SchemaError, match=re.escape("decoding callstream.FileOutcome")):
             codec.decode(OUTCOME, data)
+
+
+def test_a_timestamp_beyond_the_calendar_is_a_schema_error(codec: AvroCodec) -> None:
+    """A record whose timestamp-millis is past year 9999 (a hostile or broken producer) is a
+    schema error like any undecodable record, not an error a consumer would retry forever."""
+    good = codec.encode(ARRIVAL, arrival())
+    plain = json.loads(json.dumps(codec.schema(ARRIVAL)))
+    for f in plain["fields"]:
+        if f["name"] == "announced_at":
+            f["type"] = "long"  # the same bytes, without the logical type
+    data = fastavro_bytes(plain, {**codec.decode(ARRIVAL, good), "announced_at": 2**62})
+    with pytest.raises(SchemaError, match=re.escape("decoding callstream.FileArrival")):
+        codec.decode(ARRIVAL, data)
+
+
+def test_mutated_records_decode_or_fail_with_a_schema_error(codec: AvroCodec) -> None:
+    """Bytes a consumer reads may be anything: each mutation of a valid record decodes, or
+    fails with SchemaError (which the consumers dead-letter), never with another error."""
+    rnd = random.Random(7)
+    good = codec.encode(ARRIVAL, arrival())
+    refused = 0
+    for _ in range(5000):
+        data = bytearray(good)
+        for _ in range(rnd.randint(1, 4)):
+            at, how = rnd.randrange(len(data)), rnd.random()
+            if how < 0.5:
+                data[at] = rnd.randrange(256)
+            elif how < 0.7:
+                del data[at]
+            else:  # continuation bytes: a long varint, a number out of every range
+                data[at:at] = b"\xff" * rnd.randint(1, 9)
+        try:
+            codec.decode(ARRIVAL, bytes(data))
+        except SchemaError:
+            refused += 1
+    assert refused > 1000  # the mutations did reach the error paths
+
+
+def fastavro_bytes(schema: dict[str, Any], record: dict[str, Any]) -> bytes:
+    import io
+
+    import fastavro
+
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, fastavro.parse_schema(schema), record)
+    return out.getvalue()
 
 
 # -- strict validation --------------------------------------------------------------------------
