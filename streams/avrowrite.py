@@ -38,6 +38,24 @@ _RECENT: dict[int, bytes] = {}
 _RECENT_MAX = 4096
 
 
+class FrozenRecord(dict[str, Any]):
+    """A record value that never changes: a compiled writer encodes it once, with every check a
+    plain dict gets, and appends the kept bytes every later time (values many records share,
+    such as the verdict of a rule that found nothing to judge). Changing one raises TypeError;
+    its arrays must be tuples and its nested records frozen too, so nothing it holds changes."""
+
+    __slots__ = ("avro",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.avro: tuple[Writer, bytes] | None = None  # (the writer, its bytes for this value)
+
+    def _refuse(self, *_args: Any, **_kwargs: Any) -> Any:
+        raise TypeError("a FrozenRecord cannot change")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _refuse
+
+
 class Unfit(Exception):
     """The value does not fit the schema (or is outside what the compiled writer handles)."""
 
@@ -255,6 +273,8 @@ def _record(schema: dict[str, Any], named: _Named) -> Writer:
     lines = [
         "def record(out, v):",
         "    if type(v) is not dict:",
+        "        if type(v) is Frozen:",
+        "            return frozen(out, v)",
         "        raise Unfit",
         "    if len(v) > count or not v.keys() <= names:",
         "        raise Unfit",
@@ -270,6 +290,17 @@ def _record(schema: dict[str, Any], named: _Named) -> Writer:
         lines += _field_code(i, f["type"], ns, named)
     exec(compile("\n".join(lines), f"<avro writer of {name}>", "exec"), ns)  # noqa: S102
     record: Writer = ns["record"]
+
+    def frozen(out: bytearray, v: FrozenRecord) -> None:
+        kept = v.avro
+        if kept is not None and kept[0] is record:
+            out += kept[1]
+            return
+        start = len(out)
+        record(out, dict(v))  # the first time: a plain dict's path, every check included
+        v.avro = (record, bytes(out[start:]))
+
+    ns["Frozen"], ns["frozen"] = FrozenRecord, frozen
     named[name] = record
     return record
 

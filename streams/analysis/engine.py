@@ -31,6 +31,7 @@ from streams.analysis.profiles import (
     Profile,
     TalkListenRatio,
 )
+from streams.avrowrite import FrozenRecord
 
 EXCERPT = 160
 #: Evidence items kept per parameter: with at most 100 parameters a result stays far below the
@@ -46,6 +47,9 @@ class Judgement:
     passed: bool
     applicable: bool = True
     evidence: list[dict[str, Any]] = field(default_factory=list)
+    #: Set when the only evidence is this text (no turn, time or excerpt): the parameter's
+    #: record is then the same for every conversation judged so, and shared (see analyse).
+    plain: str | None = None
 
 
 @lru_cache(maxsize=1)
@@ -94,13 +98,13 @@ def _judge_voice(rule: VoiceRule, voice: dict[str, Any] | None) -> Judgement:
     if isinstance(rule, MaxSilenceShare):
         share = voice["silence_share"]
         detail = f"silence {share:.1%} of the call (max {rule.max_share:.1%})"
-        return _verdict(share <= rule.max_share, [_evidence(detail)])
+        return _plain_verdict(share <= rule.max_share, detail)
     if isinstance(rule, TalkListenRatio):
         ratio = voice["talk_listen_ratio"]
         if ratio is None:
             return _na("no talk/listen ratio (mono recording or silent customer)")
         ok = ratio >= rule.min_ratio and (rule.max_ratio is None or ratio <= rule.max_ratio)
-        return _verdict(ok, [_evidence(f"agent talk / customer talk {ratio:g}")])
+        return _plain_verdict(ok, f"agent talk / customer talk {ratio:g}")
     over = voice["overtalk_seconds"]
     if over is None:
         return _na("no overtalk measure (mono recording)")
@@ -114,8 +118,13 @@ def _verdict(ok: bool, evidence: list[dict[str, Any]]) -> Judgement:
     return Judgement(100.0 if ok else 0.0, ok, True, evidence)
 
 
+def _plain_verdict(ok: bool, detail: str) -> Judgement:
+    """A verdict whose only evidence is ``detail``."""
+    return Judgement(100.0 if ok else 0.0, ok, True, [_evidence(detail)], detail)
+
+
 def _na(detail: str) -> Judgement:
-    return Judgement(0.0, True, False, [_evidence(detail)])
+    return Judgement(0.0, True, False, [_evidence(detail)], detail)
 
 
 def _seconds(a: dt.datetime, b: dt.datetime) -> float:
@@ -133,13 +142,13 @@ def judge(rule: Any, conv: dict[str, Any]) -> Judgement:
         else:
             secs = _seconds(conv["started_at"], conv["ended_at"])
         ok = secs >= rule.min_seconds and (rule.max_seconds is None or secs <= rule.max_seconds)
-        return _verdict(ok, [_evidence(f"lasted {secs:.0f} s")])
+        return _plain_verdict(ok, f"lasted {secs:.0f} s")
     if isinstance(rule, MetadataComplete):
         missing = [
             f for f in rule.fields if not (conv.get(f) or (conv.get("metadata") or {}).get(f))
         ]
         detail = f"missing: {', '.join(missing)}" if missing else "all present"
-        return _verdict(not missing, [_evidence(detail)])
+        return _plain_verdict(not missing, detail)
     if isinstance(rule, PhrasePresent | PhraseAbsent):
         own = [(i, t) for i, t in enumerate(turns) if t["speaker"] == rule.speaker]
         if not own:
@@ -148,9 +157,11 @@ def judge(rule: Any, conv: dict[str, Any]) -> Judgement:
             own = own[: rule.within_turns] if rule.position != "last" else own[-rule.within_turns :]
         hits = [(i, t, p) for i, t in own for p in rule.phrases if p.lower() in t["text"].lower()]
         evidence = [_said(f"matched {p!r}", i, t, conv) for i, t, p in hits]
-        if isinstance(rule, PhrasePresent):
-            return _verdict(bool(hits), evidence or [_evidence("no matching phrase")])
-        return _verdict(not hits, evidence or [_evidence("no forbidden phrase")])
+        present = isinstance(rule, PhrasePresent)  # a hit passes it; for PhraseAbsent, fails
+        if not hits:
+            none = "no matching phrase" if present else "no forbidden phrase"
+            return _plain_verdict(not present, none)
+        return _verdict(present, evidence)
     if isinstance(rule, FirstResponseTime | LongestCustomerWait):
         timed = [(i, t) for i, t in enumerate(turns) if t.get("at") is not None]
         if not any(t["speaker"] == "customer" for _, t in timed):
@@ -214,7 +225,7 @@ def score_parameters(profile: Profile, conv: dict[str, Any]) -> tuple[float, lis
     total = weights = 0.0
     for p in profile.parameters:
         j = judge(p.rule, conv)
-        results.append(_parameter_record(p, j))
+        results.append(_parameter_record(p, j) if j.plain is None else _shared_record(p, j))
         if j.applicable:
             total += j.score * p.weight
             weights += p.weight
@@ -234,9 +245,30 @@ def _parameter_record(p: Parameter, j: Judgement) -> dict[str, Any]:
     }
 
 
+#: Parameter records of plain judgements by content (see _shared_record); emptied when full.
+_SHARED: dict[tuple[Any, ...], FrozenRecord] = {}
+_SHARED_MAX = 4096
+
+
+def _shared_record(p: Parameter, j: Judgement) -> FrozenRecord:
+    """The record of a plain judgement (its only evidence is ``j.plain``): one frozen record per
+    content, shared by every result with that content, so the Avro writer encodes it once
+    (:class:`~streams.avrowrite.FrozenRecord`). The key holds every value the record holds."""
+    key = (p.id, p.name, p.rule.type, p.weight, j.score, j.passed, j.applicable, j.plain)
+    record = _SHARED.get(key)
+    if record is None:
+        if len(_SHARED) >= _SHARED_MAX:
+            _SHARED.clear()
+        plain = _parameter_record(p, j)
+        plain["evidence"] = tuple(FrozenRecord(e) for e in plain["evidence"])
+        record = _SHARED[key] = FrozenRecord(plain)
+    return record
+
+
 def analyse(profile: Profile, conv: dict[str, Any]) -> dict[str, Any]:
     """Return the analysis fields of an AnalysisResult (score, passed, parameters, and the
-    conversation's redaction counts)."""
+    conversation's redaction counts). Parameter records may be shared between results (frozen:
+    a change raises TypeError)."""
     overall, parameters = score_parameters(profile, conv)
     applicable = any(p["applicable"] for p in parameters)
     return {

@@ -24,6 +24,7 @@ from streams.analysis.profiles import (
     PhrasePresent,
     Profile,
 )
+from streams.avrowrite import FrozenRecord
 from streams.ingest.parse import ParseSettings, parse
 
 T0 = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
@@ -328,17 +329,30 @@ def test_parameter_records_carry_name_rule_and_evidence() -> None:
         "score": 100.0,
         "passed": True,
         "applicable": True,
-        "evidence": [
+        "evidence": (
             {
                 "detail": "all present",
                 "turn_index": None,
                 "speaker": None,
                 "excerpt": None,
                 "at_seconds": None,
-            }
-        ],
+            },
+        ),
     }
     assert params[1]["name"] == "x"  # no name: the id
+
+
+def test_a_plain_verdict_is_one_frozen_record_shared_by_every_result() -> None:
+    """Plain evidence only (no turn, time or excerpt): every conversation judged so gets the
+    same record, which cannot change, so the Avro writer encodes it once."""
+    prof = Profile(id="test", parameters=(Parameter(id="meta", rule=PASS),))
+    first = score_parameters(prof, conversation())[1][0]
+    again = score_parameters(prof, conversation(external_interaction_id="other"))[1][0]
+    assert first is again and isinstance(first, FrozenRecord)
+    with pytest.raises(TypeError):
+        first["score"] = 0.0
+    with pytest.raises(TypeError):
+        first["evidence"][0]["detail"] = "changed"  # type: ignore[index]
 
 
 @pytest.mark.parametrize(("pass_score", "passed"), [(74.99, True), (75, True), (75.01, False)])

@@ -10,7 +10,7 @@ from typing import Any
 import fastavro
 import pytest
 
-from streams.avrowrite import Unfit, compile_writer
+from streams.avrowrite import FrozenRecord, Unfit, compile_writer
 from streams.codec import AvroCodec
 from streams.errors import SchemaError
 
@@ -161,3 +161,60 @@ def test_a_record_that_refers_to_itself_writes_fastavros_bytes() -> None:
     assert bytes(out) == expected.getvalue()
     with pytest.raises(Unfit):
         writer(bytearray(), {"label": "x", "next": {"label": 1}})  # a wrong type one level down
+
+
+def _score(**changes: Any) -> dict[str, Any]:
+    evidence = {"detail": "no agent turns", "turn_index": None, "speaker": None}
+    evidence |= {"excerpt": None, "at_seconds": None}
+    score = {"id": "greet", "name": "Greeting", "rule": "phrase_present", "weight": 1.0}
+    score |= {"score": 0.0, "passed": True, "applicable": False, "evidence": [evidence]}
+    return score | changes
+
+
+def test_a_frozen_record_is_encoded_once_per_writer_with_the_bytes_of_a_plain_dict() -> None:
+    name = "callstream.AnalysisResult"
+    plain = _score()
+    frozen = FrozenRecord(plain | {"evidence": (FrozenRecord(plain["evidence"][0]),)})
+    result = {
+        "idempotency_key": "k",
+        "tenant": "acme",
+        "case_id": "c",
+        "case_version": 1,
+        "external_interaction_id": "CALL-1",
+        "result_version": 1,
+        "profile_id": "default",
+        "profile_version": 1,
+        "overall_score": 0.0,
+        "passed": False,
+        "analysed_at": dt.datetime(2026, 11, 25, tzinfo=dt.UTC),
+        "redactions": {},
+        "voice": None,
+        "transcript": None,
+    }
+    expected = CODEC.encode(name, result | {"parameters": [plain, plain]})
+    assert frozen.avro is None
+    assert CODEC.encode(name, result | {"parameters": [frozen, frozen]}) == expected
+    kept = frozen.avro
+    assert kept is not None and kept[1] == expected[expected.index(b"\x0agreet") :][: len(kept[1])]
+    assert CODEC.encode(name, result | {"parameters": [frozen, frozen]}) == expected  # the kept
+    assert AvroCodec().encode(name, result | {"parameters": [frozen]}) == CODEC.encode(
+        name, result | {"parameters": [plain]}
+    )  # another codec's writer encodes it anew
+
+
+def test_a_frozen_record_gets_every_check_a_dict_gets() -> None:
+    writer = compile_writer(
+        CODEC.schema("callstream.AnalysisResult")["fields"][10]["type"], CODEC._named
+    )
+    assert writer is not None
+    for bad in (
+        _score(passed=1),
+        _score(extra="x"),
+        {k: v for k, v in _score().items() if k != "id"},
+    ):
+        frozen = FrozenRecord(bad)
+        with pytest.raises(Unfit):
+            writer(bytearray(), [frozen])
+        assert frozen.avro is None  # nothing kept for a value that does not fit
+    with pytest.raises(TypeError):
+        FrozenRecord(_score()).update(score=1.0)
