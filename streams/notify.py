@@ -174,7 +174,11 @@ async def _notify(
     execution_id: str | None,
     status: str,
     error: str,
+    now: dt.datetime | None = None,
 ) -> Sent:
+    """Mail the failure unless within the quiet period at ``now`` (default: the clock's time
+    now; a noticed file passes the time it was noticed, so the verdict does not depend on how
+    long the mail took to start)."""
     async with engine.connect() as conn:
         to = await notification_emails(conn, tenant)
         zone = await tenant_zone(conn, tenant)
@@ -185,7 +189,7 @@ async def _notify(
                 "tenant %s has no notification addresses: failure notices are not sent", tenant
             )
         return "nobody"
-    now = clock.now()
+    now = now or clock.now()
     quiet = dt.timedelta(hours=settings.notifications.quiet_period_hours)
     claim = await _claim(engine, tenant, subject_key, now, quiet)
     if claim is None:
@@ -359,6 +363,7 @@ class FailureWatcher:
             execution_id=job[1] if job else None,
             status="invalid",
             error=error,
+            now=claim["noticed_at"],
         )
         nf = notified_files.c
         async with self.engine.begin() as conn:

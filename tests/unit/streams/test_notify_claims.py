@@ -173,3 +173,25 @@ async def test_the_watcher_retries_a_file_whose_mail_failed(db: Database, relay:
     relay.down = False
     assert await watcher.tick() == 0
     assert len(relay.sent) == 1
+
+
+async def test_a_file_noticed_within_the_quiet_period_stays_quiet_however_late_it_is_decided(
+    db: Database, relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The verdict uses the time the file was noticed (claimed), not the time the mail step
+    ran: the clock moving past the quiet period in between must not send a mail."""
+    await _addresses(db)
+    clock = ManualClock(T0)
+    watcher = notify.FailureWatcher(SETTINGS, db.engine, clock)
+    await _invalid_file(db, "a" * 32)
+    assert await watcher.tick() == 0 and len(relay.sent) == 1  # the first version: mailed
+    await _invalid_file(db, "b" * 32, path="20261120_member.csv")  # again, within the hour
+    addresses = notify.notification_emails
+
+    async def slow(conn: object, tenant: str) -> list[str]:
+        clock.advance(dt.timedelta(hours=25))  # a day passes after the notice, before the mail
+        return await addresses(conn, tenant)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(notify, "notification_emails", slow)
+    await watcher.tick()
+    assert len(relay.sent) == 1, "noticed within the quiet period: not mailed"
