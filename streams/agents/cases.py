@@ -310,7 +310,7 @@ class CasesConsumer:
                     log.exception("%s: a batch of %d failed; retrying it", self.group, len(records))
                     await asyncio.sleep(1)
 
-    async def handle(self, msgs: list[Message], revocations: int | None = None) -> None:
+    async def handle(self, msgs: list[Message], revocations: int) -> None:
         """Store one batch, then commit its offsets (see the class doc). ``revocations``: the
         count of revoked assignments when the batch was taken; if a partition was revoked since,
         nothing is committed (the partition may have a new owner whose position must not move
@@ -341,7 +341,7 @@ class CasesConsumer:
             for tenant, n in counter.items():
                 metric.labels(tenant=tenant).inc(n)
         self.relay.wake()
-        if revocations is not None and revocations != self._revocations:
+        if revocations != self._revocations:
             log.info(
                 "%s: partitions were revoked while %d records were stored; not committing "
                 "them (redelivered to their owners and absorbed)",
