@@ -11,7 +11,9 @@ All on one broker, one run:
    production) against PostgreSQL, and a stage breakdown, the CPU seconds each process (workers,
    PostgreSQL, the broker, sshd) used, plus a py-spy profile of each worker;
    then the same with two worker processes: the second runs the processors only
-   (``roles: [processors]``, same config, Kafka and database: it joins the processors' group);
+   (``roles: [processors]``, same config, Kafka and database: it joins the processors' group).
+   The timed runs have no profiler attached (py-spy took about 5 % of the two cores); a third,
+   shorter run of two workers under py-spy gives the profile;
 3. p50 / p99 latency from upload to result for single small files with a 1 s poll (one worker).
 """
 
@@ -186,6 +188,7 @@ class BulkRun:
     announced_s: float  # upload done -> file announced
     parsed_s: float  # announced -> rows parsed and published
     first_result_s: float  # upload done -> first result read
+    profiled: bool  # py-spy sampled the workers (not a timed run)
     profiles: list[list[str]] = field(default_factory=list)
     cpu: list[str] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
@@ -256,13 +259,16 @@ def file_to_results(
     tmp_path: Path,
     *,
     workers: int,
+    rows: int = ROWS,
     small_files: int = 0,
+    profiled: bool = False,
 ) -> BulkRun:
-    """Upload one ``ROWS``-row CSV to a fresh service of ``workers`` processes (the first with
+    """Upload one ``rows``-row CSV to a fresh service of ``workers`` processes (the first with
     the connector, the others processors only) and time it to the last result; then, when
-    ``small_files``, time single-row files from upload to result one at a time."""
+    ``small_files``, time single-row files from upload to result one at a time. ``profiled``:
+    py-spy samples every worker meanwhile (its CPU is then taken from the timed cores)."""
     pg_server.reset()
-    folder = f"w{workers}"
+    folder = f"w{workers}{'p' if profiled else ''}"
     with sftp_session(sftp_server) as sftp:
         sftp.mkdir(f"/upload/{folder}")
     root = f"{sftp_server.remote_upload_dir()}/{folder}"
@@ -303,8 +309,9 @@ def file_to_results(
             services.append(start_service(config, log))
             _wait_running(services[-1], log)
         time.sleep(3 if workers > 1 else 0)  # the group rebalances over both processes
-        data = conversations_csv(ROWS)
-        spies = [_spy(s.pid, out) for s, out in zip(services, profiles, strict=True)]
+        data = conversations_csv(rows)
+        if profiled:
+            spies = [_spy(s.pid, out) for s, out in zip(services, profiles, strict=True)]
         cpu = CpuByProcess({f"callstream worker {n + 1}": [s.pid] for n, s in enumerate(services)})
         cpu.start()
         u0 = time.perf_counter()
@@ -314,13 +321,13 @@ def file_to_results(
         wall0 = dt.datetime.now(dt.UTC)
         first = None
         deadline = time.monotonic() + 900
-        while results.count < ROWS:
+        while results.count < rows:
             alive = all(s.poll() is None for s in services)
             assert alive and time.monotonic() < deadline, logs[0].read_text()[-3000:]
             if results.keep(0.2) and first is None:
                 first = time.perf_counter()
         t1 = time.perf_counter()
-        cpu_lines = cpu.lines(ROWS, "conversations")
+        cpu_lines = cpu.lines(rows, "conversations")
         batches = [_mean_batch(log) for log in logs]
         results.decode_kept()
         for spy in spies:
@@ -351,10 +358,11 @@ def file_to_results(
             service.wait(60)
         for reader in (results, arrivals, outcomes):
             reader.close()
-    assert len({r["case_id"] for r in results.records}) == ROWS + small_files
+    assert len({r["case_id"] for r in results.records}) == rows + small_files
     return BulkRun(
         workers=workers,
-        rows=ROWS,
+        rows=rows,
+        profiled=profiled,
         megabytes=len(data) / 1e6,
         upload_s=t0 - u0,
         seconds=t1 - t0,
@@ -363,7 +371,9 @@ def file_to_results(
         first_result_s=(first or t1) - t0,
         profiles=[
             _profile_summary(p) if p.exists() else ["  (no profile written)"] for p in profiles
-        ],
+        ]
+        if profiled
+        else [],
         cpu=cpu_lines,
         latencies=latencies,
         batches=batches,
@@ -373,14 +383,15 @@ def file_to_results(
 def _run_lines(run: BulkRun) -> list[str]:
     processes = "1 worker process" if run.workers == 1 else f"{run.workers} worker processes"
     last = run.seconds - run.announced_s - run.parsed_s
+    how = f"under py-spy ({SPY_HZ} Hz), for the profile" if run.profiled else "no profiler"
     lines = [
         f"file -> results, {processes}, {run.rows:,}-row CSV ({run.megabytes:.1f} MB), "
-        f"upload took {run.upload_s:.1f} s:",
+        f"upload took {run.upload_s:.1f} s, {how}:",
         f"  upload done -> last result on feedback     {run.seconds:>10.1f} s",
         f"  file -> results conversations per second   {run.per_s:>10,.0f} /s"
         + (
             f"   {target('>= 6,000 /s with 2 workers', run.per_s >= 6_000)}"
-            if run.workers == 2
+            if run.workers == 2 and not run.profiled
             else ""
         ),
         f"  conversations -> results (first to last)   {run.results_per_s:>10,.0f} /s",
@@ -416,6 +427,16 @@ def test_pipeline_benchmark(
         kafka, f"{prefix}-w1", sftp_server, pg_server, tmp_path, workers=1, small_files=SMALL_FILES
     )
     two = file_to_results(kafka, f"{prefix}-w2", sftp_server, pg_server, tmp_path, workers=2)
+    spied = file_to_results(
+        kafka,
+        f"{prefix}-w2p",
+        sftp_server,
+        pg_server,
+        tmp_path,
+        workers=2,
+        rows=max(ROWS // 2, 1),
+        profiled=True,
+    )
     p50, p99 = p50_p99(one.latencies)
     lines = [
         "",
@@ -427,6 +448,7 @@ def test_pipeline_benchmark(
         *_run_lines(one),
         *_run_lines(two),
         f"  2 processes / 1 process                    {two.per_s / one.per_s:>10.2f} x",
+        *_run_lines(spied),
         f"single small files, 1 s poll, {SMALL_FILES} files, upload -> result (1 worker):",
         f"  p50 {p50:.2f} s   p99 {p99:.2f} s   min {min(one.latencies):.2f} s   "
         f"max {max(one.latencies):.2f} s",
