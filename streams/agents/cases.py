@@ -168,8 +168,10 @@ class CasesConsumer:
       for, the rest taken from librdkafka's prefetched queue (a backlog fills a batch at once, a
       single record is not held back);
     - per batch: decode (an undecodable record is dead-lettered ``undecodable_record``),
-      :meth:`CaseWriter.write` (one transaction; a poison conversation is dead-lettered), wake
-      the outbox relay, and only then commit the batch's offsets. A crash or rebalance before
+      :meth:`CaseWriter.write` (one transaction; a poison conversation is dead-lettered), start
+      publishing the rows it committed (:meth:`OutboxRelay.publish_written`, in the background
+      while the next batch is stored; one batch at a time, in order; whatever it cannot publish
+      is the relay's), and only then commit the batch's offsets. A crash or rebalance before
       the commit redelivers the batch, which the case store applies once (at-least-once input,
       exactly-once effects); an unexpected error retries the same batch, never skips it;
     - the blocking librdkafka consumer runs in its own thread, one call at a time.
@@ -200,6 +202,7 @@ class CasesConsumer:
         self.group = cases_group(topics)
         self._consumer = ConsumerThread(f"cases-{topics.lane}")
         self._task: asyncio.Task[None] | None = None
+        self._publishing: asyncio.Task[int] | None = None  # the last batch's publish_written
         self._assignments = 0  # completed assignments (rebalances)
         self._revocations = 0
         self._assigned: set[int] = set()
@@ -254,8 +257,10 @@ class CasesConsumer:
         self._task = asyncio.create_task(self._loop(), name=f"cases-{self.topics.lane}")
 
     async def stop(self) -> None:
-        """Stop consuming (what is not committed is redelivered) and leave the group."""
+        """Stop consuming (what is not committed is redelivered) and leave the group. A publish
+        still running is cancelled: its rows stay in the outbox for the relay."""
         await cancel_and_wait(self._task)
+        await cancel_and_wait(self._publishing)
         await self._consumer.close()
 
     # Rebalance callbacks (librdkafka calls them inside a poll, in the consumer's thread). They
@@ -340,7 +345,11 @@ class CasesConsumer:
         ):
             for tenant, n in counter.items():
                 metric.labels(tenant=tenant).inc(n)
-        self.relay.wake()
+        if self._publishing is not None:
+            await self._publishing  # one batch's publish at a time, in order (never raises)
+        self._publishing = asyncio.create_task(
+            self.relay.publish_written(outcome.written), name=f"publish-{self.topics.lane}"
+        )
         if revocations != self._revocations:
             log.info(
                 "%s: partitions were revoked while %d records were stored; not committing "

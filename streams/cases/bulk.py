@@ -80,12 +80,14 @@ async def insert(
     columns: Sequence[str] | None = None,
     on_conflict: str = "",
     conflicts_expected: bool = False,
-) -> None:
+) -> bool:
     """Insert ``rows`` (dicts with the same keys; ``columns`` picks some) in one statement
     (``on_conflict``: see the module doc). ``conflicts_expected`` (with ``on_conflict``) skips
-    the ``COPY`` attempt: for rows known to conflict, such as an upsert of existing keys."""
+    the ``COPY`` attempt: for rows known to conflict, such as an upsert of existing keys.
+    Return whether every row was written as given (False when ``DO NOTHING`` kept a row that
+    was there before)."""
     if not rows:
-        return
+        return True
     names = list(columns if columns is not None else rows[0])
     driver: Any = (await conn.get_raw_connection()).driver_connection  # asyncpg's connection
     pick = operator.itemgetter(*names)  # one C call per row (a tuple, or one value)
@@ -93,15 +95,16 @@ async def insert(
     try:
         if not on_conflict:
             await driver.copy_records_to_table(table.name, records=records, columns=names)
-            return
+            return True
         if not conflicts_expected:
             try:
                 async with driver.transaction():  # a savepoint: the caller's transaction is open
                     await driver.copy_records_to_table(table.name, records=records, columns=names)
-                return
+                return True
             except asyncpg.UniqueViolationError:
                 pass  # rolled back to the savepoint: let the conflict clause decide each row
         arrays = [list(column) for column in zip(*records, strict=True)]
-        await driver.execute(statement(table, names, on_conflict), *arrays)
+        status = await driver.execute(statement(table, names, on_conflict), *arrays)
+        return bool(status == f"INSERT 0 {len(records)}")  # rows written, inserted or updated
     except asyncpg.UniqueViolationError as exc:
         raise DuplicateRow(f"{table.name}: {exc.constraint_name}") from exc

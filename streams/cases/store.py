@@ -31,6 +31,13 @@ version). On PostgreSQL any number of relays (one per worker process) share the 
 publishes a row only inside the transaction that claims and deletes it, and the rows of one key
 only while it holds that key's shard (so a case's results stay in order).
 
+On PostgreSQL a batch's writer also publishes the rows it just committed itself
+(:meth:`OutboxRelay.publish_written`, with the records it holds in memory): the outbox row is
+then only the record of what is still owed, which a relay publishes if the writer could not
+(Kafka down, a crash, an older row of the same case still waiting). ``apply`` numbers the rows
+from the table's sequence inside its transaction, after locking the batch's cases, so the rows of
+one case are numbered in the order their transactions commit.
+
 On PostgreSQL a batch's rows are written with one binary ``COPY`` per table, or an
 ``INSERT ... SELECT FROM unnest ... ON CONFLICT`` where a conflict is expected or met
 (:mod:`streams.cases.bulk`); SQLite takes SQLAlchemy's executemany.
@@ -50,7 +57,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
@@ -269,13 +276,28 @@ class BatchOutcome:
     updated: Counter[str] = field(default_factory=Counter)
     duplicates: Counter[str] = field(default_factory=Counter)
     results: int = 0
+    #: The outbox rows the batch committed, with their records (PostgreSQL; empty on SQLite,
+    #: or when a result of the batch was stored before under its key): for
+    #: :meth:`OutboxRelay.publish_written`.
+    written: list[Written] = field(default_factory=list)
 
     def add(self, other: BatchOutcome) -> None:
-        """Add ``other``'s counts to these."""
+        """Add ``other``'s counts (and written rows) to these."""
         self.opened.update(other.opened)
         self.updated.update(other.updated)
         self.duplicates.update(other.duplicates)
         self.results += other.results
+        self.written += other.written
+
+
+class Written(NamedTuple):
+    """An outbox row a batch committed, and the record it publishes."""
+
+    id: int
+    topic: str
+    key: bytes
+    value: bytes
+    announced_at: dt.datetime | None
 
 
 #: ``SourceRef.file_id`` of a conversation pushed through the ingest API starts with this;
@@ -314,6 +336,7 @@ class _Plan:
     versions: list[dict[str, Any]] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
     box: list[dict[str, Any]] = field(default_factory=list)
+    values: list[bytes] = field(default_factory=list)  # per box row: the record it publishes
     fetches: list[dict[str, Any]] = field(default_factory=list)
     transcriptions: list[dict[str, Any]] = field(default_factory=list)
 
@@ -374,10 +397,15 @@ class CaseStore(Database):
             current, seen = await self._read(ids, keys)
             plan = await loop.run_in_executor(self._cpu, self._plan, items, current, seen)
             try:
-                await self._write(plan, ids, current)
+                exact = await self._write(plan, ids, current)
             except (_Conflict, IntegrityError, bulk.DuplicateRow) as exc:
                 log.info("case batch raced another writer (%s); planning it again", exc)
                 continue
+            if exact and self.engine.dialect.name == "postgresql":
+                plan.outcome.written = [
+                    Written(row["id"], row["topic"], row["key"], value, row["announced_at"])
+                    for row, value in zip(plan.box, plan.values, strict=True)
+                ]
             return plan.outcome
         raise RuntimeError("a batch of cases kept racing another writer; giving up for now")
 
@@ -505,6 +533,7 @@ class CaseStore(Database):
         }
         value = self.codec.encode(CASE_EVENT, event, trusted=True)
         plan.box.append(self._outbox_row(self.topics.cases, cid, value, now))
+        plan.values.append(value)
         profile = select_profile(self.profiles(conv["tenant"]), conv)
         analysis = analyse(profile, conv)
         key = f"{cid}:{version}:{profile.id}:{profile.version}"
@@ -539,10 +568,16 @@ class CaseStore(Database):
         plan.box.append(
             self._outbox_row(self.topics.analysis_results, cid, b"", now, announced, key)
         )
+        plan.values.append(encoded)
 
     async def _write(
         self, plan: _Plan, ids: list[str], current: dict[str, tuple[int, str]]
-    ) -> None:
+    ) -> bool:
+        """Write the plan in one transaction; return whether every row went in as planned
+        (False when a result's key was stored before: its outbox row then names that result,
+        not the one planned). On PostgreSQL the outbox rows are numbered here (``id``), after
+        the batch's cases are locked."""
+        exact = True
         async with self.engine.begin() as conn:
             check = select(cases.c.case_id, cases.c.version, cases.c.content_hash).where(
                 self._among(cases.c.case_id, ids)
@@ -553,13 +588,17 @@ class CaseStore(Database):
             if now != current:
                 raise _Conflict(f"{len(set(now.items()) ^ set(current.items()))} case(s) changed")
             if self.engine.dialect.name == "postgresql":
-                await self._write_bulk(conn, plan)
+                numbers = await conn.execute(_NEXT_OUTBOX_IDS, {"n": len(plan.box)})
+                for row, number in zip(plan.box, sorted(numbers.scalars()), strict=True):
+                    row["id"] = number
+                exact = await self._write_bulk(conn, plan)
             else:
                 await self._write_rows(conn, plan)
             if plan.fetches:
                 await fetch_queue.enqueue(conn, plan.fetches)
             if plan.transcriptions:
                 await transcript_queue.enqueue(conn, plan.transcriptions)
+        return exact
 
     async def _write_rows(self, conn: Any, plan: _Plan) -> None:
         """The plan's rows through SQLAlchemy (SQLite)."""
@@ -581,8 +620,9 @@ class CaseStore(Database):
             await conn.execute(outbox.insert(), plan.box)
 
     @staticmethod
-    async def _write_bulk(conn: Any, plan: _Plan) -> None:
-        """The plan's rows, one bulk statement per table (PostgreSQL, :mod:`streams.cases.bulk`)."""
+    async def _write_bulk(conn: Any, plan: _Plan) -> bool:
+        """The plan's rows, one bulk statement per table (PostgreSQL, :mod:`streams.cases.bulk`);
+        return False when a result's key was stored before (the insert kept that result)."""
         await bulk.insert(conn, applied_deliveries, plan.deliveries)
         await bulk.insert(conn, cases, plan.new_cases)
         if plan.changed_cases:
@@ -596,10 +636,11 @@ class CaseStore(Database):
                 conflicts_expected=True,  # every changed case exists
             )
         await bulk.insert(conn, case_versions, plan.versions)
-        await bulk.insert(
+        exact = await bulk.insert(
             conn, analysis_results, plan.results, on_conflict=bulk.do_nothing(["idempotency_key"])
         )
         await bulk.insert(conn, outbox, plan.box)
+        return exact
 
     @staticmethod
     def _outbox_row(
@@ -654,6 +695,11 @@ class CaseStore(Database):
             return int((await conn.execute(stmt)).scalar_one())
 
 
+#: ``n`` outbox row numbers from the table's own sequence (PostgreSQL).
+_NEXT_OUTBOX_IDS = text(
+    "SELECT nextval(pg_get_serial_sequence('outbox', 'id')) FROM generate_series(1, :n)"
+)
+
 #: What an outbox row publishes: the stored AnalysisResult its ``result_key`` names, else its
 #: ``value``.
 PUBLISHED_VALUE = func.coalesce(
@@ -681,6 +727,11 @@ SHARDS = 16
 #: while the first publishes (taking every free shard let one busy relay starve the others).
 SHARDS_PER_ROUND = SHARDS // 2
 _RELAY_LOCK_NS = 0x6F757462  # "outb": advisory lock class of the relay's shard locks
+#: Takes every shard's advisory lock, in order (so two writers never deadlock).
+_LOCK_EVERY_SHARD = text("SELECT pg_advisory_xact_lock(:ns, s) FROM generate_series(0, :last) AS s")
+#: The longest a writer waits for the shards before leaving its rows to the relay (seconds).
+WRITTEN_LOCK_TIMEOUT = 10
+_KEYS = ARRAY(LargeBinary)
 _SHARD_OF_KEY = func.hashtext(func.encode(outbox.c.key, "hex")).op("&")(SHARDS - 1)
 
 
@@ -796,6 +847,48 @@ class OutboxRelay:
             self._last_purge = time.monotonic()
             await self._purge_marked()
         return len(rows)
+
+    async def publish_written(self, written: Sequence[Written]) -> int:
+        """Publish rows a writer has just committed (:attr:`BatchOutcome.written`) with the
+        records it holds, instead of leaving them to a relay's next round; return how many.
+
+        In one transaction: take every shard's advisory lock in order (waiting for a relay's
+        round, at most :data:`WRITTEN_LOCK_TIMEOUT`), give up if an older row of one of these
+        keys is still unpublished (it was owed first: a relay publishes them all in id order),
+        delete the written rows still there (a relay may have published some meanwhile), send
+        their records, and commit once Kafka acknowledged every one. Any failure (Kafka, the
+        database, the lock wait) rolls back and wakes the relay, which publishes the rows as
+        any others; this never raises. Nothing is written (SQLite, or an empty batch): the relay
+        is woken.
+        """
+        engine = self.store.engine
+        if not written or engine.dialect.name != "postgresql":
+            self.wake()
+            return 0
+        sent: list[Written] = []
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text(f"SET LOCAL lock_timeout = '{WRITTEN_LOCK_TIMEOUT}s'"))
+                await conn.execute(_LOCK_EVERY_SHARD, {"ns": _RELAY_LOCK_NS, "last": SHARDS - 1})
+                older = select(outbox.c.id).where(
+                    outbox.c.id < min(w.id for w in written),
+                    outbox.c.key == any_(bindparam(None, list({w.key for w in written}), _KEYS)),
+                )
+                if (await conn.execute(older.limit(1))).first() is None:
+                    ids = bindparam(None, [w.id for w in written], ARRAY(BigInteger))
+                    claim = delete(outbox).where(outbox.c.id == any_(ids)).returning(outbox.c.id)
+                    claimed = set((await conn.execute(claim)).scalars())
+                    sent = [w for w in written if w.id in claimed]
+                    if sent:
+                        await self.producer.send_batch([(w.topic, w.key, w.value) for w in sent])
+        except Exception as exc:  # noqa: BLE001 - the rows stay in the outbox for a relay
+            log.info("outbox: a writer's %d rows are left to the relay (%s)", len(written), exc)
+            sent = []
+        if len(sent) < len(written):
+            self.wake()
+        if sent:
+            self._observe(sent)
+        return len(sent)
 
     async def _purge_marked(self) -> None:
         """Delete the rows a release before 0012 marked published (a rolling upgrade); a

@@ -19,7 +19,8 @@ from support import FromStart, TopicReader, conversation_record
 
 from streams.cases.store import CaseStore, OutboxRelay, outbox
 from streams.codec import AvroCodec
-from streams.kafka import Producer, client_config
+from streams.errors import PublishError
+from streams.kafka import Producer, Record, client_config
 from streams.metrics import Metrics
 from streams.topics import Topics, ensure_topics
 
@@ -209,3 +210,150 @@ async def test_a_claim_deletes_by_primary_key_when_statistics_say_the_outbox_is_
     assert "Index Scan on outbox_pkey" in plan or "Index Scan using outbox_pkey" in plan, plan
     assert "Index Cond: (id = ANY" in plan, plan
     assert "Nested Loop" not in plan, plan
+
+
+class _Refusing:
+    """A producer whose broker is gone: every batch fails (transiently)."""
+
+    async def send_batch(self, records: list[Record]) -> None:
+        raise PublishError("broker unreachable", retriable=True)
+
+
+async def _results(kafka: str, topic: str, expected: int) -> list[dict[str, object]]:
+    reader = TopicReader(kafka, topic, "callstream.AnalysisResult")
+    try:
+        while len(reader.records) < expected:
+            assert reader.poll(5), f"{len(reader.records)} of {expected} results read"
+        reader.poll(2)  # a duplicate would arrive now
+    finally:
+        reader.close()
+    return reader.records
+
+
+async def test_writers_publish_what_they_wrote_once_and_in_order_beside_two_relays(
+    kafka: str, prefix: str, stores: tuple[CaseStore, CaseStore]
+) -> None:
+    """Two writers (two processes' case stores) update the same cases concurrently and each
+    publishes what it committed (``publish_written``) while two relays run: every result is on
+    the topic once, each case's versions in order, and the writers published most of them."""
+    from confluent_kafka.admin import AdminClient
+
+    topics = Topics(prefix)
+    for store in stores:
+        store.topics = topics
+    ensure_topics(AdminClient({"bootstrap.servers": kafka}), topics.all(), 3, 1)
+    chunks = [list(range(start, start + 50)) for start in range(0, CASES, 50)]
+    async with (
+        Producer(client_config(kafka, {})) as p1,
+        Producer(client_config(kafka, {})) as p2,
+    ):
+        relays = [
+            OutboxRelay(stores[0], p1, metrics=Metrics(), batch=50, idle_sleep=0.01),
+            OutboxRelay(stores[1], p2, metrics=Metrics(), batch=50, idle_sleep=0.01),
+        ]
+        for relay in relays:
+            await relay.start()
+        by_writers = [0, 0]
+
+        async def write(n: int) -> None:
+            order = chunks if n == 0 else chunks[::-1]  # the writers meet on the same cases
+            for version in range(UPDATES):
+                for chunk in order:
+                    outcome = await stores[n].apply(
+                        [
+                            conversation_record(f"C{i}", metadata={"v": f"{n}.{version}"})
+                            for i in chunk
+                        ]
+                    )
+                    by_writers[n] += await relays[n].publish_written(outcome.written)
+
+        await asyncio.gather(write(0), write(1))
+        for _ in range(200):
+            if not await _unpublished(stores[0]):
+                break
+            await asyncio.sleep(0.1)
+        for relay in relays:
+            await relay.stop()
+    assert await _unpublished(stores[0]) == 0
+    versions_per_case = 2 * UPDATES
+    records = await _results(kafka, topics.analysis_results, CASES * versions_per_case)
+    keys = [r["idempotency_key"] for r in records]
+    assert len(keys) == CASES * versions_per_case == len(set(keys)), "a result was published twice"
+    versions = collections.defaultdict(list)
+    for r in records:
+        versions[r["case_id"]].append(r["result_version"])
+    expected = list(range(1, versions_per_case + 1))
+    assert all(v == expected for v in versions.values()), "a case's results out of order"
+    print(f"rows published by the writers: {by_writers} of {2 * CASES * versions_per_case}")
+    assert sum(by_writers) > CASES * versions_per_case, "the writers left most rows to the relays"
+
+
+async def test_a_writer_leaves_its_rows_to_the_relay_while_an_older_row_of_its_case_waits(
+    kafka: str, prefix: str, stores: tuple[CaseStore, CaseStore]
+) -> None:
+    """Version 1 of a case could not be published (Kafka was down); version 2's writer must
+    not publish before it, so it leaves its rows too, and a relay then sends 1 before 2. A
+    writer of another case is not held back."""
+    from confluent_kafka.admin import AdminClient
+
+    topics = Topics(prefix)
+    store = stores[0]
+    store.topics = topics
+    ensure_topics(AdminClient({"bootstrap.servers": kafka}), topics.all(), 3, 1)
+    async with Producer(client_config(kafka, {})) as producer:
+        down = OutboxRelay(store, _Refusing(), metrics=Metrics())  # type: ignore[arg-type]
+        first = await store.apply([conversation_record("C1", metadata={"v": "1"})])
+        assert len(first.written) == 2  # the CaseEvent and the result
+        assert await down.publish_written(first.written) == 0
+        assert await _unpublished(store) == 2  # kept for the relay
+        relay = OutboxRelay(store, producer, metrics=Metrics())
+        second = await store.apply([conversation_record("C1", metadata={"v": "2"})])
+        assert await relay.publish_written(second.written) == 0  # version 1 waits: not before it
+        other = await store.apply([conversation_record("C2")])
+        assert await relay.publish_written(other.written) == 2  # another case goes at once
+        assert await _unpublished(store) == 4
+        while await relay.publish_once():
+            pass
+    assert await _unpublished(store) == 0
+    records = await _results(kafka, topics.analysis_results, 3)
+    assert sorted((r["external_interaction_id"], r["result_version"]) for r in records) == [
+        ("C1", 1),
+        ("C1", 2),
+        ("C2", 1),
+    ]
+    c1 = [r["result_version"] for r in records if r["external_interaction_id"] == "C1"]
+    assert c1 == [1, 2]
+
+
+async def test_a_writer_waits_for_a_relay_round_and_publishes_only_what_is_left(
+    kafka: str, prefix: str, stores: tuple[CaseStore, CaseStore]
+) -> None:
+    """A relay that claimed some of a batch's rows holds their shards until Kafka answers; the
+    writer waits for that round, then publishes the rest: each row once."""
+    from confluent_kafka.admin import AdminClient
+
+    topics = Topics(prefix)
+    for store in stores:
+        store.topics = topics
+    ensure_topics(AdminClient({"bootstrap.servers": kafka}), topics.all(), 3, 1)
+    outcome = await stores[0].apply([conversation_record(f"C{i}") for i in range(100)])
+    async with (
+        Producer(client_config(kafka, {})) as p1,
+        Producer(client_config(kafka, {})) as p2,
+    ):
+        relay = OutboxRelay(stores[1], p1, metrics=Metrics(), batch=1_000)
+        writer = OutboxRelay(stores[0], p2, metrics=Metrics())
+        async with stores[1].engine.connect() as held:
+            await held.begin()
+            claimed = await relay._claim_postgres(held)  # a relay's round, still open
+            assert 0 < len(claimed) < len(outcome.written)
+            waiting = asyncio.create_task(writer.publish_written(outcome.written))
+            await asyncio.sleep(1)
+            assert not waiting.done(), "the writer did not wait for the relay's shards"
+            await relay._send(claimed)
+            await held.commit()
+        published = await waiting
+    assert published == len(outcome.written) - len(claimed)
+    assert await _unpublished(stores[0]) == 0
+    records = await _results(kafka, topics.analysis_results, 100)
+    assert len({r["case_id"] for r in records}) == len(records) == 100

@@ -62,10 +62,27 @@ class FakeConsumer:
         self.committed.append([m.offset() for m in msgs])
         return True
 
+    async def close(self) -> None:
+        pass
+
 
 class Relay:
+    """Records when each batch's publish starts and ends (``delay`` long)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int]] = []
+        self.delay = 0.0
+        self.calls = 0
+
     def wake(self) -> None:
         pass
+
+    async def publish_written(self, written: list[Any]) -> int:
+        n, self.calls = self.calls, self.calls + 1
+        self.events.append(("start", n))
+        await asyncio.sleep(self.delay)
+        self.events.append(("end", n))
+        return len(written)
 
 
 def _consumer(tmp_path: Path, fake: FakeConsumer) -> tuple[CasesConsumer, PoisonStore]:
@@ -113,3 +130,23 @@ async def test_a_failing_read_neither_ends_the_loop_nor_skips_a_batch(tmp_path: 
     assert store.stored == [f"CALL-{i}" for i in range(4)]
     assert fake.committed == [[0, 1], [2, 3]]
     assert not task.done() or task.cancelled()
+
+
+async def test_a_batch_is_published_in_the_background_one_batch_at_a_time_in_order(
+    tmp_path: Path,
+) -> None:
+    consumer, store = _consumer(tmp_path, FakeConsumer([]))
+    relay: Relay = consumer.relay  # type: ignore[assignment]
+    fake = consumer._consumer
+    relay.delay = 0.3
+    await consumer.handle(_msgs(0, 2), consumer._revocations)
+    publishing = consumer._publishing
+    assert publishing is not None and not publishing.done()  # publishing while ...
+    assert fake.committed == [[0, 1]]  # type: ignore[attr-defined]  # ... the offsets are committed
+    await consumer.handle(_msgs(2, 2), consumer._revocations)  # waits for the first publish
+    assert publishing.done()
+    await asyncio.sleep(0.05)  # the second publish starts
+    await consumer.stop()  # cancels the second publish: its rows would be the relay's
+    assert relay.events[:3] == [("start", 0), ("end", 0), ("start", 1)]
+    assert ("end", 1) not in relay.events
+    assert len(store.stored) == 4
