@@ -258,8 +258,11 @@ class CasesConsumer:
 
     async def stop(self) -> None:
         """Stop consuming (what is not committed is redelivered) and leave the group. A publish
-        still running is cancelled: its rows stay in the outbox for the relay."""
+        still running gets the relay's ``drain_seconds`` to finish, then is cancelled: its rows
+        stay in the outbox for the relay (cancelled mid-send, they may be sent twice)."""
         await cancel_and_wait(self._task)
+        if self._publishing is not None:
+            await asyncio.wait({self._publishing}, timeout=self.relay.drain_seconds)
         await cancel_and_wait(self._publishing)
         await self._consumer.close()
 
