@@ -170,8 +170,9 @@ class CasesConsumer:
     - per batch: decode (an undecodable record is dead-lettered ``undecodable_record``),
       :meth:`CaseWriter.write` (one transaction; a poison conversation is dead-lettered), start
       publishing the rows it committed (:meth:`OutboxRelay.publish_written`, in the background
-      while the next batch is stored; one batch at a time, in order; whatever it cannot publish
-      is the relay's), and only then commit the batch's offsets. A crash or rebalance before
+      while the next batch is stored; when the previous batch's is still running, or anything
+      stops it, the rows are the relay's, which keeps each case's order), and only then commit
+      the batch's offsets. A crash or rebalance before
       the commit redelivers the batch, which the case store applies once (at-least-once input,
       exactly-once effects); an unexpected error retries the same batch, never skips it;
     - the blocking librdkafka consumer runs in its own thread, one call at a time.
@@ -348,11 +349,15 @@ class CasesConsumer:
         ):
             for tenant, n in counter.items():
                 metric.labels(tenant=tenant).inc(n)
-        if self._publishing is not None:
-            await self._publishing  # one batch's publish at a time, in order (never raises)
-        self._publishing = asyncio.create_task(
-            self.relay.publish_written(outcome.written), name=f"publish-{self.topics.lane}"
-        )
+        previous = self._publishing
+        if previous is None or previous.done():  # never waited for: Kafka may be hanging
+            if previous is not None and not previous.cancelled() and previous.exception():
+                log.error("%s: publishing a batch failed: %r", self.group, previous.exception())
+            self._publishing = asyncio.create_task(
+                self.relay.publish_written(outcome.written), name=f"publish-{self.topics.lane}"
+            )
+        else:
+            self.relay.wake()  # the previous batch is still publishing: these are the relay's
         if revocations != self._revocations:
             log.info(
                 "%s: partitions were revoked while %d records were stored; not committing "

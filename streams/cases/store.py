@@ -276,18 +276,20 @@ class BatchOutcome:
     updated: Counter[str] = field(default_factory=Counter)
     duplicates: Counter[str] = field(default_factory=Counter)
     results: int = 0
-    #: The outbox rows the batch committed, with their records (PostgreSQL; empty on SQLite,
-    #: or when a result of the batch was stored before under its key): for
-    #: :meth:`OutboxRelay.publish_written`.
+    #: The outbox rows the batch committed in its one transaction, with their records
+    #: (PostgreSQL; empty on SQLite, or when a result of the batch was stored before under its
+    #: key): for :meth:`OutboxRelay.publish_written`.
     written: list[Written] = field(default_factory=list)
 
     def add(self, other: BatchOutcome) -> None:
-        """Add ``other``'s counts (and written rows) to these."""
+        """Add ``other``'s counts to these. The sum has no ``written`` rows: rows of several
+        transactions may have another writer's rows of the same case between them (numbered
+        in between), which only the relay's id order puts in place."""
         self.opened.update(other.opened)
         self.updated.update(other.updated)
         self.duplicates.update(other.duplicates)
         self.results += other.results
-        self.written += other.written
+        self.written = []
 
 
 class Written(NamedTuple):
@@ -588,9 +590,10 @@ class CaseStore(Database):
             if now != current:
                 raise _Conflict(f"{len(set(now.items()) ^ set(current.items()))} case(s) changed")
             if self.engine.dialect.name == "postgresql":
-                numbers = await conn.execute(_NEXT_OUTBOX_IDS, {"n": len(plan.box)})
-                for row, number in zip(plan.box, sorted(numbers.scalars()), strict=True):
-                    row["id"] = number
+                if plan.box:
+                    numbers = await conn.execute(_NEXT_OUTBOX_IDS, {"n": len(plan.box)})
+                    for row, number in zip(plan.box, sorted(numbers.scalars()), strict=True):
+                        row["id"] = number
                 exact = await self._write_bulk(conn, plan)
             else:
                 await self._write_rows(conn, plan)
@@ -727,11 +730,20 @@ SHARDS = 16
 #: while the first publishes (taking every free shard let one busy relay starve the others).
 SHARDS_PER_ROUND = SHARDS // 2
 _RELAY_LOCK_NS = 0x6F757462  # "outb": advisory lock class of the relay's shard locks
-#: Takes every shard's advisory lock, in order (so two writers never deadlock).
-_LOCK_EVERY_SHARD = text("SELECT pg_advisory_xact_lock(:ns, s) FROM generate_series(0, :last) AS s")
-#: The longest a writer waits for the shards before leaving its rows to the relay (seconds).
-WRITTEN_LOCK_TIMEOUT = 10
-_KEYS = ARRAY(LargeBinary)
+#: Tries every shard's advisory lock without waiting; returns how many it got.
+_TRY_EVERY_SHARD = text(
+    "SELECT count(*) FROM generate_series(0, :last) AS s WHERE pg_try_advisory_xact_lock(:ns, s)"
+)
+#: How often a writer tries for the shards before leaving its rows to the relay.
+WRITTEN_LOCK_ATTEMPTS = 8
+#: After Kafka failed a writer's send, writers leave their rows to the relay this long.
+WRITTEN_BACKOFF_SECONDS = 30.0
+
+
+class _ShardsBusy(Exception):
+    """Another writer or a relay holds a shard (publish_written rolls back and tries again)."""
+
+
 _SHARD_OF_KEY = func.hashtext(func.encode(outbox.c.key, "hex")).op("&")(SHARDS - 1)
 
 
@@ -759,6 +771,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._last_purge = float("-inf")  # purge on the first publish, then every 10 minutes
         self._next_shard = random.randrange(SHARDS)  # noqa: S311 - spreads relays, no secret
+        self._direct_resume_at = float("-inf")  # publish_written: writers publish until then
 
     def wake(self) -> None:
         """Publish soon: new rows were committed."""
@@ -849,46 +862,68 @@ class OutboxRelay:
         return len(rows)
 
     async def publish_written(self, written: Sequence[Written]) -> int:
-        """Publish rows a writer has just committed (:attr:`BatchOutcome.written`) with the
-        records it holds, instead of leaving them to a relay's next round; return how many.
+        """Publish rows a writer has just committed in one transaction
+        (:attr:`BatchOutcome.written`) with the records it holds, instead of leaving them to a
+        relay's next round; return how many. Never raises (but may be cancelled).
 
-        In one transaction: take every shard's advisory lock in order (waiting for a relay's
-        round, at most :data:`WRITTEN_LOCK_TIMEOUT`), give up if an older row of one of these
-        keys is still unpublished (it was owed first: a relay publishes them all in id order),
-        delete the written rows still there (a relay may have published some meanwhile), send
-        their records, and commit once Kafka acknowledged every one. Any failure (Kafka, the
-        database, the lock wait) rolls back and wakes the relay, which publishes the rows as
-        any others; this never raises. Nothing is written (SQLite, or an empty batch): the relay
-        is woken.
+        In one transaction: take every shard's advisory lock without waiting (busy: roll back
+        and try again a few times, then leave the rows to the relay; so writers never queue
+        ahead of a relay), give up if an older row of one of these keys is still in the outbox
+        (it was owed first, or is being sent by its own writer or a relay: a relay sends them
+        all in id order), delete the written rows still there (a relay may have sent some
+        before), send their records, and commit once Kafka acknowledged every one.
+
+        Whatever is not sent here is the relay's, which is woken: the shards stayed busy, an
+        older row waits, the database failed, or Kafka did (then this relay's writers leave
+        their rows to the relay for :data:`WRITTEN_BACKOFF_SECONDS`, rather than each batch
+        holding every shard through Kafka's timeout). SQLite, or no rows: the relay is woken.
         """
         engine = self.store.engine
-        if not written or engine.dialect.name != "postgresql":
+        if not written or engine.dialect.name != "postgresql" or self._direct_paused():
             self.wake()
             return 0
         sent: list[Written] = []
         try:
-            async with engine.begin() as conn:
-                await conn.execute(text(f"SET LOCAL lock_timeout = '{WRITTEN_LOCK_TIMEOUT}s'"))
-                await conn.execute(_LOCK_EVERY_SHARD, {"ns": _RELAY_LOCK_NS, "last": SHARDS - 1})
-                older = select(outbox.c.id).where(
-                    outbox.c.id < min(w.id for w in written),
-                    outbox.c.key == any_(bindparam(None, list({w.key for w in written}), _KEYS)),
-                )
-                if (await conn.execute(older.limit(1))).first() is None:
-                    ids = bindparam(None, [w.id for w in written], ARRAY(BigInteger))
-                    claim = delete(outbox).where(outbox.c.id == any_(ids)).returning(outbox.c.id)
-                    claimed = set((await conn.execute(claim)).scalars())
-                    sent = [w for w in written if w.id in claimed]
-                    if sent:
-                        await self.producer.send_batch([(w.topic, w.key, w.value) for w in sent])
+            for attempt in range(WRITTEN_LOCK_ATTEMPTS):
+                try:
+                    async with engine.begin() as conn:
+                        sent = await self._publish_locked(conn, written)
+                    break
+                except _ShardsBusy:  # rolled back: the locks it did get are released
+                    await asyncio.sleep(0.005 * (attempt + 1) * (1 + random.random()))  # noqa: S311
+            if sent:
+                self._observe(sent)
         except Exception as exc:  # noqa: BLE001 - the rows stay in the outbox for a relay
+            if isinstance(exc, PublishError):
+                self._direct_resume_at = time.monotonic() + WRITTEN_BACKOFF_SECONDS
             log.info("outbox: a writer's %d rows are left to the relay (%s)", len(written), exc)
             sent = []
         if len(sent) < len(written):
             self.wake()
-        if sent:
-            self._observe(sent)
         return len(sent)
+
+    def _direct_paused(self) -> bool:
+        return time.monotonic() < self._direct_resume_at
+
+    async def _publish_locked(self, conn: Any, written: Sequence[Written]) -> list[Written]:
+        """:meth:`publish_written`'s transaction: return the rows sent (raise
+        :class:`_ShardsBusy` when a shard is held elsewhere)."""
+        got = await conn.execute(_TRY_EVERY_SHARD, {"ns": _RELAY_LOCK_NS, "last": SHARDS - 1})
+        if got.scalar_one() < SHARDS:
+            raise _ShardsBusy
+        keys = bindparam(None, list({w.key for w in written}), ARRAY(LargeBinary))
+        older = select(outbox.c.id).where(
+            outbox.c.id < min(w.id for w in written), outbox.c.key == any_(keys), _TO_PUBLISH
+        )
+        if (await conn.execute(older.limit(1))).first() is not None:
+            return []
+        ids = bindparam(None, [w.id for w in written], ARRAY(BigInteger))
+        claim = delete(outbox).where(outbox.c.id == any_(ids)).returning(outbox.c.id)
+        claimed = set((await conn.execute(claim)).scalars())
+        sent = [w for w in written if w.id in claimed]
+        if sent:
+            await self.producer.send_batch([(w.topic, w.key, w.value) for w in sent])
+        return sent
 
     async def _purge_marked(self) -> None:
         """Delete the rows a release before 0012 marked published (a rolling upgrade); a

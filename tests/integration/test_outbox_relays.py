@@ -325,11 +325,12 @@ async def test_a_writer_leaves_its_rows_to_the_relay_while_an_older_row_of_its_c
     assert c1 == [1, 2]
 
 
-async def test_a_writer_waits_for_a_relay_round_and_publishes_only_what_is_left(
+async def test_a_writer_leaves_its_rows_to_the_relay_while_a_relay_round_holds_shards(
     kafka: str, prefix: str, stores: tuple[CaseStore, CaseStore]
 ) -> None:
-    """A relay that claimed some of a batch's rows holds their shards until Kafka answers; the
-    writer waits for that round, then publishes the rest: each row once."""
+    """A relay that claimed some of a batch's rows holds their shards until Kafka answers. The
+    writer does not queue behind it (writers queueing for every shard starved the relays): it
+    tries a few times, leaves its rows, and the relay publishes the rest: each row once."""
     from confluent_kafka.admin import AdminClient
 
     topics = Topics(prefix)
@@ -347,13 +348,80 @@ async def test_a_writer_waits_for_a_relay_round_and_publishes_only_what_is_left(
             await held.begin()
             claimed = await relay._claim_postgres(held)  # a relay's round, still open
             assert 0 < len(claimed) < len(outcome.written)
-            waiting = asyncio.create_task(writer.publish_written(outcome.written))
-            await asyncio.sleep(1)
-            assert not waiting.done(), "the writer did not wait for the relay's shards"
+            started = time.monotonic()
+            assert await writer.publish_written(outcome.written) == 0
+            assert time.monotonic() - started < 2, "the writer queued behind the relay"
             await relay._send(claimed)
             await held.commit()
-        published = await waiting
-    assert published == len(outcome.written) - len(claimed)
+        rest = 0
+        while sent := await relay.publish_once():
+            rest += sent
+    assert rest == len(outcome.written) - len(claimed)
     assert await _unpublished(stores[0]) == 0
     records = await _results(kafka, topics.analysis_results, 100)
     assert len({r["case_id"] for r in records}) == len(records) == 100
+
+
+async def test_a_batch_written_in_two_transactions_is_left_to_the_relay(
+    kafka: str, prefix: str, stores: tuple[CaseStore, CaseStore]
+) -> None:
+    """A batch bisected around a poison conversation is written in two transactions; another
+    writer's version of the same case can be numbered between them. Published together, the
+    halves' versions 1 and 3 went before 2; the summed outcome has no rows to publish, so the
+    relay sends all three in id order."""
+    from confluent_kafka.admin import AdminClient
+
+    topics = Topics(prefix)
+    for store in stores:
+        store.topics = topics
+    ensure_topics(AdminClient({"bootstrap.servers": kafka}), topics.all(), 3, 1)
+    first = await stores[0].apply([conversation_record("X", metadata={"v": "1"})])
+    other = await stores[1].apply([conversation_record("X", metadata={"v": "2"})])
+    first.add(await stores[0].apply([conversation_record("X", metadata={"v": "3"})]))
+    assert first.written == []
+    async with Producer(client_config(kafka, {})) as producer:
+        relay = OutboxRelay(stores[0], producer, metrics=Metrics())
+        assert await relay.publish_written(first.written) == 0
+        assert await relay.publish_written(other.written) == 0  # version 1 waits: not before it
+        while await relay.publish_once():
+            pass
+    records = await _results(kafka, topics.analysis_results, 3)
+    assert [r["result_version"] for r in records] == [1, 2, 3]
+
+
+class _FailsOnce:
+    """A producer whose first batch times out; later ones go to Kafka."""
+
+    def __init__(self, producer: Producer) -> None:
+        self.producer, self.failed = producer, False
+
+    async def send_batch(self, records: list[Record]) -> None:
+        if not self.failed:
+            self.failed = True
+            raise PublishError("Local: Message timed out", retriable=True)
+        await self.producer.send_batch(records)
+
+
+async def test_after_kafka_failed_a_send_writers_leave_their_rows_to_the_relay_for_a_while(
+    kafka: str, prefix: str, stores: tuple[CaseStore, CaseStore]
+) -> None:
+    """One failed send and the writers stop trying for WRITTEN_BACKOFF_SECONDS (each batch
+    would otherwise hold every shard through Kafka's timeout); the relay publishes meanwhile."""
+    from confluent_kafka.admin import AdminClient
+
+    topics = Topics(prefix)
+    store = stores[0]
+    store.topics = topics
+    ensure_topics(AdminClient({"bootstrap.servers": kafka}), topics.all(), 3, 1)
+    async with Producer(client_config(kafka, {})) as producer:
+        relay = OutboxRelay(store, _FailsOnce(producer), metrics=Metrics())  # type: ignore[arg-type]
+        one = await store.apply([conversation_record("A")])
+        assert await relay.publish_written(one.written) == 0  # Kafka failed it
+        two = await store.apply([conversation_record("B")])
+        assert await relay.publish_written(two.written) == 0  # not tried: backing off
+        assert relay.producer.failed and await _unpublished(store) == 4  # type: ignore[attr-defined]
+        while await relay.publish_once():
+            pass
+    assert await _unpublished(store) == 0
+    records = await _results(kafka, topics.analysis_results, 2)
+    assert sorted(r["external_interaction_id"] for r in records) == ["A", "B"]

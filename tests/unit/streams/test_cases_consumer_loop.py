@@ -73,10 +73,11 @@ class Relay:
         self.events: list[tuple[str, int]] = []
         self.delay = 0.0
         self.drain_seconds = 0.5
+        self.woken = 0
         self.calls = 0
 
     def wake(self) -> None:
-        pass
+        self.woken += 1
 
     async def publish_written(self, written: list[Any]) -> int:
         n, self.calls = self.calls, self.calls + 1
@@ -133,9 +134,11 @@ async def test_a_failing_read_neither_ends_the_loop_nor_skips_a_batch(tmp_path: 
     assert not task.done() or task.cancelled()
 
 
-async def test_a_batch_is_published_in_the_background_one_batch_at_a_time_in_order(
+async def test_a_batch_is_published_in_the_background_and_never_waited_for(
     tmp_path: Path,
 ) -> None:
+    """The offsets are committed while the batch publishes; the next batch does not wait for
+    a publish still running (Kafka may hang for its timeout): its rows are the relay's."""
     consumer, store = _consumer(tmp_path, FakeConsumer([]))
     relay: Relay = consumer.relay  # type: ignore[assignment]
     fake = consumer._consumer
@@ -144,11 +147,32 @@ async def test_a_batch_is_published_in_the_background_one_batch_at_a_time_in_ord
     publishing = consumer._publishing
     assert publishing is not None and not publishing.done()  # publishing while ...
     assert fake.committed == [[0, 1]]  # type: ignore[attr-defined]  # ... the offsets are committed
-    await consumer.handle(_msgs(2, 2), consumer._revocations)  # waits for the first publish
-    assert publishing.done()
-    await consumer.stop()  # lets the second publish finish
+    await consumer.handle(_msgs(2, 2), consumer._revocations)
+    assert not publishing.done(), "the second batch waited for the first one's publish"
+    assert relay.woken == 1  # the second batch's rows: the relay's
+    assert fake.committed == [[0, 1], [2, 3]]  # type: ignore[attr-defined]
+    await asyncio.wait({publishing})
+    await consumer.handle(_msgs(4, 2), consumer._revocations)  # the first is done: publishes
+    assert consumer._publishing is not publishing
+    await consumer.stop()
     assert relay.events == [("start", 0), ("end", 0), ("start", 1), ("end", 1)]
-    assert len(store.stored) == 4
+    assert len(store.stored) == 6
+
+
+async def test_stop_lets_a_running_publish_finish_within_the_drain_time(tmp_path: Path) -> None:
+    """Stopping the running loop does not cancel the publish it started (a cancel mid-send
+    rolls back rows Kafka may already hold: they would be sent twice)."""
+    fake = FakeConsumer([_msgs(0, 2), _msgs(2, 2)])
+    consumer, _store = _consumer(tmp_path, fake)
+    relay: Relay = consumer.relay  # type: ignore[assignment]
+    relay.delay = 0.3
+    consumer._task = asyncio.create_task(consumer._loop())
+    for _ in range(100):
+        if len(fake.committed) == 2:  # the second batch came while the first one published
+            break
+        await asyncio.sleep(0.01)
+    await consumer.stop()
+    assert relay.events == [("start", 0), ("end", 0)]
 
 
 async def test_stop_cancels_a_publish_that_outlasts_the_drain_time(tmp_path: Path) -> None:
