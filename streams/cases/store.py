@@ -730,18 +730,16 @@ SHARDS = 16
 #: while the first publishes (taking every free shard let one busy relay starve the others).
 SHARDS_PER_ROUND = SHARDS // 2
 _RELAY_LOCK_NS = 0x6F757462  # "outb": advisory lock class of the relay's shard locks
-#: Tries every shard's advisory lock without waiting; returns how many it got.
-_TRY_EVERY_SHARD = text(
-    "SELECT count(*) FROM generate_series(0, :last) AS s WHERE pg_try_advisory_xact_lock(:ns, s)"
-)
-#: How often a writer tries for the shards before leaving its rows to the relay.
-WRITTEN_LOCK_ATTEMPTS = 8
+#: Takes every shard's advisory lock, in order (two takers never deadlock), in one statement.
+_LOCK_EVERY_SHARD = text("SELECT pg_advisory_xact_lock(:ns, s) FROM generate_series(0, :last) AS s")
+#: Takes the given shards' advisory locks in the array's order (ascending: see above).
+_LOCK_SHARDS = text("SELECT pg_advisory_xact_lock(:ns, s) FROM unnest(CAST(:shards AS int[])) AS s")
+#: The longest a writer waits for the shards before leaving its rows to the relay (seconds).
+WRITTEN_LOCK_SECONDS = 5
+_WAIT_AT_MOST = text(f"SET LOCAL statement_timeout = '{WRITTEN_LOCK_SECONDS}s'")
+_WAIT_AS_CONFIGURED = text("SET LOCAL statement_timeout TO DEFAULT")
 #: After Kafka failed a writer's send, writers leave their rows to the relay this long.
 WRITTEN_BACKOFF_SECONDS = 30.0
-
-
-class _ShardsBusy(Exception):
-    """Another writer or a relay holds a shard (publish_written rolls back and tries again)."""
 
 
 _SHARD_OF_KEY = func.hashtext(func.encode(outbox.c.key, "hex")).op("&")(SHARDS - 1)
@@ -866,17 +864,17 @@ class OutboxRelay:
         (:attr:`BatchOutcome.written`) with the records it holds, instead of leaving them to a
         relay's next round; return how many. Never raises (but may be cancelled).
 
-        In one transaction: take every shard's advisory lock without waiting (busy: roll back
-        and try again a few times, then leave the rows to the relay; so writers never queue
-        ahead of a relay), give up if an older row of one of these keys is still in the outbox
-        (it was owed first, or is being sent by its own writer or a relay: a relay sends them
-        all in id order), delete the written rows still there (a relay may have sent some
-        before), send their records, and commit once Kafka acknowledged every one.
+        In one transaction: take every shard's advisory lock, in order, waiting in PostgreSQL's
+        queue behind other writers and relays (at most :data:`WRITTEN_LOCK_SECONDS` in all),
+        give up if an older row of one of these keys is still in the outbox (it was owed first,
+        or is being sent by its own writer or a relay: a relay sends them all in id order),
+        delete the written rows still there (a relay may have sent some before), send their
+        records, and commit once Kafka acknowledged every one.
 
-        Whatever is not sent here is the relay's, which is woken: the shards stayed busy, an
-        older row waits, the database failed, or Kafka did (then this relay's writers leave
-        their rows to the relay for :data:`WRITTEN_BACKOFF_SECONDS`, rather than each batch
-        holding every shard through Kafka's timeout). SQLite, or no rows: the relay is woken.
+        Whatever is not sent here is the relay's, which is woken: an older row waits, the lock
+        wait ran out, the database failed, or Kafka did (then this relay's writers leave their
+        rows to the relay for :data:`WRITTEN_BACKOFF_SECONDS`, rather than each batch holding
+        every shard through Kafka's timeout). SQLite, or no rows: the relay is woken.
         """
         engine = self.store.engine
         if not written or engine.dialect.name != "postgresql" or self._direct_paused():
@@ -884,13 +882,8 @@ class OutboxRelay:
             return 0
         sent: list[Written] = []
         try:
-            for attempt in range(WRITTEN_LOCK_ATTEMPTS):
-                try:
-                    async with engine.begin() as conn:
-                        sent = await self._publish_locked(conn, written)
-                    break
-                except _ShardsBusy:  # rolled back: the locks it did get are released
-                    await asyncio.sleep(0.005 * (attempt + 1) * (1 + random.random()))  # noqa: S311
+            async with engine.begin() as conn:
+                sent = await self._publish_locked(conn, written)
             if sent:
                 self._observe(sent)
         except Exception as exc:  # noqa: BLE001 - the rows stay in the outbox for a relay
@@ -906,11 +899,10 @@ class OutboxRelay:
         return time.monotonic() < self._direct_resume_at
 
     async def _publish_locked(self, conn: Any, written: Sequence[Written]) -> list[Written]:
-        """:meth:`publish_written`'s transaction: return the rows sent (raise
-        :class:`_ShardsBusy` when a shard is held elsewhere)."""
-        got = await conn.execute(_TRY_EVERY_SHARD, {"ns": _RELAY_LOCK_NS, "last": SHARDS - 1})
-        if got.scalar_one() < SHARDS:
-            raise _ShardsBusy
+        """:meth:`publish_written`'s transaction: return the rows sent."""
+        await conn.execute(_WAIT_AT_MOST)
+        await conn.execute(_LOCK_EVERY_SHARD, {"ns": _RELAY_LOCK_NS, "last": SHARDS - 1})
+        await conn.execute(_WAIT_AS_CONFIGURED)
         keys = bindparam(None, list({w.key for w in written}), ARRAY(LargeBinary))
         older = select(outbox.c.id).where(
             outbox.c.id < min(w.id for w in written), outbox.c.key == any_(keys), _TO_PUBLISH
@@ -953,7 +945,13 @@ class OutboxRelay:
         transaction commits, which the caller does once Kafka acknowledged every record. Rows of
         one key are always in one shard, which one relay at a time publishes in id order:
         results stay in order per case.
+
+        Writers that publish their own rows (:meth:`publish_written`) take every shard, waiting
+        in PostgreSQL's lock queue. A relay that finds every shard busy therefore queues too,
+        for one group in ascending order (it holds no lock then, so it cannot deadlock with a
+        writer), rather than trying again and again while writers take turns ahead of it.
         """
+        anything = False
         for _ in range(SHARDS // SHARDS_PER_ROUND):
             group = [(self._next_shard + i) % SHARDS for i in range(SHARDS_PER_ROUND)]
             self._next_shard = (self._next_shard + SHARDS_PER_ROUND) % SHARDS
@@ -968,9 +966,15 @@ class OutboxRelay:
                     )
                 ).scalars()
             )
+            anything = anything or bool(locked)
             if locked and (rows := await self._take(conn, locked)):
                 return rows
-        return []
+        if anything:
+            return []
+        group = sorted((self._next_shard + i) % SHARDS for i in range(SHARDS_PER_ROUND))
+        self._next_shard = (self._next_shard + SHARDS_PER_ROUND) % SHARDS
+        await conn.execute(_LOCK_SHARDS, {"shards": group, "ns": _RELAY_LOCK_NS})
+        return await self._take(conn, group)
 
     async def _take(self, conn: Any, shards: list[int]) -> list[Any]:
         """Delete up to ``batch`` of the oldest unpublished rows of ``shards``; return them in
