@@ -156,6 +156,11 @@ _MAX_POLL_MS = 1_000_000
 _POLL_SECONDS = 1.0
 
 
+#: How long a batch waits for the previous batch's publish before leaving its own rows to the
+#: relay (a publish stuck on Kafka must not stall storing).
+PUBLISH_WAIT_SECONDS = 1.0
+
+
 class CasesConsumer:
     """Consumes one lane's conversations topic and stores them in batches (``start``/``stop``).
 
@@ -170,9 +175,9 @@ class CasesConsumer:
     - per batch: decode (an undecodable record is dead-lettered ``undecodable_record``),
       :meth:`CaseWriter.write` (one transaction; a poison conversation is dead-lettered), start
       publishing the rows it committed (:meth:`OutboxRelay.publish_written`, in the background
-      while the next batch is stored; when the previous batch's is still running, or anything
-      stops it, the rows are the relay's, which keeps each case's order), and only then commit
-      the batch's offsets. A crash or rebalance before
+      while the next batch is stored; when the previous batch's is still running after
+      :data:`PUBLISH_WAIT_SECONDS`, or anything stops it, the rows are the relay's, which keeps
+      each case's order), and only then commit the batch's offsets. A crash or rebalance before
       the commit redelivers the batch, which the case store applies once (at-least-once input,
       exactly-once effects); an unexpected error retries the same batch, never skips it;
     - the blocking librdkafka consumer runs in its own thread, one call at a time.
@@ -350,7 +355,9 @@ class CasesConsumer:
             for tenant, n in counter.items():
                 metric.labels(tenant=tenant).inc(n)
         previous = self._publishing
-        if previous is None or previous.done():  # never waited for: Kafka may be hanging
+        if previous is not None:  # waited for briefly (Kafka may hang), never cancelled
+            await asyncio.wait({previous}, timeout=PUBLISH_WAIT_SECONDS)
+        if previous is None or previous.done():
             if previous is not None and not previous.cancelled() and previous.exception():
                 log.error("%s: publishing a batch failed: %r", self.group, previous.exception())
             self._publishing = asyncio.create_task(

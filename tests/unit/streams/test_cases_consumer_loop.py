@@ -7,8 +7,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 from test_streams_failures import FakeProducer, PoisonStore, conversation
 
+from streams.agents import cases as cases_agent
 from streams.agents.cases import CasesConsumer, CaseWriter
 from streams.codec import AvroCodec
 from streams.deadletters import DeadLetters
@@ -134,29 +136,35 @@ async def test_a_failing_read_neither_ends_the_loop_nor_skips_a_batch(tmp_path: 
     assert not task.done() or task.cancelled()
 
 
-async def test_a_batch_is_published_in_the_background_and_never_waited_for(
-    tmp_path: Path,
+async def test_a_batch_is_published_in_the_background_and_waited_for_only_briefly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The offsets are committed while the batch publishes; the next batch does not wait for
-    a publish still running (Kafka may hang for its timeout): its rows are the relay's."""
+    """The offsets are committed while the batch publishes. The next batch waits for that
+    publish at most PUBLISH_WAIT_SECONDS (Kafka may hang for its timeout), then leaves its rows
+    to the relay; a publish done within the wait is followed by the next batch's own."""
+    monkeypatch.setattr(cases_agent, "PUBLISH_WAIT_SECONDS", 0.1)
     consumer, store = _consumer(tmp_path, FakeConsumer([]))
     relay: Relay = consumer.relay  # type: ignore[assignment]
     fake = consumer._consumer
-    relay.delay = 0.3
+    relay.delay = 0.5
     await consumer.handle(_msgs(0, 2), consumer._revocations)
     publishing = consumer._publishing
     assert publishing is not None and not publishing.done()  # publishing while ...
     assert fake.committed == [[0, 1]]  # type: ignore[attr-defined]  # ... the offsets are committed
     await consumer.handle(_msgs(2, 2), consumer._revocations)
-    assert not publishing.done(), "the second batch waited for the first one's publish"
-    assert relay.woken == 1  # the second batch's rows: the relay's
+    assert not publishing.done(), "the second batch waited for the whole publish"
+    assert relay.woken == 1 and consumer._publishing is publishing  # its rows: the relay's
     assert fake.committed == [[0, 1], [2, 3]]  # type: ignore[attr-defined]
     await asyncio.wait({publishing})
-    await consumer.handle(_msgs(4, 2), consumer._revocations)  # the first is done: publishes
-    assert consumer._publishing is not publishing
+    relay.delay = 0.05  # within the wait
+    await consumer.handle(_msgs(4, 2), consumer._revocations)
+    await consumer.handle(_msgs(6, 2), consumer._revocations)
     await consumer.stop()
-    assert relay.events == [("start", 0), ("end", 0), ("start", 1), ("end", 1)]
-    assert len(store.stored) == 6
+    assert relay.woken == 1
+    assert relay.events == [
+        ("start", n) if i % 2 == 0 else ("end", n) for n in range(3) for i in (0, 1)
+    ]
+    assert len(store.stored) == 8
 
 
 async def test_stop_lets_a_running_publish_finish_within_the_drain_time(tmp_path: Path) -> None:
@@ -168,11 +176,13 @@ async def test_stop_lets_a_running_publish_finish_within_the_drain_time(tmp_path
     relay.delay = 0.3
     consumer._task = asyncio.create_task(consumer._loop())
     for _ in range(100):
-        if len(fake.committed) == 2:  # the second batch came while the first one published
+        if not fake.batches and relay.events:  # the second batch waits for the first publish
             break
         await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
     await consumer.stop()
     assert relay.events == [("start", 0), ("end", 0)]
+    assert fake.committed == [[0, 1]]  # the second batch was stopped: redelivered
 
 
 async def test_stop_cancels_a_publish_that_outlasts_the_drain_time(tmp_path: Path) -> None:
