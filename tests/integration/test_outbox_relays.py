@@ -29,9 +29,16 @@ UPDATES = 3
 
 
 @pytest.fixture
-async def stores(pg_server: PostgresServer) -> AsyncIterator[tuple[CaseStore, CaseStore]]:
+async def stores(
+    pg_server: PostgresServer, kafka: str, prefix: str
+) -> AsyncIterator[tuple[CaseStore, CaseStore]]:
+    """Two case stores (two processes') on an emptied database, both publishing to the topics
+    of ``prefix``, created on the broker with 3 partitions."""
+    from confluent_kafka.admin import AdminClient
+
     pg_server.reset()
-    codec, topics = AvroCodec(), Topics("relays")
+    codec, topics = AvroCodec(), Topics(prefix)
+    ensure_topics(AdminClient({"bootstrap.servers": kafka}), topics.all(), 3, 1)
     async with (
         CaseStore(pg_server.async_url(), codec, topics, lambda _t: ()) as one,
         CaseStore(pg_server.async_url(), codec, topics, lambda _t: ()) as two,
@@ -40,14 +47,9 @@ async def stores(pg_server: PostgresServer) -> AsyncIterator[tuple[CaseStore, Ca
 
 
 async def test_two_relays_publish_each_row_once_in_order_per_case(
-    kafka: str, prefix: str, stores: tuple[CaseStore, CaseStore]
+    kafka: str, stores: tuple[CaseStore, CaseStore]
 ) -> None:
-    from confluent_kafka.admin import AdminClient
-
-    topics = Topics(prefix)
-    for store in stores:
-        store.topics = topics
-    ensure_topics(AdminClient({"bootstrap.servers": kafka}), topics.all(), 3, 1)
+    topics = stores[0].topics
     writer = stores[0]
     async with (
         Producer(client_config(kafka, {})) as p1,
@@ -99,17 +101,11 @@ async def test_two_relays_publish_each_row_once_in_order_per_case(
 
 
 async def test_a_relay_mid_publish_leaves_the_other_shards_to_a_second_relay(
-    kafka: str, prefix: str, stores: tuple[CaseStore, CaseStore]
+    kafka: str, stores: tuple[CaseStore, CaseStore]
 ) -> None:
     """While one relay holds its round open (Kafka slow to acknowledge, say), a second relay
     still publishes: a round locks a group of shards, not every free shard. A relay alone then
     drains every shard, and "nothing published" means nothing is left."""
-    from confluent_kafka.admin import AdminClient
-
-    topics = Topics(prefix)
-    for store in stores:
-        store.topics = topics
-    ensure_topics(AdminClient({"bootstrap.servers": kafka}), topics.all(), 3, 1)
     await stores[0].apply([conversation_record(f"C{i}") for i in range(CASES)])
     total = await _unpublished(stores[0])
     async with (
@@ -144,17 +140,13 @@ async def _unpublished(store: CaseStore) -> int:
 
 
 async def test_rows_an_older_release_marked_published_are_not_sent_again_and_are_purged(
-    kafka: str, prefix: str, stores: tuple[CaseStore, CaseStore]
+    kafka: str, stores: tuple[CaseStore, CaseStore]
 ) -> None:
     """During a rolling upgrade, workers of the release before revision 0012 still mark rows
     published instead of deleting them. This release's relay sends none of those again, and
     the table is left with nothing: a published row does not stay."""
-    from confluent_kafka.admin import AdminClient
-
-    topics = Topics(prefix)
     store = stores[0]
-    store.topics = topics
-    ensure_topics(AdminClient({"bootstrap.servers": kafka}), topics.all(), 3, 1)
+    topics = store.topics
     await store.apply([conversation_record(f"C{i}") for i in range(40)])
     async with store.engine.begin() as conn:  # what an older relay did with every third row
         marked = (
@@ -231,17 +223,12 @@ async def _results(kafka: str, topic: str, expected: int) -> list[dict[str, obje
 
 
 async def test_writers_publish_what_they_wrote_once_and_in_order_beside_two_relays(
-    kafka: str, prefix: str, stores: tuple[CaseStore, CaseStore]
+    kafka: str, stores: tuple[CaseStore, CaseStore]
 ) -> None:
     """Two writers (two processes' case stores) update the same cases concurrently and each
     publishes what it committed (``publish_written``) while two relays run: every result is on
     the topic once, each case's versions in order, and the writers published most of them."""
-    from confluent_kafka.admin import AdminClient
-
-    topics = Topics(prefix)
-    for store in stores:
-        store.topics = topics
-    ensure_topics(AdminClient({"bootstrap.servers": kafka}), topics.all(), 3, 1)
+    topics = stores[0].topics
     chunks = [list(range(start, start + 50)) for start in range(0, CASES, 50)]
     async with (
         Producer(client_config(kafka, {})) as p1,
@@ -289,17 +276,13 @@ async def test_writers_publish_what_they_wrote_once_and_in_order_beside_two_rela
 
 
 async def test_a_writer_leaves_its_rows_to_the_relay_while_an_older_row_of_its_case_waits(
-    kafka: str, prefix: str, stores: tuple[CaseStore, CaseStore]
+    kafka: str, stores: tuple[CaseStore, CaseStore]
 ) -> None:
     """Version 1 of a case could not be published (Kafka was down); version 2's writer must
     not publish before it, so it leaves its rows too, and a relay then sends 1 before 2. A
     writer of another case is not held back."""
-    from confluent_kafka.admin import AdminClient
-
-    topics = Topics(prefix)
     store = stores[0]
-    store.topics = topics
-    ensure_topics(AdminClient({"bootstrap.servers": kafka}), topics.all(), 3, 1)
+    topics = store.topics
     async with Producer(client_config(kafka, {})) as producer:
         down = OutboxRelay(store, _Refusing(), metrics=Metrics())  # type: ignore[arg-type]
         first = await store.apply([conversation_record("C1", metadata={"v": "1"})])
@@ -326,16 +309,11 @@ async def test_a_writer_leaves_its_rows_to_the_relay_while_an_older_row_of_its_c
 
 
 async def test_a_writer_waits_for_a_relay_round_and_publishes_only_what_is_left(
-    kafka: str, prefix: str, stores: tuple[CaseStore, CaseStore]
+    kafka: str, stores: tuple[CaseStore, CaseStore]
 ) -> None:
     """A relay that claimed some of a batch's rows holds their shards until Kafka answers; the
     writer waits for that round in the lock queue, then publishes the rest: each row once."""
-    from confluent_kafka.admin import AdminClient
-
-    topics = Topics(prefix)
-    for store in stores:
-        store.topics = topics
-    ensure_topics(AdminClient({"bootstrap.servers": kafka}), topics.all(), 3, 1)
+    topics = stores[0].topics
     outcome = await stores[0].apply([conversation_record(f"C{i}") for i in range(100)])
     async with (
         Producer(client_config(kafka, {})) as p1,
@@ -371,18 +349,12 @@ class _Slow:
 
 
 async def test_busy_writers_do_not_starve_the_relay(
-    kafka: str, prefix: str, stores: tuple[CaseStore, CaseStore]
+    kafka: str, stores: tuple[CaseStore, CaseStore]
 ) -> None:
     """Four writers publish their own batches back to back, each taking every shard. A row
     left to the relay (Kafka failed its writer) must still go out promptly: the relay queues
     for the shards like the writers do (trying them without waiting, it found them busy for as
     long as the writers kept going)."""
-    from confluent_kafka.admin import AdminClient
-
-    topics = Topics(prefix)
-    for store in stores:
-        store.topics = topics
-    ensure_topics(AdminClient({"bootstrap.servers": kafka}), topics.all(), 3, 1)
     left = await stores[0].apply([conversation_record("LEFT")])
     down = OutboxRelay(stores[0], _Refusing(), metrics=Metrics())  # type: ignore[arg-type]
     assert await down.publish_written(left.written) == 0
@@ -429,18 +401,13 @@ async def test_busy_writers_do_not_starve_the_relay(
 
 
 async def test_a_batch_written_in_two_transactions_is_left_to_the_relay(
-    kafka: str, prefix: str, stores: tuple[CaseStore, CaseStore]
+    kafka: str, stores: tuple[CaseStore, CaseStore]
 ) -> None:
     """A batch bisected around a poison conversation is written in two transactions; another
     writer's version of the same case can be numbered between them. Published together, the
     halves' versions 1 and 3 went before 2; the summed outcome has no rows to publish, so the
     relay sends all three in id order."""
-    from confluent_kafka.admin import AdminClient
-
-    topics = Topics(prefix)
-    for store in stores:
-        store.topics = topics
-    ensure_topics(AdminClient({"bootstrap.servers": kafka}), topics.all(), 3, 1)
+    topics = stores[0].topics
     first = await stores[0].apply([conversation_record("X", metadata={"v": "1"})])
     other = await stores[1].apply([conversation_record("X", metadata={"v": "2"})])
     first.add(await stores[0].apply([conversation_record("X", metadata={"v": "3"})]))
@@ -469,16 +436,12 @@ class _FailsOnce:
 
 
 async def test_after_kafka_failed_a_send_writers_leave_their_rows_to_the_relay_for_a_while(
-    kafka: str, prefix: str, stores: tuple[CaseStore, CaseStore]
+    kafka: str, stores: tuple[CaseStore, CaseStore]
 ) -> None:
     """One failed send and the writers stop trying for WRITTEN_BACKOFF_SECONDS (each batch
     would otherwise hold every shard through Kafka's timeout); the relay publishes meanwhile."""
-    from confluent_kafka.admin import AdminClient
-
-    topics = Topics(prefix)
     store = stores[0]
-    store.topics = topics
-    ensure_topics(AdminClient({"bootstrap.servers": kafka}), topics.all(), 3, 1)
+    topics = store.topics
     async with Producer(client_config(kafka, {})) as producer:
         relay = OutboxRelay(store, _FailsOnce(producer), metrics=Metrics())  # type: ignore[arg-type]
         one = await store.apply([conversation_record("A")])
