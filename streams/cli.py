@@ -109,6 +109,7 @@ def run(config: Path | None, echo: bool | None, roles: list[str] | None) -> None
     by then are named and the exit status is 1. A second signal exits at once.
     """
     from streams.embedded.kafka import KafkaStartError
+    from streams.gctune import tune_for_throughput
     from streams.service import Service, run_until_stopped  # heavy imports only when running
 
     settings = _load(config)
@@ -153,7 +154,7 @@ def run(config: Path | None, echo: bool | None, roles: list[str] | None) -> None
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal, sig.name, stop)
         try:
-            await run_until_stopped(service, stop)
+            await run_until_stopped(service, stop, on_started=tune_for_throughput)
             code = 0
         except ConfigError as exc:
             code = fail(EXIT_CONFIG, exc)

@@ -564,8 +564,11 @@ def _async(fn: Callable[[], None]) -> Callable[[], Awaitable[None]]:
     return call
 
 
-async def run_until_stopped(service: Service, stop: asyncio.Event) -> None:
-    """Start ``service``, wait for ``stop``, then shut it down within its grace period.
+async def run_until_stopped(
+    service: Service, stop: asyncio.Event, on_started: Callable[[], None] | None = None
+) -> None:
+    """Start ``service``, call ``on_started`` once it has started, wait for ``stop``, then shut
+    it down within its grace period.
 
     A stop requested while the service is still starting (a broker that does not answer, a
     slow first fetch of the Kafka jars) interrupts the start, which stops what it had started.
@@ -586,6 +589,8 @@ async def run_until_stopped(service: Service, stop: asyncio.Event) -> None:
                 raise exc
             return
         starting.result()  # raises a start failure
+        if on_started is not None:
+            on_started()
         await waiting
     finally:
         waiting.cancel()

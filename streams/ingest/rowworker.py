@@ -53,6 +53,7 @@ from typing import Any, BinaryIO, Final
 from streams.codec import AvroCodec
 from streams.fetch.request import request_fetch
 from streams.fetch.settings import RecordingFetchSettings
+from streams.gctune import tune_for_throughput
 from streams.ingest.parse import (
     FileRejected,
     ParsedRow,
@@ -375,6 +376,7 @@ def _serve(jobs_fd: int, results_fd: int, schemas_dir: str, spool_dir: str) -> N
     jobs = Connection(jobs_fd, writable=False)
     results = Connection(results_fd, readable=False)
     codec = AvroCodec(Path(schemas_dir))
+    tune_for_throughput()  # a row's dicts are freed by reference counting (streams/gctune.py)
     try:
         while True:
             try:
