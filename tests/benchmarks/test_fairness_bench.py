@@ -8,8 +8,10 @@ two tenants:
    in CI; ``make bench-fairness``: 1,000,000; ``CALLSTREAM_FAIRNESS_BENCH_ROWS``):
    conversations per second, drop -> last result;
 3. the same size again (new conversations) while bravo drops a single-row file every
-   ``INTERVAL`` seconds: bravo's p50 / p99 upload -> result and alpha's throughput, with the drop
-   against step 2 in %.
+   ``INTERVAL`` seconds: bravo's p50 / p99 upload -> result and alpha's throughput;
+4. alpha's file alone once more. The drop is step 3 against the mean of steps 2 and 4, so a
+   drift over the runs (the tables grow by a file's rows each time, autovacuum catches up)
+   weighs on both sides alike; a single "alone" run before "shared" put it all on "shared".
 
 Times are the results' Kafka timestamps (set by the service's producer), minus the moment the
 file appeared in its folder.
@@ -110,12 +112,14 @@ def test_fairness_benchmark(
                 time.sleep(INTERVAL)
             baseline = bench.latencies(baseline_dropped)
             bench.bulk_file("warm_up.csv", 20_000_000, rows=max(ROWS // 20, 5_000))
-            alone, _ = bench.bulk_file("alone.csv", 0)
+            before, _ = bench.bulk_file("alone.csv", 0)
             shared, dropped = bench.bulk_file("shared.csv", 10_000_000, while_processing=True)
             during = bench.latencies(dropped)
+            after, _ = bench.bulk_file("alone_again.csv", 30_000_000)
     finally:
         clock.close()
     size_mb = len(conversations_csv(1)) * ROWS / 1e6
+    alone = (before + after) / 2
     drop, p99 = 1 - shared / alone, p50_p99(during)[1]
     lines = [
         "",
@@ -123,12 +127,13 @@ def test_fairness_benchmark(
         "connectors, 1 s poll)",
         f"bravo's single-row files alone, one every {INTERVAL:.0f} s, upload -> result:",
         f"  {_quantiles(baseline)}",
-        f"alpha's {ROWS:,}-row file (~{size_mb:.0f} MB, bulk lane) alone:",
-        f"  {alone:,.0f} conversations/s (drop -> last result)",
-        f"alpha's {ROWS:,}-row file again while bravo drops a single-row file every "
-        f"{INTERVAL:.0f} s:",
+        f"alpha's {ROWS:,}-row file (~{size_mb:.0f} MB, bulk lane) alone, before and after "
+        "the run with bravo's files:",
+        f"  {before:,.0f} and {after:,.0f} conversations/s (drop -> last result), "
+        f"mean {alone:,.0f}",
+        f"alpha's {ROWS:,}-row file while bravo drops a single-row file every {INTERVAL:.0f} s:",
         f"  alpha: {shared:,.0f} conversations/s, a drop of {drop:.1%} "
-        f"against alone {target('<= 10 %', drop <= 0.10)}",
+        f"against the mean alone {target('<= 10 %', drop <= 0.10)}",
         f"  bravo, upload -> result: {_quantiles(during)} "
         f"{target('p99 <= 5 s', bool(during) and p99 <= 5.0)}",
     ]
